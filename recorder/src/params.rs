@@ -1,0 +1,142 @@
+//! A module's float parameters as one flat f64 vector, in the module's visiting order.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use epk_store::ParamLayout;
+
+struct LayoutVisitor {
+    path: Vec<String>,
+    layout: Vec<ParamLayout>,
+    offset: usize,
+}
+
+impl ModuleVisitor for LayoutVisitor {
+    fn enter_module(&mut self, name: &str, _container: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let shape = param.lazy_shape().dims::<D>().to_vec();
+        let len = shape.iter().product();
+        self.layout.push(ParamLayout {
+            path: self.path.join("."),
+            shape,
+            offset: self.offset,
+            len,
+        });
+        self.offset += len;
+    }
+}
+
+/// Path, shape and offset of every float parameter, in flatten order.
+pub fn layout<M: Module>(module: &M) -> Vec<ParamLayout> {
+    let mut v = LayoutVisitor {
+        path: Vec::new(),
+        layout: Vec::new(),
+        offset: 0,
+    };
+    module.visit(&mut v);
+    v.layout
+}
+
+struct FlattenVisitor<'a> {
+    out: Vec<f64>,
+    grads: Option<&'a Gradients>,
+    error: Option<String>,
+}
+
+impl ModuleVisitor for FlattenVisitor<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val();
+        let n: usize = value.dims().iter().product();
+        let tensor = match self.grads {
+            None => Some(value),
+            Some(grads) => value.grad(grads),
+        };
+        match tensor {
+            Some(t) => match t.try_into_vec_as::<f64>() {
+                Ok(v) => self.out.extend(v),
+                Err(e) => {
+                    self.error.get_or_insert(format!("{e:?}"));
+                    self.out.extend(std::iter::repeat_n(f64::NAN, n));
+                }
+            },
+            // A parameter the output does not depend on has a zero gradient.
+            None => self.out.extend(std::iter::repeat_n(0.0, n)),
+        }
+    }
+}
+
+/// The module's weights as one f64 vector (exact for f32 and f64 parameters).
+pub fn flatten<M: Module>(module: &M) -> Result<Vec<f64>, String> {
+    let mut v = FlattenVisitor {
+        out: Vec::new(),
+        grads: None,
+        error: None,
+    };
+    module.visit(&mut v);
+    v.error.map_or(Ok(v.out), Err)
+}
+
+/// The gradient of every parameter from `grads`, flat in layout order (zero where absent).
+pub fn flatten_grads<M: Module>(module: &M, grads: &Gradients) -> Result<Vec<f64>, String> {
+    let mut v = FlattenVisitor {
+        out: Vec::new(),
+        grads: Some(grads),
+        error: None,
+    };
+    module.visit(&mut v);
+    v.error.map_or(Ok(v.out), Err)
+}
+
+struct LoadMapper<'a> {
+    flat: &'a [f64],
+    offset: usize,
+    device: Device,
+    require_grad: bool,
+}
+
+impl ModuleMapper for LoadMapper<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, value, _) = param.consume();
+        let dims = value.dims();
+        let n: usize = dims.iter().product();
+        let values = self.flat[self.offset..self.offset + n].to_vec();
+        self.offset += n;
+        let dtype = value.dtype();
+        let mut t: Tensor<D> = Tensor::from_data(TensorData::new(values, dims), &self.device);
+        if t.dtype() != dtype {
+            t = t.cast(dtype);
+        }
+        if self.require_grad {
+            t = t.require_grad();
+        }
+        Param::initialized(id, t)
+    }
+}
+
+/// Replaces the module's weights with `flat` (in layout order). `require_grad` marks them as
+/// leaves for a following backward pass.
+pub fn load_flat<M: Module>(
+    module: M,
+    flat: &[f64],
+    device: &Device,
+    require_grad: bool,
+) -> Result<M, String> {
+    let expected: usize = layout(&module).iter().map(|p| p.len).sum();
+    if expected != flat.len() {
+        return Err(format!(
+            "the module has {expected} parameters, {} values given",
+            flat.len()
+        ));
+    }
+    let mut mapper = LoadMapper {
+        flat,
+        offset: 0,
+        device: device.clone(),
+        require_grad,
+    };
+    Ok(module.map(&mut mapper))
+}

@@ -1,0 +1,119 @@
+use crate::batch::IndexedBatch;
+use crate::hook::Hook;
+use crate::model::{EpkModel, Switches};
+use crate::{RecordError, Recorder, loss, params};
+use burn::module::Module;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::Tensor;
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use std::path::Path;
+
+/// A model with a recorder attached. It trains exactly like the model itself (burn-train's
+/// `Learner` or a hand-written loop calling [`TrainStep::step`] and [`TrainStep::optimize`]),
+/// and records every optimizer step.
+#[derive(Module, Debug)]
+pub struct Recorded<M: Module> {
+    /// The model being trained.
+    pub model: M,
+    #[module(skip)]
+    hook: Hook,
+}
+
+/// Attaches a [`Recorder`] to a model: the one line added to training code.
+pub trait WithRecorder: EpkModel {
+    /// Creates the store, writes the initial weights and returns the recording model.
+    fn with_recorder(self, recorder: Recorder) -> Result<Recorded<Self>, RecordError>;
+}
+
+impl<M: EpkModel> WithRecorder for M {
+    fn with_recorder(self, recorder: Recorder) -> Result<Recorded<M>, RecordError> {
+        let hook = recorder.start(&self)?;
+        Ok(Recorded { model: self, hook })
+    }
+}
+
+impl<M: EpkModel> Recorded<M> {
+    /// Optimizer steps recorded so far.
+    pub fn steps(&self) -> usize {
+        self.hook.steps()
+    }
+
+    /// The store being written.
+    pub fn store_path(&self) -> &Path {
+        self.hook.path()
+    }
+
+    /// The error that stopped recording, if one did.
+    pub fn error(&self) -> Option<String> {
+        self.hook.error()
+    }
+
+    /// Waits for every step to reach the disk, marks the run finished and returns the model.
+    pub fn finish(self) -> Result<M, RecordError> {
+        self.hook.finish()?;
+        Ok(self.model)
+    }
+
+    /// Forward, loss and backward for one (micro-)batch, noting the per-sample dL/df.
+    ///
+    /// The gradient is built from dL/df itself (backward of Σ f·dL/df), so what is recorded
+    /// is exactly what entered the optimizer.
+    fn forward_backward(&self, batch: IndexedBatch) -> TrainOutput<ClassificationOutput> {
+        let f = self.model.epk_forward(batch.inputs, &mut Switches::off());
+        let leaf = f.clone().detach().require_grad();
+        let loss = loss::loss(self.hook.loss(), leaf.clone(), batch.targets.clone());
+        let loss_grads = loss.backward();
+        let dldf = leaf
+            .grad(&loss_grads)
+            .expect("the loss depends on every output")
+            .into_data();
+        let values = dldf
+            .clone()
+            .convert::<f64>()
+            .try_into_vec::<f64>()
+            .expect("dL/df converts to f64");
+        self.hook.micro_batch(&batch.indices, values);
+        let weight: Tensor<2> = Tensor::from_data(dldf, &f.device());
+        let grads = (f.clone() * weight).sum().backward();
+        let output = ClassificationOutput::new(loss.detach(), f.detach(), batch.targets);
+        TrainOutput::new(self, grads, output)
+    }
+}
+
+impl<M: EpkModel + 'static> TrainStep for Recorded<M> {
+    type Input = IndexedBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: IndexedBatch) -> TrainOutput<ClassificationOutput> {
+        self.forward_backward(batch)
+    }
+
+    fn optimize(
+        self,
+        optim: &mut ModuleOptimizer,
+        lr_module: ModuleLearningRate,
+        grads: GradientsParams,
+    ) -> Self {
+        let lr = lr_module.base();
+        let before = params::flatten(&self.model);
+        let updated = optim.step(lr_module, self, grads);
+        match (before, params::flatten(&updated.model)) {
+            (Ok(before), Ok(after)) => updated.hook.commit(&before, after, lr),
+            (Err(e), _) | (_, Err(e)) => updated.hook.fail(RecordError::Tensor(e)),
+        }
+        updated
+    }
+}
+
+/// Validation uses the recorded loss, so burn-train's metrics report what training optimises.
+impl<M: EpkModel + 'static> InferenceStep for Recorded<M> {
+    type Input = IndexedBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: IndexedBatch) -> ClassificationOutput {
+        let f = self.model.epk_forward(batch.inputs, &mut Switches::off());
+        let loss = loss::loss(self.hook.loss(), f.clone(), batch.targets.clone());
+        ClassificationOutput::new(loss, f, batch.targets)
+    }
+}

@@ -1,0 +1,246 @@
+//! The `replay` command line. A user with a model of their own gets the whole CLI from one
+//! call in their own binary:
+//!
+//! ```no_run
+//! # use epk_recorder::models::Mlp as MyModel;
+//! fn main() -> std::process::ExitCode {
+//!     epk_replay::cli::main_with(epk_replay::cli::Registry::builtin().with::<MyModel>())
+//! }
+//! ```
+
+use crate::{Network, ReplayOptions, Rule, VerifyReport, replay};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use epk_recorder::EpkModel;
+use epk_recorder::device::flex_f64;
+use epk_store::StoreReader;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "replay",
+    version,
+    about = "Rebuild a network recorded by epk as its exact path kernel machine, and prove it",
+    after_help = "Exit codes: 0 verified, 1 verification failed, 2 bad input (flags, store, model)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check that b + Σ_i A[x, i] equals the network on held-out points, step by step.
+    Verify(VerifyArgs),
+    /// Summarise a store: model, optimizer, steps, data.
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The epk store (a Zarr v3 directory).
+    pub store: PathBuf,
+    /// Largest absolute error accepted, for each step's certificate and the whole machine.
+    #[arg(long, default_value_t = 1e-12, value_parser = parse_tolerance)]
+    pub tolerance: f64,
+    /// Quadrature rule: auto, left:T, right:T, mid:T or gauss:n (left:1 is the DPK).
+    #[arg(long, default_value = "auto")]
+    pub rule: Rule,
+    /// Explain the first N held-out points (default: all of them).
+    #[arg(long)]
+    pub points: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    /// The epk store (a Zarr v3 directory).
+    pub store: PathBuf,
+    /// Print the store's attributes as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_tolerance(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number; write e.g. 1e-12"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not a positive finite tolerance"))
+    }
+}
+
+type Runner = fn(&Command, &StoreReader) -> Result<ExitCode>;
+
+/// The model kinds a `replay` binary can rebuild.
+pub struct Registry {
+    kinds: Vec<(&'static str, Runner)>,
+}
+
+impl Registry {
+    /// The models that ship with epk.
+    pub fn builtin() -> Self {
+        Registry { kinds: Vec::new() }.with::<epk_recorder::models::Mlp>()
+    }
+
+    /// Adds a model type.
+    pub fn with<M: EpkModel + 'static>(mut self) -> Self {
+        self.kinds.push((M::KIND, run::<M>));
+        self
+    }
+
+    fn find(&self, kind: &str) -> Option<Runner> {
+        self.kinds.iter().find(|(k, _)| *k == kind).map(|(_, r)| *r)
+    }
+}
+
+/// Parses the command line and runs it; the exit code follows the documented convention.
+pub fn main_with(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(&registry, &cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(registry: &Registry, command: &Command) -> Result<ExitCode> {
+    let path = match command {
+        Command::Verify(a) => &a.store,
+        Command::Info(a) => &a.store,
+    };
+    let reader = StoreReader::open(path)?;
+    if let Command::Info(a) = command {
+        return info(&reader, a.json);
+    }
+    let kind = reader.attrs().model.kind.clone();
+    let Some(runner) = registry.find(&kind) else {
+        let known: Vec<_> = registry.kinds.iter().map(|(k, _)| *k).collect();
+        bail!(
+            "{}: model kind {kind:?} is not known to this binary (it knows {known:?}); build a replay binary that registers it with Registry::with",
+            path.display()
+        );
+    };
+    runner(command, &reader)
+}
+
+fn info(reader: &StoreReader, json: bool) -> Result<ExitCode> {
+    let a = reader.attrs();
+    if json {
+        println!("{}", serde_json::to_string_pretty(a)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("store      {}", reader.path().display());
+    println!("model      {} {}", a.model.kind, a.model.config);
+    println!(
+        "parameters {} in {} tensors ({:?})",
+        a.num_params,
+        a.params.len(),
+        a.dtype
+    );
+    println!("outputs    {}   loss {:?}", a.outputs, a.loss);
+    println!("optimizer  {} {}", a.optimizer.name, a.optimizer.config);
+    println!(
+        "steps      {} committed{}",
+        a.steps,
+        if a.finished {
+            ", run finished"
+        } else {
+            ", run not finished"
+        }
+    );
+    println!(
+        "data       {} training, {} held-out samples of shape {:?}",
+        a.train_samples, a.eval_samples, a.input_shape
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run<M: EpkModel>(command: &Command, reader: &StoreReader) -> Result<ExitCode> {
+    match command {
+        Command::Verify(args) => verify::<M>(args, reader),
+        Command::Info(a) => info(reader, a.json),
+    }
+}
+
+fn verify<M: EpkModel>(args: &VerifyArgs, reader: &StoreReader) -> Result<ExitCode> {
+    let a = reader.attrs();
+    if a.steps == 0 {
+        bail!(
+            "{}: the store has no committed step to verify",
+            reader.path().display()
+        );
+    }
+    let eval = reader.eval()?;
+    if eval.is_empty() {
+        bail!(
+            "{}: the store has no held-out points to explain",
+            reader.path().display()
+        );
+    }
+    let m = match args.points {
+        Some(0) => bail!("--points must be at least 1"),
+        Some(n) if n > eval.len() => bail!(
+            "--points {n}: the store holds {} held-out points",
+            eval.len()
+        ),
+        Some(n) => n,
+        None => eval.len(),
+    };
+    let device = flex_f64().map_err(anyhow::Error::msg)?;
+    let net = Network::<M>::new(a, &device)?;
+    let xs = &eval.inputs[..m * a.input_len()];
+    let mut options = ReplayOptions {
+        rule: args.rule,
+        tolerance: args.tolerance,
+        ..ReplayOptions::default()
+    };
+    if let Some(t) = args.threads {
+        options.threads = t.max(1);
+    }
+    let bar = if args.json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(a.steps as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed} (eta {eta})")
+            .expect("static template"),
+    );
+    let started = Instant::now();
+    let machine = replay(reader, &net, xs, &options, |s| bar.set_position(s as u64))
+        .context("replay failed")?;
+    bar.finish_and_clear();
+    let report = VerifyReport::new(
+        &machine,
+        args.rule,
+        args.tolerance,
+        started.elapsed().as_secs_f64(),
+    );
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", report.table());
+    }
+    if report.passed {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if args.json {
+            eprintln!("verification failed: {}", report.failures.join("; "));
+        }
+        Ok(ExitCode::from(1))
+    }
+}

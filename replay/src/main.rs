@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    epk_replay::cli::main_with(epk_replay::cli::Registry::builtin())
+}

@@ -1,0 +1,174 @@
+//! `replay verify`: does the rebuilt kernel machine equal the network?
+
+use crate::Rule;
+use crate::machine::{KernelMachine, StepCheck};
+use serde::Serialize;
+use std::fmt::Write;
+
+/// The verdict and the figures behind it.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyReport {
+    pub passed: bool,
+    pub rule: String,
+    pub tolerance: f64,
+    pub steps: usize,
+    pub points: usize,
+    pub train_samples: usize,
+    /// max over points of |b + Σ_i A[x, i, ·] − f(x; w_N)|.
+    pub max_abs_error: f64,
+    /// Worst per-step certificate |f(w_{s+1}) − f(w_s) − Jbar·Δw|, with its step and point.
+    pub max_certificate: f64,
+    pub worst_step: usize,
+    pub worst_point: usize,
+    /// Worst |Δw − Σ_i a_i ∇f(x_i)| over steps (rounding only for f64 gradient descent).
+    pub max_decomposition_residual: f64,
+    pub decomposition_step: usize,
+    /// Mean Jacobian evaluations per step per point.
+    pub evals_per_step_per_point: f64,
+    pub total_evals: usize,
+    pub mean_pieces_per_step_per_point: f64,
+    /// max |b(x) − b(x₀)|: whether b is constant in x.
+    pub bias_spread: f64,
+    pub bias_constant: bool,
+    /// `single` when a_i is constant (Theorem 3.7), else `ensemble` (Theorem 3.6).
+    pub machine_form: String,
+    pub seconds: f64,
+    pub failures: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn new(machine: &KernelMachine, rule: Rule, tolerance: f64, seconds: f64) -> Self {
+        let points = machine.bias.nrows();
+        let steps = machine.steps.len();
+        let worst = machine
+            .steps
+            .iter()
+            .max_by(|a, b| a.certificate.total_cmp(&b.certificate));
+        let decomp = machine
+            .steps
+            .iter()
+            .max_by(|a, b| a.decomposition.total_cmp(&b.decomposition));
+        let total_evals: usize = machine.steps.iter().map(|s| s.evals).sum();
+        let pieces: usize = machine.steps.iter().map(|s| s.pieces).sum();
+        let per = (steps * points).max(1) as f64;
+        let max_abs_error = machine.max_error();
+        let bias_spread = machine.bias_spread();
+        let pick = |c: Option<&StepCheck>, f: fn(&StepCheck) -> f64| c.map_or(0.0, f);
+        let mut report = VerifyReport {
+            passed: false,
+            rule: rule.to_string(),
+            tolerance,
+            steps,
+            points,
+            train_samples: machine.attributions.shape()[1],
+            max_abs_error,
+            max_certificate: pick(worst, |c| c.certificate),
+            worst_step: worst.map_or(0, |c| c.step),
+            worst_point: worst.map_or(0, |c| c.worst_point),
+            max_decomposition_residual: pick(decomp, |c| c.decomposition),
+            decomposition_step: decomp.map_or(0, |c| c.step),
+            evals_per_step_per_point: total_evals as f64 / per,
+            total_evals,
+            mean_pieces_per_step_per_point: pieces as f64 / per,
+            bias_spread,
+            bias_constant: bias_spread <= tolerance,
+            machine_form: if machine.constant_coefficients.is_some() {
+                "single".into()
+            } else {
+                "ensemble".into()
+            },
+            seconds,
+            failures: Vec::new(),
+        };
+        let bad = |v: f64| v.is_nan() || v > tolerance;
+        if bad(report.max_certificate) {
+            report.failures.push(format!(
+                "path certificate {:.3e} > {:.1e} at step {}, point {} with rule {}",
+                report.max_certificate,
+                tolerance,
+                report.worst_step,
+                report.worst_point,
+                report.rule
+            ));
+        }
+        if bad(report.max_decomposition_residual) {
+            report.failures.push(format!(
+                "decomposition residual {:.3e} > {:.1e} at step {}: the recorded per-sample terms do not add up to the step",
+                report.max_decomposition_residual, tolerance, report.decomposition_step
+            ));
+        }
+        if bad(max_abs_error) {
+            report.failures.push(format!(
+                "kernel machine differs from the network by {:.3e} > {:.1e} (rule {}; worst step {}, point {})",
+                max_abs_error, tolerance, report.rule, report.worst_step, report.worst_point
+            ));
+        }
+        report.passed = report.failures.is_empty();
+        report
+    }
+
+    /// A short table for people.
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let ok = |v: f64| {
+            if v.is_nan() || v > self.tolerance {
+                "FAIL"
+            } else {
+                "ok"
+            }
+        };
+        let _ = writeln!(
+            s,
+            "rule {}  steps {}  points {}  training samples {}  machine {}",
+            self.rule, self.steps, self.points, self.train_samples, self.machine_form
+        );
+        let _ = writeln!(s, "{:<34} {:>12}  {}", "check", "max |error|", "");
+        let _ = writeln!(
+            s,
+            "{:<34} {:>12.3e}  {}  (step {}, point {})",
+            "path certificate per step",
+            self.max_certificate,
+            ok(self.max_certificate),
+            self.worst_step,
+            self.worst_point
+        );
+        let _ = writeln!(
+            s,
+            "{:<34} {:>12.3e}  {}  (step {})",
+            "decomposition residual per step",
+            self.max_decomposition_residual,
+            ok(self.max_decomposition_residual),
+            self.decomposition_step
+        );
+        let _ = writeln!(
+            s,
+            "{:<34} {:>12.3e}  {}",
+            "kernel machine vs network",
+            self.max_abs_error,
+            ok(self.max_abs_error)
+        );
+        let _ = writeln!(
+            s,
+            "Jacobian evaluations per step per point: {:.2} (pieces {:.2}); b constant in x: {} ({:.1e}); {:.1} s",
+            self.evals_per_step_per_point,
+            self.mean_pieces_per_step_per_point,
+            if self.bias_constant { "yes" } else { "no" },
+            self.bias_spread,
+            self.seconds
+        );
+        let _ = write!(
+            s,
+            "{}",
+            if self.passed {
+                format!("PASS at tolerance {:.1e}", self.tolerance)
+            } else {
+                format!(
+                    "FAIL at tolerance {:.1e}: {}",
+                    self.tolerance,
+                    self.failures.join("; ")
+                )
+            }
+        );
+        s
+    }
+}

@@ -1,0 +1,158 @@
+use serde::{Deserialize, Serialize};
+
+/// Value of `format` in the root attributes; anything else is not an epk store.
+pub const FORMAT_NAME: &str = "epk";
+/// The layout version this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Element type of the arrays that hold training-dtype values (weights, dloss, inputs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainDType {
+    F32,
+    F64,
+}
+
+/// The loss whose per-sample gradient dL/df the store records. `f` is what the model's
+/// forward returns, the function the kernel machine explains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// `f` are logits; L = mean over the batch of −log softmax(f)_y.
+    CrossEntropy,
+    /// `f` are log-probabilities (a log-softmax output); L = mean of −f_y. dL/df is then the
+    /// same for every step, which gives Bell et al.'s single kernel machine (Theorem 3.7).
+    NllLogSoftmax,
+}
+
+/// What rebuilds the model: a kind that a replay binary knows and its configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub kind: String,
+    pub config: serde_json::Value,
+}
+
+/// The optimizer and its hyper-parameters as the recorder saw them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerSpec {
+    /// `sgd`, `adam`, `adamw`, ...
+    pub name: String,
+    /// The optimizer's own configuration (Burn's config serialised as JSON).
+    pub config: serde_json::Value,
+}
+
+/// One parameter tensor inside the flat weight vector, in flatten order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParamLayout {
+    /// Module path, e.g. `hidden.weight`.
+    pub path: String,
+    pub shape: Vec<usize>,
+    /// First element in the flat vector.
+    pub offset: usize,
+    /// Number of elements (the product of `shape`).
+    pub len: usize,
+}
+
+/// The root group's `epk` attribute block: everything a reader needs besides the arrays.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunAttributes {
+    pub format: String,
+    pub version: u32,
+    pub model: ModelInfo,
+    pub params: Vec<ParamLayout>,
+    pub num_params: usize,
+    /// Width of f (number of model outputs).
+    pub outputs: usize,
+    /// Shape of one input sample.
+    pub input_shape: Vec<usize>,
+    pub loss: Loss,
+    pub optimizer: OptimizerSpec,
+    pub dtype: TrainDType,
+    /// Slots per step in `batch_index` and `dloss`.
+    pub max_batch: usize,
+    pub train_samples: usize,
+    pub eval_samples: usize,
+    /// Optimizer steps committed. Arrays may hold one more, uncommitted, entry after a kill.
+    pub steps: usize,
+    /// True once the recorder closed the run normally.
+    pub finished: bool,
+}
+
+impl RunAttributes {
+    /// Attributes for a model with one flat parameter vector of `num_params` entries, used in
+    /// examples and tests of the format itself.
+    pub fn example(num_params: usize, outputs: usize, max_batch: usize) -> Self {
+        RunAttributes {
+            format: FORMAT_NAME.to_string(),
+            version: FORMAT_VERSION,
+            model: ModelInfo {
+                kind: "example".into(),
+                config: serde_json::json!({}),
+            },
+            params: vec![ParamLayout {
+                path: "weight".into(),
+                shape: vec![num_params],
+                offset: 0,
+                len: num_params,
+            }],
+            num_params,
+            outputs,
+            input_shape: vec![2],
+            loss: Loss::CrossEntropy,
+            optimizer: OptimizerSpec {
+                name: "sgd".into(),
+                config: serde_json::json!({}),
+            },
+            dtype: TrainDType::F64,
+            max_batch,
+            train_samples: 0,
+            eval_samples: 0,
+            steps: 0,
+            finished: false,
+        }
+    }
+
+    /// Checks the internal consistency of the block; the message says what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        if self.format != FORMAT_NAME {
+            return Err(format!(
+                "format is {:?}, expected {FORMAT_NAME:?}",
+                self.format
+            ));
+        }
+        let mut offset = 0usize;
+        for p in &self.params {
+            let len = p.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if len != Some(p.len) {
+                return Err(format!(
+                    "parameter {} has shape {:?} but length {}",
+                    p.path, p.shape, p.len
+                ));
+            }
+            if p.offset != offset {
+                return Err(format!(
+                    "parameter {} starts at {} but the previous one ends at {offset}",
+                    p.path, p.offset
+                ));
+            }
+            offset = offset
+                .checked_add(p.len)
+                .ok_or("parameter lengths overflow")?;
+        }
+        if offset != self.num_params {
+            return Err(format!(
+                "parameters add up to {offset} values but num_params is {}",
+                self.num_params
+            ));
+        }
+        if self.outputs == 0 || self.max_batch == 0 || self.num_params == 0 {
+            return Err("outputs, max_batch and num_params must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Number of values in one input sample.
+    pub fn input_len(&self) -> usize {
+        self.input_shape.iter().product()
+    }
+}

@@ -1,0 +1,391 @@
+use crate::atomic::write_atomic;
+use crate::layout::ROOT_ATTRIBUTE;
+use crate::{ArrayName, RunAttributes, Samples, StoreError, TrainDType};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use zarrs::array::{Array, ArrayBuilder, data_type};
+use zarrs::filesystem::FilesystemStore;
+
+/// One optimizer step as the recorder hands it to the store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepRecord {
+    /// Learning rate the optimizer applied.
+    pub lr: f64,
+    /// Dataset indices of the samples whose gradients built the step, in order.
+    pub indices: Vec<usize>,
+    /// dL/df of each of those samples, `[indices.len(), outputs]` row-major, as it entered the
+    /// step's gradient (mean reductions and accumulation sums included).
+    pub dloss: Vec<f64>,
+    /// The weights after the step, flat in layout order.
+    pub weights_after: Vec<f64>,
+}
+
+/// Creates a store and appends committed steps to it.
+///
+/// Crash consistency: every step writes its chunks first (new files only), then rewrites
+/// the per-step arrays' metadata and finally the root attributes, each through a temporary
+/// file and a rename. A reader trusts `steps` in the root attributes, so a kill at any point
+/// leaves the committed prefix readable.
+pub struct StoreWriter {
+    root: PathBuf,
+    attrs: RunAttributes,
+    arrays: Vec<(ArrayName, Array<FilesystemStore>)>,
+    /// Rows written to `weights` (steps + 1 once the initial weights are in).
+    weight_rows: u64,
+}
+
+impl StoreWriter {
+    /// Creates a new store at `path` (which must not exist) holding the run's data sets.
+    pub fn create(
+        path: &Path,
+        mut attrs: RunAttributes,
+        train: &Samples,
+        eval: Option<&Samples>,
+    ) -> Result<Self, StoreError> {
+        if path.exists() {
+            return Err(StoreError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        attrs.train_samples = train.len();
+        attrs.eval_samples = eval.map_or(0, Samples::len);
+        attrs.steps = 0;
+        attrs.finished = false;
+        attrs.check().map_err(|m| StoreError::invalid(path, m))?;
+        for (set, name) in [(Some(train), "training"), (eval, "evaluation")] {
+            if let Some(set) = set
+                && set.input_shape != attrs.input_shape
+            {
+                return Err(StoreError::invalid(
+                    path,
+                    format!(
+                        "{name} inputs have shape {:?}, the model takes {:?}",
+                        set.input_shape, attrs.input_shape
+                    ),
+                ));
+            }
+        }
+        std::fs::create_dir_all(path).map_err(|source| StoreError::Io {
+            path: path.to_path_buf(),
+            message: "cannot create the store directory".into(),
+            source,
+        })?;
+        let store = Arc::new(
+            FilesystemStore::new(path).map_err(|e| StoreError::zarr(path, "cannot open", e))?,
+        );
+        let mut writer = StoreWriter {
+            root: path.to_path_buf(),
+            attrs,
+            arrays: Vec::new(),
+            weight_rows: 0,
+        };
+        // The root goes first so that even an empty store says what it is.
+        writer.commit_root()?;
+        writer.write_samples(
+            &store,
+            train,
+            ArrayName::TrainInputs,
+            ArrayName::TrainTargets,
+        )?;
+        if let Some(eval) = eval {
+            writer.write_samples(&store, eval, ArrayName::EvalInputs, ArrayName::EvalTargets)?;
+        }
+        let (p, k, b) = (
+            writer.attrs.num_params as u64,
+            writer.attrs.outputs as u64,
+            writer.attrs.max_batch as u64,
+        );
+        let float = writer.float_type();
+        for name in ArrayName::PER_STEP {
+            let (shape, chunk): (Vec<u64>, Vec<u64>) = match name {
+                ArrayName::Weights => (vec![0, p], vec![1, p]),
+                ArrayName::Lr | ArrayName::BatchSize => (vec![0], vec![1]),
+                ArrayName::BatchIndex => (vec![0, b], vec![1, b]),
+                ArrayName::Dloss => (vec![0, b, k], vec![1, b, k]),
+                _ => unreachable!("not a per-step array"),
+            };
+            let builder = match name {
+                ArrayName::Lr => ArrayBuilder::new(shape, chunk, data_type::float64(), 0.0f64),
+                ArrayName::BatchSize => ArrayBuilder::new(shape, chunk, data_type::int64(), 0i64),
+                ArrayName::BatchIndex => ArrayBuilder::new(shape, chunk, data_type::int64(), -1i64),
+                _ => float.builder(shape, chunk),
+            };
+            let array = writer.build(&store, name, builder)?;
+            writer.arrays.push((name, array));
+        }
+        Ok(writer)
+    }
+
+    fn float_type(&self) -> FloatType {
+        FloatType(self.attrs.dtype)
+    }
+
+    fn build(
+        &self,
+        store: &Arc<FilesystemStore>,
+        name: ArrayName,
+        mut builder: ArrayBuilder,
+    ) -> Result<Array<FilesystemStore>, StoreError> {
+        let mut dims: Vec<String> = name.leading_dims().iter().map(|s| s.to_string()).collect();
+        let rank = match name {
+            ArrayName::TrainInputs | ArrayName::EvalInputs => 1 + self.attrs.input_shape.len(),
+            _ => dims.len(),
+        };
+        for i in dims.len()..rank {
+            dims.push(format!("feature_{}", i - 1));
+        }
+        builder.dimension_names(Some(dims));
+        let array = builder
+            .build(store.clone(), &name.zarr_path())
+            .map_err(|e| StoreError::zarr(self.file(name), "cannot create array", e))?;
+        self.store_array_metadata(name, &array)?;
+        Ok(array)
+    }
+
+    fn write_samples(
+        &self,
+        store: &Arc<FilesystemStore>,
+        set: &Samples,
+        inputs: ArrayName,
+        targets: ArrayName,
+    ) -> Result<(), StoreError> {
+        let n = set.len() as u64;
+        // The subgroup's own metadata makes the hierarchy explicit for readers that walk it.
+        let group = self
+            .root
+            .join(inputs.path())
+            .parent()
+            .map(Path::to_path_buf);
+        if let Some(group) = group {
+            std::fs::create_dir_all(&group).map_err(|source| StoreError::Io {
+                path: group.clone(),
+                message: "cannot create group directory".into(),
+                source,
+            })?;
+            write_atomic(
+                &group.join("zarr.json"),
+                br#"{"zarr_format": 3, "node_type": "group", "attributes": {}}"#,
+            )?;
+        }
+        let mut shape = vec![n];
+        shape.extend(set.input_shape.iter().map(|&d| d as u64));
+        let chunk: Vec<u64> = shape.iter().map(|&d| d.max(1)).collect();
+        let array = self.build(store, inputs, self.float_type().builder(shape, chunk))?;
+        if n > 0 {
+            self.float_type()
+                .store_chunk(&array, &vec![0; set.input_shape.len() + 1], &set.inputs)
+                .map_err(|e| StoreError::zarr(self.file(inputs), "cannot write", e))?;
+        }
+        let array = self.build(
+            store,
+            targets,
+            ArrayBuilder::new(vec![n], vec![n.max(1)], data_type::int64(), -1i64),
+        )?;
+        if n > 0 {
+            array
+                .store_chunk(&[0], &set.targets[..])
+                .map_err(|e| StoreError::zarr(self.file(targets), "cannot write", e))?;
+        }
+        Ok(())
+    }
+
+    /// The run's attributes as last committed.
+    pub fn attrs(&self) -> &RunAttributes {
+        &self.attrs
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes `w_0`, the weights before the first step. Must come before any step.
+    pub fn write_initial_weights(&mut self, weights: &[f64]) -> Result<(), StoreError> {
+        if self.weight_rows != 0 {
+            return Err(StoreError::invalid(
+                &self.root,
+                "initial weights were already written",
+            ));
+        }
+        self.check_weights(weights)?;
+        self.write_weight_row(0, weights)?;
+        self.weight_rows = 1;
+        self.resize_all(0)?;
+        self.commit_root()
+    }
+
+    /// Appends one optimizer step and commits it.
+    pub fn append_step(&mut self, step: &StepRecord) -> Result<(), StoreError> {
+        if self.weight_rows == 0 {
+            return Err(StoreError::invalid(
+                &self.root,
+                "a step was recorded before the initial weights",
+            ));
+        }
+        self.check_weights(&step.weights_after)?;
+        let (k, b) = (self.attrs.outputs, self.attrs.max_batch);
+        let n = step.indices.len();
+        if n == 0 || n > b {
+            return Err(StoreError::invalid(
+                &self.root,
+                format!("a step with {n} samples does not fit the store's {b} slots per step"),
+            ));
+        }
+        if step.dloss.len() != n * k {
+            return Err(StoreError::invalid(
+                &self.root,
+                format!(
+                    "{} dL/df values for {n} samples of {k} outputs",
+                    step.dloss.len()
+                ),
+            ));
+        }
+        let s = self.attrs.steps as u64;
+        let mut index = vec![-1i64; b];
+        for (slot, &i) in index.iter_mut().zip(&step.indices) {
+            *slot = i as i64;
+        }
+        let mut dloss = vec![f64::NAN; b * k];
+        dloss[..n * k].copy_from_slice(&step.dloss);
+        self.write_weight_row(s + 1, &step.weights_after)?;
+        let float = self.float_type();
+        for (name, array) in &self.arrays {
+            let result = match name {
+                ArrayName::Lr => array.store_chunk(&[s], &[step.lr][..]),
+                ArrayName::BatchSize => array.store_chunk(&[s], &[n as i64][..]),
+                ArrayName::BatchIndex => array.store_chunk(&[s, 0], &index[..]),
+                ArrayName::Dloss => float.store_chunk(array, &[s, 0, 0], &dloss),
+                _ => Ok(()),
+            };
+            result.map_err(|e| StoreError::zarr(self.file(*name), "cannot write chunk", e))?;
+        }
+        self.weight_rows = s + 2;
+        self.resize_all(s + 1)?;
+        self.attrs.steps += 1;
+        self.commit_root()
+    }
+
+    /// Marks the run as finished normally.
+    pub fn finish(&mut self) -> Result<(), StoreError> {
+        self.attrs.finished = true;
+        self.commit_root()
+    }
+
+    fn check_weights(&self, weights: &[f64]) -> Result<(), StoreError> {
+        if weights.len() != self.attrs.num_params {
+            return Err(StoreError::invalid(
+                &self.root,
+                format!(
+                    "{} weights given, the store's layout has {}",
+                    weights.len(),
+                    self.attrs.num_params
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn write_weight_row(&mut self, row: u64, weights: &[f64]) -> Result<(), StoreError> {
+        let float = self.float_type();
+        let (_, array) = self
+            .arrays
+            .iter()
+            .find(|(n, _)| *n == ArrayName::Weights)
+            .expect("weights array exists");
+        float
+            .store_chunk(array, &[row, 0], weights)
+            .map_err(|e| StoreError::zarr(self.file(ArrayName::Weights), "cannot write chunk", e))
+    }
+
+    /// Sets every per-step array to `steps` entries (weights to `steps + 1`).
+    fn resize_all(&mut self, steps: u64) -> Result<(), StoreError> {
+        let (p, k, b) = (
+            self.attrs.num_params as u64,
+            self.attrs.outputs as u64,
+            self.attrs.max_batch as u64,
+        );
+        for i in 0..self.arrays.len() {
+            let name = self.arrays[i].0;
+            let shape = match name {
+                ArrayName::Weights => vec![steps + 1, p],
+                ArrayName::Lr | ArrayName::BatchSize => vec![steps],
+                ArrayName::BatchIndex => vec![steps, b],
+                ArrayName::Dloss => vec![steps, b, k],
+                _ => continue,
+            };
+            let file = self.file(name);
+            let array = &mut self.arrays[i].1;
+            array
+                .set_shape(shape)
+                .map_err(|e| StoreError::zarr(&file, "cannot resize", e))?;
+            let array = &self.arrays[i].1;
+            self.store_array_metadata(name, array)?;
+        }
+        Ok(())
+    }
+
+    fn file(&self, name: ArrayName) -> PathBuf {
+        self.root.join(name.path()).join("zarr.json")
+    }
+
+    fn store_array_metadata(
+        &self,
+        name: ArrayName,
+        array: &Array<FilesystemStore>,
+    ) -> Result<(), StoreError> {
+        let file = self.file(name);
+        let json = serde_json::to_vec_pretty(array.metadata())
+            .map_err(|e| StoreError::zarr(&file, "cannot serialise metadata", e))?;
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                message: "cannot create array directory".into(),
+                source,
+            })?;
+        }
+        write_atomic(&file, &json)
+    }
+
+    fn commit_root(&self) -> Result<(), StoreError> {
+        let file = self.root.join("zarr.json");
+        let epk = serde_json::to_value(&self.attrs)
+            .map_err(|e| StoreError::zarr(&file, "cannot serialise attributes", e))?;
+        let meta = serde_json::json!({
+            "zarr_format": 3,
+            "node_type": "group",
+            "attributes": { ROOT_ATTRIBUTE: epk },
+        });
+        let json = serde_json::to_vec_pretty(&meta)
+            .map_err(|e| StoreError::zarr(&file, "cannot serialise attributes", e))?;
+        write_atomic(&file, &json)
+    }
+}
+
+/// The training dtype as a zarr element type: values travel as f64 and are narrowed on write
+/// (exactly, since they came from that dtype).
+#[derive(Clone, Copy)]
+struct FloatType(TrainDType);
+
+impl FloatType {
+    fn builder(self, shape: Vec<u64>, chunk: Vec<u64>) -> ArrayBuilder {
+        match self.0 {
+            TrainDType::F64 => ArrayBuilder::new(shape, chunk, data_type::float64(), f64::NAN),
+            TrainDType::F32 => ArrayBuilder::new(shape, chunk, data_type::float32(), f32::NAN),
+        }
+    }
+
+    fn store_chunk(
+        self,
+        array: &Array<FilesystemStore>,
+        chunk: &[u64],
+        values: &[f64],
+    ) -> Result<(), zarrs::array::ArrayError> {
+        match self.0 {
+            TrainDType::F64 => array.store_chunk(chunk, values),
+            TrainDType::F32 => {
+                let narrow: Vec<f32> = values.iter().map(|&v| v as f32).collect();
+                array.store_chunk(chunk, &narrow[..])
+            }
+        }
+    }
+}
