@@ -56,3 +56,48 @@ fn legendre(n: usize, x: f64) -> (f64, f64) {
     let d = n as f64 * (x * p1 - p0) / (x * x - 1.0);
     (p1, d)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::gauss_legendre;
+
+    #[test]
+    fn exact_on_polynomials_up_to_degree_2n_minus_1() {
+        for n in 1..=24 {
+            let (t, w) = gauss_legendre(n);
+            for degree in 0..2 * n {
+                let q: f64 = t
+                    .iter()
+                    .zip(&w)
+                    .map(|(t, w)| w * t.powi(degree as i32))
+                    .sum();
+                let exact = 1.0 / (degree as f64 + 1.0);
+                assert!(
+                    (q - exact).abs() < 4e-15,
+                    "n = {n}, degree {degree}: {q} vs {exact}"
+                );
+            }
+            // Degree 2n is not integrated exactly (visible while the error beats rounding).
+            if n <= 6 {
+                let q: f64 = t
+                    .iter()
+                    .zip(&w)
+                    .map(|(t, w)| w * t.powi(2 * n as i32))
+                    .sum();
+                assert!((q - 1.0 / (2.0 * n as f64 + 1.0)).abs() > 1e-10, "n = {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn nodes_are_interior_sorted_and_symmetric() {
+        let (t, w) = gauss_legendre(9);
+        assert!(t.windows(2).all(|p| p[0] < p[1]));
+        assert!(t[0] > 0.0 && t[8] < 1.0);
+        for i in 0..9 {
+            assert!((t[i] + t[8 - i] - 1.0).abs() < 1e-15);
+            assert!((w[i] - w[8 - i]).abs() < 1e-15);
+        }
+        assert_eq!(t[4], 0.5);
+    }
+}

@@ -94,3 +94,48 @@ impl fmt::Display for Rule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Rule;
+
+    #[test]
+    fn parses_and_prints_every_rule() {
+        for s in ["auto", "left:1", "right:7", "mid:100", "gauss:16"] {
+            let r: Rule = s.parse().unwrap();
+            assert_eq!(r.to_string(), s);
+        }
+        for bad in [
+            "",
+            "left",
+            "left:0",
+            "mid:-3",
+            "gauss:x",
+            "trapezoid:4",
+            "auto:3",
+        ] {
+            assert!(bad.parse::<Rule>().is_err(), "{bad:?} should not parse");
+        }
+    }
+
+    #[test]
+    fn riemann_rules_have_the_documented_nodes() {
+        let nodes = |r: Rule| {
+            r.nodes(0.0, 1.0)
+                .into_iter()
+                .map(|(t, _)| t)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(nodes(Rule::Left(4)), vec![0.0, 0.25, 0.5, 0.75]);
+        assert_eq!(nodes(Rule::Right(2)), vec![0.5, 1.0]);
+        assert_eq!(nodes(Rule::Mid(2)), vec![0.25, 0.75]);
+        for r in [Rule::Left(3), Rule::Mid(5), Rule::Gauss(6)] {
+            let sum: f64 = r.nodes(0.2, 0.7).iter().map(|(_, w)| w).sum();
+            assert!((sum - 0.5).abs() < 1e-15);
+        }
+        // Midpoint is exact on linear integrands; left is not.
+        let integral = |r: Rule| r.nodes(0.0, 1.0).iter().map(|(t, w)| w * t).sum::<f64>();
+        assert!((integral(Rule::Mid(3)) - 0.5).abs() < 1e-15);
+        assert!((integral(Rule::Left(3)) - 0.5).abs() > 0.1);
+    }
+}
