@@ -15,6 +15,7 @@ use burn::train::logger::InMemoryMetricLogger;
 use burn::train::{Learner, SupervisedTraining};
 use clap::Parser;
 use epk::recorder::models::{Mlp, MlpConfig};
+use epk::recorder::renderer::QuietRenderer;
 use epk::recorder::{
     IndexedBatcher, IndexedDataset, Loss, Recorder, Samples, WithRecorder, device::flex_f64,
 };
@@ -141,6 +142,7 @@ fn main() -> Result<()> {
         .num_epochs(args.steps)
         .with_metric_logger(InMemoryMetricLogger::new())
         .with_application_logger(None)
+        .renderer(Box::new(QuietRenderer))
         .launch(learner);
     let seconds = started.elapsed().as_secs_f64();
     if let Some(e) = result.error {

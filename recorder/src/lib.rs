@@ -30,6 +30,7 @@ pub mod models;
 pub mod params;
 mod recorded;
 mod recorder;
+pub mod renderer;
 mod writer;
 
 pub use batch::{IndexedBatch, IndexedBatcher, IndexedDataset, IndexedItem};
