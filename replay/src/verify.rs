@@ -122,7 +122,7 @@ impl VerifyReport {
             "rule {}  steps {}  points {}  training samples {}  machine {}",
             self.rule, self.steps, self.points, self.train_samples, self.machine_form
         );
-        let _ = writeln!(s, "{:<34} {:>12}  {}", "check", "max |error|", "");
+        let _ = writeln!(s, "{:<34} {:>12}", "check", "max |error|");
         let _ = writeln!(
             s,
             "{:<34} {:>12.3e}  {}  (step {}, point {})",

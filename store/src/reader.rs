@@ -178,7 +178,30 @@ impl StoreReader {
         Ok(())
     }
 
-    /// Reads one chunk as f64, failing if it is missing or has the wrong length.
+    /// Reads one chunk, failing if it is missing (zarr would fill it) or has the wrong length.
+    fn chunk<T: zarrs::array::ElementOwned>(
+        &self,
+        array: &Array<FilesystemStore>,
+        name: ArrayName,
+        chunk: &[u64],
+        len: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        let key: Vec<String> = chunk.iter().map(u64::to_string).collect();
+        let file = self.file(name).join("c").join(key.join("/"));
+        let values = array
+            .retrieve_chunk_if_exists::<Vec<T>>(chunk)
+            .map_err(|e| StoreError::zarr(&file, "cannot read chunk", e))?
+            .ok_or_else(|| StoreError::invalid(&file, "chunk is missing"))?;
+        if values.len() != len {
+            return Err(StoreError::invalid(
+                &file,
+                format!("chunk holds {} values, expected {len}", values.len()),
+            ));
+        }
+        Ok(values)
+    }
+
+    /// Reads a chunk of a training-dtype array as f64 (f32 widens exactly).
     fn chunk_f64(
         &self,
         array: &Array<FilesystemStore>,
@@ -186,35 +209,12 @@ impl StoreReader {
         chunk: &[u64],
         len: usize,
     ) -> Result<Vec<f64>, StoreError> {
-        let what = || {
-            self.file(name).join(format!(
-                "c/{}",
-                chunk
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join("/")
-            ))
-        };
-        let err = |e: zarrs::array::ArrayError| StoreError::zarr(what(), "cannot read chunk", e);
-        let values: Option<Vec<f64>> = if array.data_type().to_string().contains("float32") {
-            array
-                .retrieve_chunk_if_exists::<Vec<f32>>(chunk)
-                .map_err(err)?
-                .map(|v| v.into_iter().map(f64::from).collect())
+        if array.data_type().to_string().contains("float32") {
+            let v: Vec<f32> = self.chunk(array, name, chunk, len)?;
+            Ok(v.into_iter().map(f64::from).collect())
         } else {
-            array
-                .retrieve_chunk_if_exists::<Vec<f64>>(chunk)
-                .map_err(err)?
-        };
-        let values = values.ok_or_else(|| StoreError::invalid(what(), "chunk is missing"))?;
-        if values.len() != len {
-            return Err(StoreError::invalid(
-                what(),
-                format!("chunk holds {} values, expected {len}", values.len()),
-            ));
+            self.chunk(array, name, chunk, len)
         }
-        Ok(values)
     }
 
     fn chunk_i64(
@@ -224,27 +224,7 @@ impl StoreReader {
         chunk: &[u64],
         len: usize,
     ) -> Result<Vec<i64>, StoreError> {
-        let what = || {
-            self.file(name).join(format!(
-                "c/{}",
-                chunk
-                    .iter()
-                    .map(u64::to_string)
-                    .collect::<Vec<_>>()
-                    .join("/")
-            ))
-        };
-        let values = array
-            .retrieve_chunk_if_exists::<Vec<i64>>(chunk)
-            .map_err(|e| StoreError::zarr(what(), "cannot read chunk", e))?
-            .ok_or_else(|| StoreError::invalid(what(), "chunk is missing"))?;
-        if values.len() != len {
-            return Err(StoreError::invalid(
-                what(),
-                format!("chunk holds {} values, expected {len}", values.len()),
-            ));
-        }
-        Ok(values)
+        self.chunk(array, name, chunk, len)
     }
 
     fn check_step(&self, step: usize, states: bool) -> Result<(), StoreError> {
