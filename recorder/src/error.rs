@@ -9,6 +9,8 @@ pub enum RecordError {
     WriterGone(String),
     #[error("training does not match the recording: {0}")]
     Mismatch(String),
+    #[error("non-finite value in training: {0}")]
+    NonFinite(String),
     #[error("cannot read a tensor: {0}")]
     Tensor(String),
 }

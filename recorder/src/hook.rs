@@ -3,14 +3,36 @@
 
 use crate::RecordError;
 use crate::writer::Writer;
-use epk_store::{Loss, StepRecord};
+use burn::data::dataset::DatasetError;
+use burn::train::Interrupter;
+use epk_store::{Fault, Loss, StepRecord};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// What the recorder does when a step's loss gradients or new weights hold NaN or infinity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NonFinite {
+    /// Record the fault, stop recording, and stop training through the interrupter if one was
+    /// given. The store ends at the last finite step.
+    #[default]
+    Stop,
+    /// Record the fault and the step, and keep going; `replay verify` reports the fault.
+    Record,
+}
+
+/// Fixed facts about the run the hook records.
+pub(crate) struct HookConfig {
+    pub path: PathBuf,
+    pub loss: Loss,
+    pub outputs: usize,
+    pub max_batch: usize,
+    pub steps: usize,
+    pub non_finite: NonFinite,
+    pub interrupter: Option<Interrupter>,
+}
+
 struct State {
-    loss: Loss,
-    outputs: usize,
-    max_batch: usize,
+    config: HookConfig,
     indices: Vec<usize>,
     dloss: Vec<f64>,
     last_weights: Vec<f64>,
@@ -33,26 +55,17 @@ impl std::fmt::Debug for Hook {
 }
 
 impl Hook {
-    pub(crate) fn new(
-        path: PathBuf,
-        loss: Loss,
-        outputs: usize,
-        max_batch: usize,
-        weights: Vec<f64>,
-        writer: Writer,
-    ) -> Self {
+    pub(crate) fn new(config: HookConfig, weights: Vec<f64>, writer: Writer) -> Self {
         Hook {
-            path: Arc::new(path),
+            path: Arc::new(config.path.clone()),
             state: Arc::new(Mutex::new(State {
-                loss,
-                outputs,
-                max_batch,
                 indices: Vec::new(),
                 dloss: Vec::new(),
                 last_weights: weights,
-                steps: 0,
+                steps: config.steps,
                 error: None,
                 writer,
+                config,
             })),
         }
     }
@@ -66,7 +79,7 @@ impl Hook {
     }
 
     pub(crate) fn loss(&self) -> Loss {
-        self.lock().loss
+        self.lock().config.loss
     }
 
     pub(crate) fn steps(&self) -> usize {
@@ -91,10 +104,8 @@ impl Hook {
         if s.error.is_some() {
             return;
         }
-        let result = Self::commit_locked(&mut s, before, after, lr);
-        if let Err(e) = result {
-            eprintln!("epk: recording stopped at step {}: {e}", s.steps);
-            s.error = Some(e.to_string());
+        if let Err(e) = Self::commit_locked(&mut s, before, after, lr) {
+            Self::stop(&mut s, e);
         }
     }
 
@@ -102,9 +113,17 @@ impl Hook {
     pub(crate) fn fail(&self, error: RecordError) {
         let mut s = self.lock();
         if s.error.is_none() {
-            eprintln!("epk: recording stopped at step {}: {error}", s.steps);
-            s.error = Some(error.to_string());
+            Self::stop(&mut s, error);
         }
+    }
+
+    fn stop(s: &mut State, error: RecordError) {
+        let message = format!("epk recorder stopped at step {}: {error}", s.steps);
+        eprintln!("{message}");
+        if let Some(interrupter) = &s.config.interrupter {
+            interrupter.fail(DatasetError::new(std::io::Error::other(message.clone())));
+        }
+        s.error = Some(message);
     }
 
     fn commit_locked(
@@ -113,7 +132,13 @@ impl Hook {
         after: Vec<f64>,
         lr: f64,
     ) -> Result<(), RecordError> {
-        if before != s.last_weights.as_slice() {
+        // Bitwise, so that a NaN recorded under NonFinite::Record still matches itself.
+        let same = before.len() == s.last_weights.len()
+            && before
+                .iter()
+                .zip(&s.last_weights)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        if !same {
             return Err(RecordError::Mismatch(
                 "the weights changed outside the optimizer between two steps".into(),
             ));
@@ -125,14 +150,24 @@ impl Hook {
                 "an optimizer step came without a training step before it".into(),
             ));
         }
-        if indices.len() > s.max_batch {
+        if indices.len() > s.config.max_batch {
             return Err(RecordError::Config(format!(
                 "a step used {} samples, more than max_batch = {}",
                 indices.len(),
-                s.max_batch
+                s.config.max_batch
             )));
         }
-        debug_assert_eq!(dloss.len(), indices.len() * s.outputs);
+        debug_assert_eq!(dloss.len(), indices.len() * s.config.outputs);
+        let fault = non_finite(&dloss, &after, lr).map(|message| Fault {
+            step: s.steps,
+            message,
+        });
+        if let Some(fault) = &fault {
+            s.writer.fault(fault.clone())?;
+            if s.config.non_finite == NonFinite::Stop {
+                return Err(RecordError::NonFinite(fault.message.clone()));
+            }
+        }
         s.last_weights.clone_from(&after);
         s.writer.step(StepRecord {
             lr,
@@ -153,4 +188,18 @@ impl Hook {
             None => Ok(s.steps),
         }
     }
+}
+
+/// Describes the first non-finite value of a step, if there is one.
+fn non_finite(dloss: &[f64], weights: &[f64], lr: f64) -> Option<String> {
+    if !lr.is_finite() {
+        return Some(format!("learning rate is {lr}"));
+    }
+    if let Some(i) = dloss.iter().position(|v| !v.is_finite()) {
+        return Some(format!("dL/df entry {i} is {}", dloss[i]));
+    }
+    weights
+        .iter()
+        .position(|v| !v.is_finite())
+        .map(|i| format!("weight {i} became {}", weights[i]))
 }

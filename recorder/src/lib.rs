@@ -36,6 +36,7 @@ mod writer;
 pub use batch::{IndexedBatch, IndexedBatcher, IndexedDataset, IndexedItem};
 pub use epk_store::{Loss, OptimizerSpec, Samples, TrainDType};
 pub use error::RecordError;
+pub use hook::NonFinite;
 pub use model::{EpkModel, Switches};
 pub use recorded::{Recorded, WithRecorder};
 pub use recorder::Recorder;

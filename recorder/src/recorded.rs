@@ -49,6 +49,14 @@ impl<M: EpkModel> Recorded<M> {
         self.hook.error()
     }
 
+    /// `Err` once recording has stopped (a hand-written loop's way to stop promptly).
+    pub fn check(&self) -> Result<(), RecordError> {
+        match self.hook.error() {
+            Some(e) => Err(RecordError::WriterGone(e)),
+            None => Ok(()),
+        }
+    }
+
     /// Waits for every step to reach the disk, marks the run finished and returns the model.
     pub fn finish(self) -> Result<M, RecordError> {
         self.hook.finish()?;

@@ -1,18 +1,19 @@
-use crate::hook::Hook;
+use crate::hook::{Hook, HookConfig, NonFinite};
 use crate::model::{EpkModel, Switches};
 use crate::writer::Writer;
 use crate::{RecordError, batch::float_tensor, params};
 use burn::optim::SgdConfig;
 use burn::tensor::DType;
+use burn::train::Interrupter;
 use epk_store::{
     FORMAT_NAME, FORMAT_VERSION, Loss, ModelInfo, OptimizerSpec, RunAttributes, Samples,
-    StoreWriter, TrainDType,
+    StoreReader, StoreWriter, TrainDType,
 };
 use std::path::{Path, PathBuf};
 
 /// What to record and where: build it with [`Recorder::builder`], then attach it to a model
 /// with [`WithRecorder::with_recorder`](crate::WithRecorder::with_recorder).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Recorder {
     path: PathBuf,
     model: Option<ModelInfo>,
@@ -22,6 +23,21 @@ pub struct Recorder {
     eval: Option<Samples>,
     queue: usize,
     max_batch: Option<usize>,
+    non_finite: NonFinite,
+    interrupter: Option<Interrupter>,
+    /// Set by [`Recorder::resume`]: append to this store instead of creating one.
+    resume: Option<RunAttributes>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("path", &self.path)
+            .field("model", &self.model)
+            .field("loss", &self.loss)
+            .field("resume", &self.resume.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Recorder {
@@ -36,7 +52,75 @@ impl Recorder {
             eval: None,
             queue: 8,
             max_batch: None,
+            non_finite: NonFinite::Stop,
+            interrupter: None,
+            resume: None,
         }
+    }
+
+    /// A recorder that appends to the existing store at `path`, after its last committed
+    /// step. Load that step's weights into the model with [`Recorder::restore`] before
+    /// attaching. Leftovers of a killed run (temporary files, uncommitted chunks) are removed
+    /// when the recorder is attached.
+    ///
+    /// Plain SGD resumes exactly; optimizers with state (momentum, Adam) would restart theirs.
+    pub fn resume(path: impl AsRef<Path>) -> Result<Self, RecordError> {
+        let reader = StoreReader::open(path.as_ref())?;
+        let attrs = reader.attrs().clone();
+        let mut r = Recorder::builder(path);
+        r.loss = attrs.loss;
+        r.model = Some(attrs.model.clone());
+        r.optimizer = Some(attrs.optimizer.clone());
+        r.max_batch = Some(attrs.max_batch);
+        r.resume = Some(attrs);
+        Ok(r)
+    }
+
+    /// The model configuration stored in a store being resumed.
+    pub fn stored_model_config<M: EpkModel>(&self) -> Result<M::Config, RecordError> {
+        let info = self
+            .model
+            .as_ref()
+            .ok_or_else(|| RecordError::Config("model_config is not set".into()))?;
+        if info.kind != M::KIND {
+            return Err(RecordError::Mismatch(format!(
+                "the store holds a {:?} model, not {:?}",
+                info.kind,
+                M::KIND
+            )));
+        }
+        serde_json::from_value(info.config.clone())
+            .map_err(|e| RecordError::Mismatch(format!("stored model configuration: {e}")))
+    }
+
+    /// Loads the last committed weights of a resumed store into `model`.
+    pub fn restore<M: EpkModel>(&self, model: M) -> Result<M, RecordError> {
+        let attrs = self
+            .resume
+            .as_ref()
+            .ok_or_else(|| RecordError::Config("restore needs Recorder::resume".into()))?;
+        let reader = StoreReader::open(&self.path)?;
+        let weights = reader.weights(reader.steps())?;
+        check_layout(&model, attrs)?;
+        let device = model
+            .devices()
+            .into_iter()
+            .next()
+            .ok_or_else(|| RecordError::Config("the model has no parameters".into()))?;
+        params::load_flat(model, &weights, &device, true).map_err(RecordError::Mismatch)
+    }
+
+    /// What to do when a step holds NaN or infinity (default: stop).
+    pub fn on_non_finite(mut self, policy: NonFinite) -> Self {
+        self.non_finite = policy;
+        self
+    }
+
+    /// burn-train's interrupter: a recording failure (full disk, NaN under
+    /// [`NonFinite::Stop`]) then stops training promptly with that error.
+    pub fn interrupter(mut self, interrupter: &Interrupter) -> Self {
+        self.interrupter = Some(interrupter.clone());
+        self
     }
 
     /// The configuration that rebuilds the model on replay.
@@ -93,8 +177,29 @@ impl Recorder {
         self
     }
 
-    /// Creates the store for `model` and writes its initial weights.
+    /// Creates the store for `model` and writes its initial weights, or reopens the store
+    /// being resumed.
     pub(crate) fn start<M: EpkModel>(self, model: &M) -> Result<Hook, RecordError> {
+        if let Some(attrs) = &self.resume {
+            check_layout(model, attrs)?;
+            let (store, last) = StoreWriter::resume(&self.path)?;
+            let weights = params::flatten(model).map_err(RecordError::Tensor)?;
+            if weights != last {
+                return Err(RecordError::Mismatch(
+                    "the model's weights are not the store's last committed weights; load them with Recorder::restore".into(),
+                ));
+            }
+            let config = HookConfig {
+                path: self.path,
+                loss: attrs.loss,
+                outputs: attrs.outputs,
+                max_batch: attrs.max_batch,
+                steps: attrs.steps,
+                non_finite: self.non_finite,
+                interrupter: self.interrupter,
+            };
+            return Ok(Hook::new(config, weights, Writer::spawn(store, self.queue)));
+        }
         let missing = |what: &str| RecordError::Config(format!("{what} is not set"));
         let info = self.model.ok_or_else(|| missing("model_config"))?;
         let optimizer = self.optimizer.ok_or_else(|| missing("the optimizer"))?;
@@ -137,14 +242,37 @@ impl Recorder {
             eval_samples: 0,
             steps: 0,
             finished: false,
+            faults: Vec::new(),
         };
         let outputs = attrs.outputs;
         let max_batch = attrs.max_batch;
-        let mut store = StoreWriter::create(&self.path, attrs, &train, self.eval.as_ref())?;
-        store.write_initial_weights(&weights)?;
-        let writer = Writer::spawn(store, self.queue);
-        Ok(Hook::new(
-            self.path, self.loss, outputs, max_batch, weights, writer,
-        ))
+        let store = StoreWriter::create(&self.path, attrs, &train, self.eval.as_ref(), &weights)?;
+        let config = HookConfig {
+            path: self.path,
+            loss: self.loss,
+            outputs,
+            max_batch,
+            steps: 0,
+            non_finite: self.non_finite,
+            interrupter: self.interrupter,
+        };
+        Ok(Hook::new(config, weights, Writer::spawn(store, self.queue)))
     }
+}
+
+/// The model must have the store's kind and parameter layout.
+fn check_layout<M: EpkModel>(model: &M, attrs: &RunAttributes) -> Result<(), RecordError> {
+    if attrs.model.kind != M::KIND {
+        return Err(RecordError::Mismatch(format!(
+            "the store holds a {:?} model, not {:?}",
+            attrs.model.kind,
+            M::KIND
+        )));
+    }
+    if params::layout(model) != attrs.params {
+        return Err(RecordError::Mismatch(
+            "the model's parameter layout differs from the store's".into(),
+        ));
+    }
+    Ok(())
 }

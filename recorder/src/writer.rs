@@ -3,12 +3,32 @@
 
 use crate::RecordError;
 use crossbeam_channel::{Sender, bounded};
-use epk_store::{StepRecord, StoreWriter};
+use epk_store::{Fault, StepRecord, StoreWriter};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+/// Where the writer thread puts steps: the store, or a stand-in in tests.
+pub(crate) trait Sink: Send + 'static {
+    fn step(&mut self, step: &StepRecord) -> Result<(), String>;
+    fn fault(&mut self, fault: Fault) -> Result<(), String>;
+    fn finish(&mut self) -> Result<(), String>;
+}
+
+impl Sink for StoreWriter {
+    fn step(&mut self, step: &StepRecord) -> Result<(), String> {
+        self.append_step(step).map_err(|e| e.to_string())
+    }
+    fn fault(&mut self, fault: Fault) -> Result<(), String> {
+        self.record_fault(fault).map_err(|e| e.to_string())
+    }
+    fn finish(&mut self) -> Result<(), String> {
+        StoreWriter::finish(self).map_err(|e| e.to_string())
+    }
+}
+
 enum Msg {
     Step(Box<StepRecord>),
+    Fault(Fault),
     Finish,
 }
 
@@ -19,7 +39,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn spawn(mut store: StoreWriter, capacity: usize) -> Self {
+    pub(crate) fn spawn(mut store: impl Sink, capacity: usize) -> Self {
         let (tx, rx) = bounded::<Msg>(capacity.max(1));
         let error = Arc::new(Mutex::new(None));
         let slot = error.clone();
@@ -28,11 +48,12 @@ impl Writer {
             .spawn(move || {
                 for msg in rx {
                     let result = match msg {
-                        Msg::Step(step) => store.append_step(&step),
+                        Msg::Step(step) => store.step(&step),
+                        Msg::Fault(fault) => store.fault(fault),
                         Msg::Finish => store.finish(),
                     };
                     if let Err(e) = result {
-                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                         // Dropping the receiver makes every later send fail at once.
                         return;
                     }
@@ -70,6 +91,10 @@ impl Writer {
         self.send(Msg::Step(Box::new(step)))
     }
 
+    pub(crate) fn fault(&self, fault: Fault) -> Result<(), RecordError> {
+        self.send(Msg::Fault(fault))
+    }
+
     /// Flushes every queued step, marks the run finished and stops the thread.
     pub(crate) fn finish(&mut self) -> Result<(), RecordError> {
         if self.tx.is_some() {
@@ -95,5 +120,88 @@ impl Drop for Writer {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Sink, Writer};
+    use epk_store::{Fault, StepRecord};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Barrier};
+
+    /// A disk that stalls on its first write until released.
+    struct Stalled(Arc<Barrier>);
+
+    impl Sink for Stalled {
+        fn step(&mut self, _: &StepRecord) -> Result<(), String> {
+            self.0.wait();
+            Ok(())
+        }
+        fn fault(&mut self, _: Fault) -> Result<(), String> {
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    struct Failing;
+
+    impl Sink for Failing {
+        fn step(&mut self, _: &StepRecord) -> Result<(), String> {
+            Err("No space left on device".into())
+        }
+        fn fault(&mut self, _: Fault) -> Result<(), String> {
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn step() -> StepRecord {
+        StepRecord {
+            lr: 0.1,
+            indices: vec![0],
+            dloss: vec![0.0],
+            weights_after: vec![0.0],
+        }
+    }
+
+    #[test]
+    fn a_stalled_disk_blocks_training_once_the_queue_is_full() {
+        let release = Arc::new(Barrier::new(2));
+        let writer = Writer::spawn(Stalled(release.clone()), 3);
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        let trainer = std::thread::spawn(move || {
+            let writer = writer;
+            for _ in 0..20 {
+                writer.step(step()).unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            writer
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // One step in the stalled write, three queued; the fifth send blocks.
+        assert_eq!(sent.load(Ordering::SeqCst), 4);
+        release.wait();
+        // Later writes stall again one by one; release each.
+        for _ in 0..19 {
+            release.wait();
+        }
+        let mut writer = trainer.join().unwrap();
+        assert_eq!(sent.load(Ordering::SeqCst), 20);
+        writer.finish().unwrap();
+    }
+
+    #[test]
+    fn a_write_error_reaches_the_next_send() {
+        let writer = Writer::spawn(Failing, 1);
+        writer.step(step()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let err = writer.step(step()).unwrap_err().to_string();
+        assert!(err.contains("No space left"), "{err}");
     }
 }

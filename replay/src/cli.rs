@@ -229,7 +229,8 @@ fn verify<M: EpkModel>(args: &VerifyArgs, reader: &StoreReader) -> Result<ExitCo
         args.rule,
         args.tolerance,
         started.elapsed().as_secs_f64(),
-    );
+    )
+    .with_faults(&a.faults);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -140,6 +140,9 @@ struct Accumulator<'a, M: EpkModel> {
 
 /// Deepest bisection of a piece that resists every order (a switch the endpoint signs missed).
 const MAX_DEPTH: usize = 24;
+/// Jacobian evaluations one step and point may spend before the rule settles for its best
+/// estimate (a model whose kinks are not declared through `Switches` would bisect forever).
+const MAX_EVALS: usize = 2000;
 
 impl<M: EpkModel> Accumulator<'_, M> {
     /// Splits [a, b] at every switching value whose sign differs between a and b, then
@@ -188,7 +191,8 @@ impl<M: EpkModel> Accumulator<'_, M> {
         let mut out = Vec::new();
         for u in 0..e.sa.len().min(e.sb.len()) {
             let (mut ta, mut va, mut tb, mut vb) = (e.a, e.sa[u], e.b, e.sb[u]);
-            if va * vb >= 0.0 {
+            if !(va * vb < 0.0) {
+                // Same sign, a zero at an end, or a non-finite value: nothing to split at.
                 continue;
             }
             let scale = va.abs().max(vb.abs());
@@ -246,7 +250,9 @@ impl<M: EpkModel> Accumulator<'_, M> {
                 * f64::EPSILON
                 * (scale + e.fa.iter().chain(&e.fb).fold(0.0f64, |m, v| m.max(v.abs())));
             let target = (self.tol * h).max(floor);
-            if r <= target {
+            // A non-finite residual cannot improve: keep it for the certificate to report.
+            // Past the evaluation budget, take what there is.
+            if r <= target || !r.is_finite() || self.evals >= MAX_EVALS {
                 self.pieces += 1;
                 add_scaled(self.jbar, &part, 1.0);
                 return;
@@ -255,7 +261,7 @@ impl<M: EpkModel> Accumulator<'_, M> {
                 best = Some((r, part));
             }
         }
-        if depth < MAX_DEPTH {
+        if depth < MAX_DEPTH && self.evals < MAX_EVALS {
             let m = 0.5 * (e.a + e.b);
             let (fm, sm) = self.net.forward_switches(&self.seg.at(m), self.x);
             let left = Ends {

@@ -2,6 +2,7 @@
 
 use crate::Rule;
 use crate::machine::{KernelMachine, StepCheck};
+use epk_store::Fault;
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -33,6 +34,8 @@ pub struct VerifyReport {
     /// `single` when a_i is constant (Theorem 3.7), else `ensemble` (Theorem 3.6).
     pub machine_form: String,
     pub seconds: f64,
+    /// Non-finite values the recorder saw, by step.
+    pub faults: Vec<Fault>,
     pub failures: Vec<String>,
 }
 
@@ -78,6 +81,7 @@ impl VerifyReport {
                 "ensemble".into()
             },
             seconds,
+            faults: Vec::new(),
             failures: Vec::new(),
         };
         let bad = |v: f64| v.is_nan() || v > tolerance;
@@ -105,6 +109,19 @@ impl VerifyReport {
         }
         report.passed = report.failures.is_empty();
         report
+    }
+
+    /// Adds the recorder's numerical faults; any fault fails verification.
+    pub fn with_faults(mut self, faults: &[Fault]) -> Self {
+        for f in faults {
+            self.failures.push(format!(
+                "non-finite values recorded at step {}: {}",
+                f.step, f.message
+            ));
+        }
+        self.faults = faults.to_vec();
+        self.passed = self.failures.is_empty();
+        self
     }
 
     /// A short table for people.

@@ -76,7 +76,20 @@ pub struct RunAttributes {
     pub steps: usize,
     /// True once the recorder closed the run normally.
     pub finished: bool,
+    /// Numerical faults (NaN or infinity) seen while recording, by step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<Fault>,
 }
+
+/// A non-finite value the recorder saw in a step's loss gradients or weights.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fault {
+    pub step: usize,
+    pub message: String,
+}
+
+/// Upper bounds that keep a hostile store from asking for absurd allocations.
+const MAX_VALUES_PER_CHUNK: usize = 1 << 31;
 
 impl RunAttributes {
     /// Attributes for a model with one flat parameter vector of `num_params` entries, used in
@@ -109,6 +122,7 @@ impl RunAttributes {
             eval_samples: 0,
             steps: 0,
             finished: false,
+            faults: Vec::new(),
         }
     }
 
@@ -147,6 +161,24 @@ impl RunAttributes {
         }
         if self.outputs == 0 || self.max_batch == 0 || self.num_params == 0 {
             return Err("outputs, max_batch and num_params must be positive".into());
+        }
+        let per_step = self.max_batch.checked_mul(self.outputs);
+        let input = self
+            .input_shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|v| v.checked_mul(self.train_samples.max(self.eval_samples)));
+        for (what, v) in [
+            ("num_params", Some(self.num_params)),
+            ("max_batch × outputs", per_step),
+            ("the input arrays", input),
+        ] {
+            if v.is_none_or(|v| v > MAX_VALUES_PER_CHUNK) {
+                return Err(format!("{what} is too large for one chunk"));
+            }
+        }
+        if self.input_shape.is_empty() || self.input_shape.contains(&0) {
+            return Err(format!("input shape {:?} is empty", self.input_shape));
         }
         Ok(())
     }

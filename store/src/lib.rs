@@ -11,8 +11,7 @@
 //! # let path = dir.path().join("run.zarr");
 //! let attrs = RunAttributes::example(2, 1, 2);
 //! let train = Samples::new(vec![1.0, 2.0, 3.0, 4.0], vec![2], vec![0, 1]).unwrap();
-//! let mut writer = StoreWriter::create(&path, attrs, &train, None).unwrap();
-//! writer.write_initial_weights(&[0.0, 0.0]).unwrap();
+//! let mut writer = StoreWriter::create(&path, attrs, &train, None, &[0.0, 0.0]).unwrap();
 //! let step = StepRecord {
 //!     lr: 0.5,
 //!     indices: vec![0, 1],
@@ -34,7 +33,7 @@ mod samples;
 mod writer;
 
 pub use attrs::{
-    FORMAT_NAME, FORMAT_VERSION, Loss, ModelInfo, OptimizerSpec, ParamLayout, RunAttributes,
+    FORMAT_NAME, FORMAT_VERSION, Fault, Loss, ModelInfo, OptimizerSpec, ParamLayout, RunAttributes,
     TrainDType,
 };
 pub use error::StoreError;

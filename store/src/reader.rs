@@ -175,6 +175,23 @@ impl StoreReader {
                 format!("shape is {shape:?}, the attributes need {min_shape:?}"),
             ));
         }
+        // The format fixes the chunking; anything else could ask for absurd allocations.
+        let want: Vec<u64> = min_shape
+            .iter()
+            .enumerate()
+            .map(|(i, &d)| if i == 0 && grows { 1 } else { d.max(1) })
+            .collect();
+        let zero = vec![0u64; want.len()];
+        let chunk = array.chunk_shape(&zero).map_err(|e| {
+            StoreError::zarr(self.file(name).join("zarr.json"), "bad chunk grid", e)
+        })?;
+        let chunk: Vec<u64> = chunk.iter().map(|d| d.get()).collect();
+        if chunk != want {
+            return Err(StoreError::invalid(
+                self.file(name).join("zarr.json"),
+                format!("chunk shape is {chunk:?}, the format needs {want:?}"),
+            ));
+        }
         Ok(())
     }
 

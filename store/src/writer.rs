@@ -1,6 +1,7 @@
+use crate::atomic::TEMP_SUFFIX;
 use crate::atomic::write_atomic;
 use crate::layout::ROOT_ATTRIBUTE;
-use crate::{ArrayName, RunAttributes, Samples, StoreError, TrainDType};
+use crate::{ArrayName, Fault, RunAttributes, Samples, StoreError, StoreReader, TrainDType};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zarrs::array::{Array, ArrayBuilder, data_type};
@@ -36,17 +37,47 @@ pub struct StoreWriter {
 
 impl StoreWriter {
     /// Creates a new store at `path` (which must not exist) holding the run's data sets.
+    ///
+    /// The store is built in `PATH.epk-tmp` with `initial_weights` as its state 0 and renamed
+    /// into place, so a kill during creation leaves either no store or a complete one.
     pub fn create(
         path: &Path,
-        mut attrs: RunAttributes,
+        attrs: RunAttributes,
         train: &Samples,
         eval: Option<&Samples>,
+        initial_weights: &[f64],
     ) -> Result<Self, StoreError> {
         if path.exists() {
             return Err(StoreError::Exists {
                 path: path.to_path_buf(),
             });
         }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(TEMP_SUFFIX);
+        let tmp = PathBuf::from(tmp);
+        let io = |source, message: &str| StoreError::Io {
+            path: tmp.clone(),
+            message: message.into(),
+            source,
+        };
+        if tmp.exists() {
+            // Our own leftover from a creation that was killed.
+            std::fs::remove_dir_all(&tmp)
+                .map_err(|e| io(e, "cannot remove a stale temporary store"))?;
+        }
+        let mut building = Self::build_new(&tmp, attrs, train, eval)?;
+        building.write_initial_weights(initial_weights)?;
+        drop(building);
+        std::fs::rename(&tmp, path).map_err(|e| io(e, "cannot move the new store into place"))?;
+        Ok(Self::resume(path)?.0)
+    }
+
+    fn build_new(
+        path: &Path,
+        mut attrs: RunAttributes,
+        train: &Samples,
+        eval: Option<&Samples>,
+    ) -> Result<Self, StoreError> {
         attrs.train_samples = train.len();
         attrs.eval_samples = eval.map_or(0, Samples::len);
         attrs.steps = 0;
@@ -116,6 +147,42 @@ impl StoreWriter {
         Ok(writer)
     }
 
+    /// Reopens a store to append after its last committed step and returns the weights that
+    /// step left. What a kill left behind is removed first: temporary metadata files and
+    /// chunks past the committed count.
+    pub fn resume(path: &Path) -> Result<(Self, Vec<f64>), StoreError> {
+        let reader = StoreReader::open(path)?;
+        let mut attrs = reader.attrs().clone();
+        let steps = attrs.steps as u64;
+        let last = reader.weights(attrs.steps)?;
+        remove_leftovers(path, steps)?;
+        let store = Arc::new(
+            FilesystemStore::new(path).map_err(|e| StoreError::zarr(path, "cannot open", e))?,
+        );
+        let mut arrays = Vec::new();
+        for name in ArrayName::PER_STEP {
+            let array = Array::open(store.clone(), &name.zarr_path())
+                .map_err(|e| StoreError::zarr(path.join(name.path()), "cannot open array", e))?;
+            arrays.push((name, array));
+        }
+        attrs.finished = false;
+        let mut writer = StoreWriter {
+            root: path.to_path_buf(),
+            attrs,
+            arrays,
+            weight_rows: steps + 1,
+        };
+        writer.resize_all(steps)?;
+        writer.commit_root()?;
+        Ok((writer, last))
+    }
+
+    /// Notes a numerical fault at a step; `replay verify` reports it.
+    pub fn record_fault(&mut self, fault: Fault) -> Result<(), StoreError> {
+        self.attrs.faults.push(fault);
+        self.commit_root()
+    }
+
     fn float_type(&self) -> FloatType {
         FloatType(self.attrs.dtype)
     }
@@ -183,7 +250,7 @@ impl StoreWriter {
         )?;
         if n > 0 {
             array
-                .store_chunk(&[0], &set.targets[..])
+                .store_chunk_opt(&[0], &set.targets[..], &keep_all())
                 .map_err(|e| StoreError::zarr(self.file(targets), "cannot write", e))?;
         }
         Ok(())
@@ -199,8 +266,8 @@ impl StoreWriter {
         &self.root
     }
 
-    /// Writes `w_0`, the weights before the first step. Must come before any step.
-    pub fn write_initial_weights(&mut self, weights: &[f64]) -> Result<(), StoreError> {
+    /// Writes `w_0`, the weights before the first step.
+    fn write_initial_weights(&mut self, weights: &[f64]) -> Result<(), StoreError> {
         if self.weight_rows != 0 {
             return Err(StoreError::invalid(
                 &self.root,
@@ -251,13 +318,15 @@ impl StoreWriter {
         let float = self.float_type();
         for (name, array) in &self.arrays {
             let result = match name {
-                ArrayName::Lr => array.store_chunk(&[s], &[step.lr][..]),
-                ArrayName::BatchSize => array.store_chunk(&[s], &[n as i64][..]),
-                ArrayName::BatchIndex => array.store_chunk(&[s, 0], &index[..]),
+                ArrayName::Lr => array.store_chunk_opt(&[s], &[step.lr][..], &keep_all()),
+                ArrayName::BatchSize => array.store_chunk_opt(&[s], &[n as i64][..], &keep_all()),
+                ArrayName::BatchIndex => array.store_chunk_opt(&[s, 0], &index[..], &keep_all()),
                 ArrayName::Dloss => float.store_chunk(array, &[s, 0, 0], &dloss),
                 _ => Ok(()),
             };
-            result.map_err(|e| StoreError::zarr(self.file(*name), "cannot write chunk", e))?;
+            result.map_err(|e| {
+                StoreError::zarr(self.chunk_file(*name, s), "cannot write chunk", e)
+            })?;
         }
         self.weight_rows = s + 2;
         self.resize_all(s + 1)?;
@@ -292,9 +361,13 @@ impl StoreWriter {
             .iter()
             .find(|(n, _)| *n == ArrayName::Weights)
             .expect("weights array exists");
-        float
-            .store_chunk(array, &[row, 0], weights)
-            .map_err(|e| StoreError::zarr(self.file(ArrayName::Weights), "cannot write chunk", e))
+        float.store_chunk(array, &[row, 0], weights).map_err(|e| {
+            StoreError::zarr(
+                self.chunk_file(ArrayName::Weights, row),
+                "cannot write chunk",
+                e,
+            )
+        })
     }
 
     /// Sets every per-step array to `steps` entries (weights to `steps + 1`).
@@ -322,6 +395,19 @@ impl StoreWriter {
             self.store_array_metadata(name, array)?;
         }
         Ok(())
+    }
+
+    /// The file of a per-step chunk (all trailing chunk indices are 0).
+    fn chunk_file(&self, name: ArrayName, index: u64) -> PathBuf {
+        let mut file = self
+            .root
+            .join(name.path())
+            .join("c")
+            .join(index.to_string());
+        for _ in 1..name.leading_dims().len() {
+            file.push("0");
+        }
+        file
     }
 
     fn file(&self, name: ArrayName) -> PathBuf {
@@ -381,11 +467,65 @@ impl FloatType {
         values: &[f64],
     ) -> Result<(), zarrs::array::ArrayError> {
         match self.0 {
-            TrainDType::F64 => array.store_chunk(chunk, values),
+            TrainDType::F64 => array.store_chunk_opt(chunk, values, &keep_all()),
             TrainDType::F32 => {
                 let narrow: Vec<f32> = values.iter().map(|&v| v as f32).collect();
-                array.store_chunk(chunk, &narrow[..])
+                array.store_chunk_opt(chunk, &narrow[..], &keep_all())
             }
         }
     }
+}
+
+/// Removes temporary metadata files anywhere in the store, and chunks of per-step arrays at
+/// or past the committed count (past it for `weights`, which has one more row).
+fn remove_leftovers(root: &Path, steps: u64) -> Result<(), StoreError> {
+    let io = |path: &Path, source| StoreError::Io {
+        path: path.to_path_buf(),
+        message: "cannot clean up after an interrupted run".into(),
+        source,
+    };
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
+            let entry = entry.map_err(|e| io(&dir, e))?;
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.to_string_lossy().ends_with(TEMP_SUFFIX) {
+                std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+            }
+        }
+    }
+    for name in ArrayName::PER_STEP {
+        let keep = if name == ArrayName::Weights {
+            steps + 1
+        } else {
+            steps
+        };
+        let chunks = root.join(name.path()).join("c");
+        let Ok(entries) = std::fs::read_dir(&chunks) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.map_err(|e| io(&chunks, e))?.path();
+            let index = path
+                .file_name()
+                .and_then(|n| n.to_str()?.parse::<u64>().ok());
+            if index.is_some_and(|i| i >= keep) {
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.map_err(|e| io(&path, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// zarrs erases a chunk that equals the fill value; every chunk of a committed step must
+/// exist (an all-zero weight row is real data, and a missing chunk means damage).
+fn keep_all() -> zarrs::array::CodecOptions {
+    zarrs::array::CodecOptions::default().with_store_empty_chunks(true)
 }
