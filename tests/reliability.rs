@@ -308,7 +308,10 @@ fn a_full_disk_stops_recording_and_keeps_the_committed_prefix() {
         model = TrainStep::optimize(model, &mut optim, run.lr.into(), out.grads);
         if let Err(e) = model.check() {
             assert!(e.to_string().contains("No space left"), "{e}");
-            assert!(e.to_string().contains("weights/c/4/0"), "the error names the file: {e}");
+            assert!(
+                e.to_string().contains("weights/c/4/0"),
+                "the error names the file: {e}"
+            );
             stopped_after = Some(step);
             break;
         }
