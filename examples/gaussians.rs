@@ -19,9 +19,8 @@ use epk::recorder::renderer::QuietRenderer;
 use epk::recorder::{
     IndexedBatcher, IndexedDataset, Loss, Recorder, Samples, WithRecorder, device::flex_f64,
 };
-use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand_distr::{Distribution, Normal};
+use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -61,7 +60,6 @@ const MEANS: [(f64, f64); 3] = [(1.0, 4.0), (4.0, 1.0), (5.0, 5.0)];
 
 /// `n` points cycling through the classes, each N(mean, I) in `dim` dimensions.
 fn gaussians(n: usize, dim: usize, rng: &mut StdRng) -> Samples {
-    let normal = Normal::new(0.0, 1.0).expect("unit normal");
     let mut inputs = Vec::with_capacity(n * dim);
     let mut targets = Vec::with_capacity(n);
     for i in 0..n {
@@ -72,7 +70,7 @@ fn gaussians(n: usize, dim: usize, rng: &mut StdRng) -> Samples {
                 1 => MEANS[class].1,
                 _ => 0.0,
             };
-            inputs.push(mean + normal.sample(rng));
+            inputs.push(mean + standard_normal(rng));
         }
         targets.push(class as i64);
     }
@@ -161,4 +159,11 @@ fn main() -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// A standard normal draw by the Box–Muller transform.
+fn standard_normal(rng: &mut StdRng) -> f64 {
+    let u: f64 = 1.0 - (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64; // (0, 1]
+    let v: f64 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }

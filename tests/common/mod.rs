@@ -8,22 +8,20 @@ use epk::recorder::models::{Mlp, MlpConfig};
 use epk::recorder::{
     IndexedBatcher, IndexedItem, Loss, Recorder, Samples, WithRecorder, device::flex_f64,
 };
-use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand_distr::{Distribution, Normal};
+use rand::{Rng, SeedableRng};
 use std::path::Path;
 
 /// `n` points cycling through `classes` Gaussian blobs in `dim` dimensions.
 pub fn blobs(n: usize, dim: usize, classes: usize, seed: u64) -> Samples {
     let mut rng = StdRng::seed_from_u64(seed);
-    let normal = Normal::new(0.0, 1.0).unwrap();
     let mut inputs = Vec::new();
     let mut targets = Vec::new();
     for i in 0..n {
         let c = i % classes;
         for d in 0..dim {
             let mean = if d % classes == c { 2.0 } else { 0.0 };
-            inputs.push(mean + normal.sample(&mut rng));
+            inputs.push(mean + standard_normal(&mut rng));
         }
         targets.push(c as i64);
     }
@@ -83,4 +81,11 @@ impl Run {
         assert_eq!(model.steps(), self.steps);
         model.finish().unwrap()
     }
+}
+
+/// A standard normal draw by the Box–Muller transform.
+fn standard_normal(rng: &mut StdRng) -> f64 {
+    let u: f64 = 1.0 - (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64; // (0, 1]
+    let v: f64 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
