@@ -251,3 +251,64 @@ fn gradients_match_finite_differences() {
     let layout = params::layout(&model);
     assert_eq!(layout, reader.attrs().params);
 }
+
+/// The fast path (probed linear layers, factored gradients, Gram contraction) against the
+/// general path (one backward pass per sample and output) on the same run.
+#[test]
+fn fast_path_equals_general_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("toy.zarr");
+    let mut run = Run::toy(6, 9, 8, 6);
+    run.config = MlpConfig::new(vec![6, 9, 7, 3]).with_log_softmax(true);
+    run.record(&path);
+    let reader = StoreReader::open(&path).unwrap();
+    let device = flex_f64().unwrap();
+    let fast = Network::<Mlp>::new(reader.attrs(), &device).unwrap();
+    assert!(
+        fast.layers().is_some(),
+        "an Mlp is all probed linear layers"
+    );
+    let general = fast.clone().general();
+    let eval = reader.eval().unwrap();
+
+    // Factored per-sample gradients and Jacobians equal the per-sample backward passes.
+    let w = reader.weights(3).unwrap();
+    let train = reader.train().unwrap();
+    let xs = train.gather(&[0, 5, 9]);
+    let c = [0.5, -1.0, 0.25, 0.0, 2.0, -0.5, 1.0, 1.0, -3.0];
+    let layers = fast.layers().unwrap();
+    let f = fast.factors(&w, &xs, &c);
+    let dense = general.sample_grads(&w, &xs, &c);
+    let p = w.len();
+    for r in 0..3 {
+        let mut row = vec![0.0; p];
+        layers.add_dense(&f, r, 1.0, &mut row);
+        for (a, b) in row.iter().zip(&dense[r * p..(r + 1) * p]) {
+            assert!((a - b).abs() < 1e-14 * (1.0 + b.abs()));
+        }
+    }
+    let jf = fast.jacobian_factors(&w, eval.input(2));
+    let jd = general.jacobian(&w, eval.input(2));
+    for o in 0..3 {
+        let mut row = vec![0.0; p];
+        layers.add_dense(&jf, o, 1.0, &mut row);
+        for (a, b) in row.iter().zip(&jd[o * p..(o + 1) * p]) {
+            assert!((a - b).abs() < 1e-14 * (1.0 + b.abs()));
+        }
+    }
+
+    let options = ReplayOptions::default();
+    let a = replay(&reader, &fast, &eval.inputs, &options, |_| {}).unwrap();
+    let b = replay(&reader, &general, &eval.inputs, &options, |_| {}).unwrap();
+    let worst = (&a.attributions - &b.attributions)
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(worst < 1e-14, "attributions differ by {worst:e}");
+    assert!(a.max_error() < 1e-12 && b.max_error() < 1e-12);
+    let evals = |m: &epk::replay::KernelMachine| m.steps.iter().map(|s| s.evals).sum::<usize>();
+    assert_eq!(
+        evals(&a),
+        evals(&b),
+        "both paths take the same quadrature decisions"
+    );
+}

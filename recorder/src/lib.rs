@@ -37,6 +37,6 @@ pub use batch::{IndexedBatch, IndexedBatcher, IndexedDataset, IndexedItem};
 pub use epk_store::{Loss, OptimizerSpec, Samples, TrainDType};
 pub use error::RecordError;
 pub use hook::NonFinite;
-pub use model::{EpkModel, Switches};
+pub use model::{EpkModel, Probe, Switches};
 pub use recorded::{Recorded, WithRecorder};
 pub use recorder::Recorder;

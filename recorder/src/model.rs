@@ -1,6 +1,7 @@
 //! What a model implements to be recorded and replayed.
 
-use burn::module::{Module, ModuleDisplay};
+use burn::module::{Module, ModuleDisplay, ParamId};
+use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, activation};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -29,10 +30,27 @@ pub trait EpkModel: Module + ModuleDisplay + Sized {
 /// every switching value: a ReLU's pre-activation, or a max-pool's margin between the chosen
 /// element and the runner-up. Where one of them crosses zero along a step, the network's
 /// Jacobian jumps, and replay splits the step there.
+///
+/// It also carries replay's fast path: a model that routes its linear layers through
+/// [`Switches::linear`] lets replay read every sample's gradient of those layers from one
+/// batched backward pass, as the factors `a ⊗ δ` (layer input and output gradient), instead of
+/// one backward pass per sample.
 #[derive(Default)]
 pub struct Switches {
     recording: bool,
     values: Vec<Tensor<2>>,
+    probing: bool,
+    probes: Vec<Probe>,
+}
+
+/// A linear layer seen by a probing forward pass.
+pub struct Probe {
+    /// The layer's input, `[batch, in]`.
+    pub input: Tensor<2>,
+    /// A zero leaf added to the layer's output: its gradient is each sample's δ, `[batch, out]`.
+    pub leaf: Tensor<2>,
+    pub weight: ParamId,
+    pub bias: Option<ParamId>,
 }
 
 impl Switches {
@@ -45,8 +63,38 @@ impl Switches {
     pub fn recording() -> Self {
         Switches {
             recording: true,
-            values: Vec::new(),
+            ..Switches::default()
         }
+    }
+
+    /// A collector that adds a probe to every [`Switches::linear`] layer (replay's fast path).
+    pub fn probing() -> Self {
+        Switches {
+            probing: true,
+            ..Switches::default()
+        }
+    }
+
+    /// A linear layer on `[batch, in]` inputs; the same as `layer.forward(x)` except under
+    /// [`Switches::probing`].
+    pub fn linear(&mut self, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+        let z = layer.forward(x.clone());
+        if !self.probing {
+            return z;
+        }
+        let leaf = Tensor::zeros(z.dims(), &z.device()).require_grad();
+        self.probes.push(Probe {
+            input: x.detach(),
+            leaf: leaf.clone(),
+            weight: layer.weight.id,
+            bias: layer.bias.as_ref().map(|b| b.id),
+        });
+        z + leaf
+    }
+
+    /// The probes of a probing pass, in forward order.
+    pub fn into_probes(self) -> Vec<Probe> {
+        self.probes
     }
 
     /// ReLU, noting its pre-activation as a switching value.

@@ -80,7 +80,7 @@ impl EpkModel for Mlp {
         let last = self.layers.len().saturating_sub(1);
         let mut x = inputs;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
+            x = switches.linear(layer, x);
             if i < last {
                 x = switches.relu(x);
             }

@@ -18,6 +18,7 @@ pub mod machine;
 pub mod network;
 pub mod path;
 pub mod rule;
+pub mod structured;
 pub mod verify;
 
 pub use error::ReplayError;

@@ -1,7 +1,8 @@
 //! Rebuilds the kernel machine: b + Σ_i A[x, i, ·] for every explained input, step by step.
 
 use crate::network::Network;
-use crate::path::{Segment, integrate};
+use crate::path::{Jbar, Segment, StepIntegral, integrate};
+use crate::structured::{Factors, stack};
 use crate::{ReplayError, Rule};
 use epk_recorder::EpkModel;
 use epk_store::{Loss, StoreReader};
@@ -173,7 +174,6 @@ pub fn replay<M: EpkModel>(
                 .flat_map(|h| h.join().expect("worker"))
                 .collect()
         });
-        let mut jbar = Array2::<f64>::zeros((m * k, p));
         let mut check = StepCheck {
             step: s,
             certificate: 0.0,
@@ -182,34 +182,66 @@ pub fn replay<M: EpkModel>(
             evals: 0,
             pieces: 0,
         };
-        for (i, r) in results.into_iter().enumerate() {
+        for (i, r) in results.iter().enumerate() {
             if r.certificate > check.certificate || r.certificate.is_nan() {
                 check.certificate = r.certificate;
                 check.worst_point = i;
             }
             check.evals += r.evals;
             check.pieces += r.pieces;
-            jbar.slice_mut(ndarray::s![i * k..(i + 1) * k, ..])
-                .assign(&ArrayView2::from_shape((k, p), &r.jbar).expect("jbar is [k, p]"));
         }
         // Train side: a_{i,s} = −η ∂L/∂f(x_i), per-sample gradients in blocks.
         coefficients.observe(&batch.indices, &batch.dloss);
         let coeffs: Vec<f64> = batch.dloss.iter().map(|d| -lr * d).collect();
+        let contraction = Contraction::choose(net, &results, k, p);
         let mut total = vec![0.0; p];
-        for block in batch.indices.chunks(options.block.max(1)).enumerate() {
-            let (b, idx) = block;
-            let first = b * options.block.max(1);
+        let block = options.block.max(1);
+        for (b, idx) in batch.indices.chunks(block).enumerate() {
             let xb = train.gather(idx);
-            let cb = &coeffs[first * k..(first + idx.len()) * k];
-            let grads = parallel_sample_grads(net, &start, &xb, cb, input_len, k, threads);
-            let g = ArrayView2::from_shape((idx.len(), p), &grads).expect("grads are [n, p]");
-            for row in g.rows() {
-                for (t, v) in total.iter_mut().zip(row) {
-                    *t += v;
+            let cb = &coeffs[b * block * k..(b * block + idx.len()) * k];
+            // contrib[(point, output), sample in block]
+            let contrib = match (&contraction, net.layers()) {
+                (
+                    Contraction::Gram {
+                        weights,
+                        owner,
+                        nodes,
+                    },
+                    Some(layers),
+                ) => {
+                    let f = net.factors(&start, &xb, cb);
+                    add(&mut total, &layers.sum_dense(&f));
+                    let g = layers.gram(nodes, &f);
+                    let mut c = Array2::<f64>::zeros((m * k, idx.len()));
+                    for (q, (&w, &pt)) in weights.iter().zip(owner).enumerate() {
+                        for o in 0..k {
+                            c.row_mut(pt * k + o).scaled_add(w, &g.row(q * k + o));
+                        }
+                    }
+                    c
                 }
-            }
-            // [m·k, p] · [p, n] → [m·k, n]
-            let contrib = jbar.dot(&g.t());
+                (Contraction::Dense(jbar), layers) => {
+                    let grads = match layers {
+                        Some(layers) => {
+                            let f = net.factors(&start, &xb, cb);
+                            let mut g = vec![0.0; idx.len() * p];
+                            for (r, row) in g.chunks_mut(p).enumerate() {
+                                layers.add_dense(&f, r, 1.0, row);
+                            }
+                            g
+                        }
+                        None => parallel_sample_grads(net, &start, &xb, cb, input_len, k, threads),
+                    };
+                    let g =
+                        ArrayView2::from_shape((idx.len(), p), &grads).expect("grads are [n, p]");
+                    for row in g.rows() {
+                        add(&mut total, row.as_slice().expect("contiguous"));
+                    }
+                    // [m·k, p] · [p, n] → [m·k, n]
+                    jbar.dot(&g.t())
+                }
+                (Contraction::Gram { .. }, None) => unreachable!("Gram needs probed layers"),
+            };
             for (c, &i) in idx.iter().enumerate() {
                 for pt in 0..m {
                     for o in 0..k {
@@ -234,6 +266,72 @@ pub fn replay<M: EpkModel>(
         steps: checks,
         constant_coefficients: coefficients.constant(),
     })
+}
+
+fn add(total: &mut [f64], v: &[f64]) {
+    for (t, v) in total.iter_mut().zip(v) {
+        *t += v;
+    }
+}
+
+/// How a step's Jbar meets the training gradients.
+enum Contraction {
+    /// Dense Jbar rows `[points·outputs, P]` against dense per-sample gradients.
+    Dense(Array2<f64>),
+    /// Factored nodes against factored gradients: cost ∝ nodes·(in + out) instead of P.
+    Gram {
+        weights: Vec<f64>,
+        owner: Vec<usize>,
+        nodes: Factors,
+    },
+}
+
+impl Contraction {
+    fn choose<M: EpkModel>(net: &Network<M>, results: &[StepIntegral], k: usize, p: usize) -> Self {
+        let m = results.len();
+        let all_nodes = results.iter().all(|r| matches!(r.jbar, Jbar::Nodes { .. }));
+        if let (true, Some(layers)) = (all_nodes, net.layers()) {
+            let q: usize = results.iter().map(|r| r.jbar.nodes()).sum();
+            let width: usize = layers.layers.iter().map(|l| l.inputs + k * l.outputs).sum();
+            // Gram costs q·width per sample, dense m·k·p (plus building dense rows).
+            if q * width < m * k * p {
+                let mut weights = Vec::with_capacity(q);
+                let mut owner = Vec::with_capacity(q);
+                let mut parts = Vec::with_capacity(m);
+                for (pt, r) in results.iter().enumerate() {
+                    if let Some((w, f)) = r.jbar.stacked() {
+                        owner.extend(std::iter::repeat_n(pt, w.len()));
+                        weights.extend(w);
+                        parts.push(f);
+                    }
+                }
+                let refs: Vec<&Factors> = parts.iter().collect();
+                return Contraction::Gram {
+                    weights,
+                    owner,
+                    nodes: stack(&refs),
+                };
+            }
+        }
+        let mut jbar = Array2::<f64>::zeros((m * k, p));
+        for (pt, r) in results.iter().enumerate() {
+            match &r.jbar {
+                Jbar::Dense(d) => jbar
+                    .slice_mut(ndarray::s![pt * k..(pt + 1) * k, ..])
+                    .assign(&ArrayView2::from_shape((k, p), d).expect("jbar is [k, p]")),
+                Jbar::Nodes { weights, factors } => {
+                    let layers = net.layers().expect("nodes come from probed layers");
+                    for (w, f) in weights.iter().zip(factors) {
+                        for o in 0..k {
+                            let mut row = jbar.row_mut(pt * k + o);
+                            layers.add_dense(f, o, *w, row.as_slice_mut().expect("contiguous"));
+                        }
+                    }
+                }
+            }
+        }
+        Contraction::Dense(jbar)
+    }
 }
 
 fn split(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {

@@ -1,10 +1,13 @@
 //! The rebuilt network: forward passes, Jacobians and per-sample gradients at any weights.
 
 use crate::ReplayError;
+use crate::structured::{Factors, Layer, Layers};
+use burn::module::{ModuleVisitor, Param, ParamId};
 use burn::tensor::{Device, Tensor};
 use epk_recorder::batch::float_tensor;
 use epk_recorder::{EpkModel, Switches, params};
 use epk_store::RunAttributes;
+use ndarray::Array2;
 
 /// A model of the store's architecture whose weights are set per call.
 #[derive(Clone)]
@@ -14,6 +17,7 @@ pub struct Network<M: EpkModel> {
     num_params: usize,
     outputs: usize,
     input_len: usize,
+    layers: Option<Layers>,
 }
 
 impl<M: EpkModel> Network<M> {
@@ -51,14 +55,113 @@ impl<M: EpkModel> Network<M> {
                 )));
             }
         }
-        let net = Network {
+        let mut net = Network {
             template,
             device: device.clone(),
             num_params: attrs.num_params,
             outputs: attrs.outputs,
             input_len: attrs.input_len(),
+            layers: None,
         };
+        net.layers = net.detect_layers(&layout);
         Ok(net)
+    }
+
+    /// The same network without the fast path: every Jacobian and per-sample gradient then
+    /// comes from per-sample backward passes (to cross-check the fast path).
+    pub fn general(mut self) -> Self {
+        self.layers = None;
+        self
+    }
+
+    /// The probed linear layers, when they hold every parameter (the fast path applies).
+    pub fn layers(&self) -> Option<&Layers> {
+        self.layers.as_ref()
+    }
+
+    /// Runs one probing forward pass and maps each probed layer to its parameters' offsets.
+    fn detect_layers(&self, layout: &[epk_store::ParamLayout]) -> Option<Layers> {
+        struct Ids(Vec<ParamId>);
+        impl ModuleVisitor for Ids {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0.push(param.id);
+            }
+        }
+        let mut ids = Ids(Vec::new());
+        self.template.visit(&mut ids);
+        let offset = |id: ParamId| {
+            ids.0
+                .iter()
+                .position(|&i| i == id)
+                .map(|i| layout[i].offset)
+        };
+        let mut sw = Switches::probing();
+        let x = float_tensor(vec![0.0; self.input_len], [1, self.input_len], &self.device);
+        let _ = self.template.epk_forward(x, &mut sw);
+        let mut layers = Vec::new();
+        for probe in sw.into_probes() {
+            let [_, inputs] = probe.input.dims();
+            let [_, outputs] = probe.leaf.dims();
+            let bias = match probe.bias {
+                Some(id) => Some(offset(id)?),
+                None => None,
+            };
+            layers.push(Layer {
+                weight: offset(probe.weight)?,
+                bias,
+                inputs,
+                outputs,
+            });
+        }
+        if layers.is_empty() {
+            return None;
+        }
+        Layers::covering(layers, layout, self.num_params)
+    }
+
+    /// Gradient factors of Σ_j c_rj f_j(x_r) for every sample r of `xs` with coefficients
+    /// `coeffs` `[n, outputs]`: one batched forward and backward pass. Needs [`Self::layers`].
+    pub fn factors(&self, weights: &[f64], xs: &[f64], coeffs: &[f64]) -> Factors {
+        let model = self.at(weights, false);
+        let n = xs.len() / self.input_len;
+        let mut sw = Switches::probing();
+        let f = model.epk_forward(self.inputs(xs), &mut sw);
+        let c = float_tensor(coeffs.to_vec(), [n, self.outputs], &self.device);
+        let grads = (f * c).sum().backward();
+        let mut out = Factors {
+            a: Vec::new(),
+            d: Vec::new(),
+        };
+        for probe in sw.into_probes() {
+            let [_, i] = probe.input.dims();
+            let [_, o] = probe.leaf.dims();
+            let d = probe
+                .leaf
+                .grad(&grads)
+                .map(to_vec)
+                .unwrap_or_else(|| vec![0.0; n * o]);
+            out.a
+                .push(Array2::from_shape_vec((n, i), to_vec(probe.input)).expect("[n, in]"));
+            out.d
+                .push(Array2::from_shape_vec((n, o), d).expect("[n, out]"));
+        }
+        out
+    }
+
+    /// The Jacobians of the inputs `xs` as factors with one row per (input, output):
+    /// row `r·outputs + k` is ∇_w f_k(x_r). One batched pass over `outputs` copies of each input.
+    pub fn jacobian_factors(&self, weights: &[f64], xs: &[f64]) -> Factors {
+        let k = self.outputs;
+        let n = xs.len() / self.input_len;
+        let mut copies = Vec::with_capacity(xs.len() * k);
+        let mut coeffs = vec![0.0; n * k * k];
+        for r in 0..n {
+            for o in 0..k {
+                copies.extend_from_slice(&xs[r * self.input_len..(r + 1) * self.input_len]);
+                coeffs[(r * k + o) * k + o] = 1.0;
+            }
+        }
+        self.factors(weights, &copies, &coeffs)
     }
 
     pub fn num_params(&self) -> usize {

@@ -2,6 +2,7 @@
 
 use crate::network::Network;
 use crate::rule::{AUTO_ORDERS, Rule};
+use crate::structured::{Factors, stack};
 use epk_recorder::EpkModel;
 
 /// One optimizer step's straight segment in weight space.
@@ -25,10 +26,40 @@ impl Segment<'_> {
     }
 }
 
+/// Jbar, as a dense `[outputs, num_params]` matrix or as weighted Jacobian nodes in factored
+/// form (the fast path), whose rows are (node, output).
+pub enum Jbar {
+    Dense(Vec<f64>),
+    Nodes {
+        weights: Vec<f64>,
+        factors: Vec<Factors>,
+    },
+}
+
+impl Jbar {
+    /// The nodes stacked into one factor set, rows (node, output), with each node's weight.
+    pub fn stacked(&self) -> Option<(Vec<f64>, Factors)> {
+        match self {
+            Jbar::Dense(_) => None,
+            Jbar::Nodes { weights, factors } => {
+                let parts: Vec<&Factors> = factors.iter().collect();
+                Some((weights.clone(), stack(&parts)))
+            }
+        }
+    }
+
+    /// Number of nodes held (0 for dense).
+    pub fn nodes(&self) -> usize {
+        match self {
+            Jbar::Dense(_) => 0,
+            Jbar::Nodes { weights, .. } => weights.len(),
+        }
+    }
+}
+
 /// Jbar for one input over one step, with its bookkeeping.
 pub struct StepIntegral {
-    /// `[outputs, num_params]`.
-    pub jbar: Vec<f64>,
+    pub jbar: Jbar,
     /// f(x; w_s) and f(x; w_{s+1}).
     pub f_start: Vec<f64>,
     pub f_end: Vec<f64>,
@@ -38,6 +69,103 @@ pub struct StepIntegral {
     pub pieces: usize,
     /// max_k |f_k(w_{s+1}) − f_k(w_s) − Jbar_k · Δw|: the certificate.
     pub certificate: f64,
+}
+
+/// One Jacobian evaluation.
+enum Node {
+    Dense(Vec<f64>),
+    Factored(Factors),
+}
+
+struct Eval {
+    node: Node,
+    /// J_k · Δw for each output.
+    jdw: Vec<f64>,
+    /// max_k Σ_p |J_kp Δw_p|.
+    size: f64,
+}
+
+fn evaluate<M: EpkModel>(net: &Network<M>, seg: &Segment<'_>, t: f64, x: &[f64]) -> Eval {
+    let k = net.outputs();
+    let w = seg.at(t);
+    match net.layers() {
+        Some(layers) => {
+            let f = net.jacobian_factors(&w, x);
+            let jdw = (0..k)
+                .map(|o| layers.dot(&f, o, seg.delta, false))
+                .collect();
+            let size = (0..k)
+                .map(|o| layers.dot(&f, o, seg.delta, true))
+                .fold(0.0, f64::max);
+            Eval {
+                node: Node::Factored(f),
+                jdw,
+                size,
+            }
+        }
+        None => {
+            let j = net.jacobian(&w, x);
+            let p = seg.delta.len();
+            let row = |o: usize| j[o * p..(o + 1) * p].iter().zip(seg.delta);
+            let jdw = (0..k).map(|o| row(o).map(|(a, b)| a * b).sum()).collect();
+            let size = (0..k)
+                .map(|o| row(o).map(|(a, b)| (a * b).abs()).sum::<f64>())
+                .fold(0.0, f64::max);
+            Eval {
+                node: Node::Dense(j),
+                jdw,
+                size,
+            }
+        }
+    }
+}
+
+/// Accepted nodes, summed densely or kept factored.
+struct Acc {
+    dense: Option<Vec<f64>>,
+    weights: Vec<f64>,
+    factors: Vec<Factors>,
+    jdw: Vec<f64>,
+}
+
+impl Acc {
+    fn new(k: usize) -> Self {
+        Acc {
+            dense: None,
+            weights: Vec::new(),
+            factors: Vec::new(),
+            jdw: vec![0.0; k],
+        }
+    }
+
+    fn add(&mut self, w: f64, e: Eval) {
+        for (a, j) in self.jdw.iter_mut().zip(&e.jdw) {
+            *a += w * j;
+        }
+        match e.node {
+            Node::Dense(j) => {
+                let acc = self.dense.get_or_insert_with(|| vec![0.0; j.len()]);
+                for (a, v) in acc.iter_mut().zip(&j) {
+                    *a += w * v;
+                }
+            }
+            Node::Factored(f) => {
+                self.weights.push(w);
+                self.factors.push(f);
+            }
+        }
+    }
+
+    fn into_jbar(self, k: usize, p: usize) -> Jbar {
+        match self.dense {
+            Some(d) => Jbar::Dense(d),
+            None if self.factors.is_empty() => Jbar::Dense(vec![0.0; k * p]),
+            None => Jbar::Nodes {
+                weights: self.weights,
+                factors: self.factors,
+            },
+        }
+    }
 }
 
 /// Integrates one step for input `x` with `rule`; `tol` is the certificate the adaptive rule
@@ -50,12 +178,11 @@ pub fn integrate<M: EpkModel>(
     tol: f64,
 ) -> StepIntegral {
     let k = net.outputs();
-    let p = net.num_params();
-    let mut jbar = vec![0.0; k * p];
-    let mut evals = 0;
-    let mut pieces = 1;
     let (f_start, s_start) = net.forward_switches(seg.start, x);
     let (f_end, s_end) = net.forward_switches(seg.end, x);
+    let mut acc = Acc::new(k);
+    let mut evals = 0;
+    let mut pieces = 1;
     match rule {
         Rule::Auto => {
             let ends = Ends {
@@ -66,56 +193,37 @@ pub fn integrate<M: EpkModel>(
                 sa: s_start,
                 sb: s_end,
             };
-            let mut acc = Accumulator {
+            let mut run = Adaptive {
                 net,
                 seg,
                 x,
-                jbar: &mut jbar,
+                acc: &mut acc,
                 evals: 0,
                 pieces: 0,
                 tol,
             };
-            acc.interval(ends, 0);
-            evals = acc.evals;
-            pieces = acc.pieces;
+            run.interval(ends, 0);
+            evals = run.evals;
+            pieces = run.pieces;
         }
         fixed => {
             for (t, w) in fixed.nodes(0.0, 1.0) {
-                add_scaled(&mut jbar, &net.jacobian(&seg.at(t), x), w);
+                acc.add(w, evaluate(net, seg, t, x));
                 evals += 1;
             }
         }
     }
-    let certificate = residual(&jbar, &f_start, &f_end, seg.delta, k);
+    let certificate = (0..k)
+        .map(|o| (f_end[o] - f_start[o] - acc.jdw[o]).abs())
+        .fold(0.0, f64::max);
     StepIntegral {
-        jbar,
+        jbar: acc.into_jbar(k, net.num_params()),
         f_start,
         f_end,
         evals,
         pieces,
         certificate,
     }
-}
-
-fn add_scaled(acc: &mut [f64], v: &[f64], w: f64) {
-    for (a, v) in acc.iter_mut().zip(v) {
-        *a += w * v;
-    }
-}
-
-/// max_k |fb_k − fa_k − J_k · Δw| for J = `[outputs, params]`.
-pub fn residual(j: &[f64], fa: &[f64], fb: &[f64], delta: &[f64], k: usize) -> f64 {
-    let p = delta.len();
-    (0..k)
-        .map(|o| {
-            let dot: f64 = j[o * p..(o + 1) * p]
-                .iter()
-                .zip(delta)
-                .map(|(a, b)| a * b)
-                .sum();
-            (fb[o] - fa[o] - dot).abs()
-        })
-        .fold(0.0, f64::max)
 }
 
 /// An interval of the step with f and the switching values at both ends.
@@ -128,11 +236,11 @@ struct Ends {
     sb: Vec<f64>,
 }
 
-struct Accumulator<'a, M: EpkModel> {
+struct Adaptive<'a, M: EpkModel> {
     net: &'a Network<M>,
     seg: &'a Segment<'a>,
     x: &'a [f64],
-    jbar: &'a mut [f64],
+    acc: &'a mut Acc,
     evals: usize,
     pieces: usize,
     tol: f64,
@@ -144,7 +252,7 @@ const MAX_DEPTH: usize = 24;
 /// estimate (a model whose kinks are not declared through `Switches` would bisect forever).
 const MAX_EVALS: usize = 2000;
 
-impl<M: EpkModel> Accumulator<'_, M> {
+impl<M: EpkModel> Adaptive<'_, M> {
     /// Splits [a, b] at every switching value whose sign differs between a and b, then
     /// integrates the smooth pieces.
     fn interval(&mut self, ends: Ends, depth: usize) {
@@ -191,8 +299,8 @@ impl<M: EpkModel> Accumulator<'_, M> {
         let mut out = Vec::new();
         for u in 0..e.sa.len().min(e.sb.len()) {
             let (mut ta, mut va, mut tb, mut vb) = (e.a, e.sa[u], e.b, e.sb[u]);
-            if !(va * vb < 0.0) {
-                // Same sign, a zero at an end, or a non-finite value: nothing to split at.
+            // Same sign, a zero at an end, or a non-finite value: nothing to split at.
+            if va * vb >= 0.0 || !(va * vb).is_finite() {
                 continue;
             }
             let scale = va.abs().max(vb.abs());
@@ -229,36 +337,40 @@ impl<M: EpkModel> Accumulator<'_, M> {
     /// Integrates a piece with rising Gauss–Legendre orders until its fundamental-theorem
     /// residual meets the piece's share of the tolerance; bisects if none does.
     fn piece(&mut self, e: Ends, depth: usize) {
-        let (k, p) = (self.net.outputs(), self.net.num_params());
+        let k = self.net.outputs();
         let h = e.b - e.a;
         if h <= 0.0 {
             return;
         }
-        let mut best: Option<(f64, Vec<f64>)> = None;
+        let mut best: Option<(f64, Vec<(f64, Eval)>)> = None;
         for &n in &AUTO_ORDERS {
-            let mut part = vec![0.0; k * p];
-            let mut scale = 0.0f64;
+            let mut nodes = Vec::with_capacity(n);
+            let mut jdw = vec![0.0; k];
+            let mut size = 0.0f64;
             for (t, w) in Rule::Gauss(n).nodes(e.a, e.b) {
-                let j = self.net.jacobian(&self.seg.at(t), self.x);
-                scale = scale.max(abs_dot_max(&j, self.seg.delta, k) * h);
-                add_scaled(&mut part, &j, w);
+                let ev = evaluate(self.net, self.seg, t, self.x);
+                for (a, j) in jdw.iter_mut().zip(&ev.jdw) {
+                    *a += w * j;
+                }
+                size = size.max(ev.size * h);
+                nodes.push((w, ev));
                 self.evals += 1;
             }
-            let r = residual(&part, &e.fa, &e.fb, self.seg.delta, k);
+            let r = (0..k)
+                .map(|o| (e.fb[o] - e.fa[o] - jdw[o]).abs())
+                .fold(0.0, f64::max);
             // What rounding alone leaves in f(b) − f(a) − J·Δw.
-            let floor = 16.0
-                * f64::EPSILON
-                * (scale + e.fa.iter().chain(&e.fb).fold(0.0f64, |m, v| m.max(v.abs())));
+            let fmax = e.fa.iter().chain(&e.fb).fold(0.0f64, |m, v| m.max(v.abs()));
+            let floor = 16.0 * f64::EPSILON * (size + fmax);
             let target = (self.tol * h).max(floor);
             // A non-finite residual cannot improve: keep it for the certificate to report.
             // Past the evaluation budget, take what there is.
             if r <= target || !r.is_finite() || self.evals >= MAX_EVALS {
-                self.pieces += 1;
-                add_scaled(self.jbar, &part, 1.0);
+                self.accept(nodes);
                 return;
             }
             if best.as_ref().is_none_or(|(b, _)| r < *b) {
-                best = Some((r, part));
+                best = Some((r, nodes));
             }
         }
         if depth < MAX_DEPTH && self.evals < MAX_EVALS {
@@ -282,24 +394,16 @@ impl<M: EpkModel> Accumulator<'_, M> {
             };
             self.interval(left, depth + 1);
             self.interval(right, depth + 1);
-        } else if let Some((_, part)) = best {
+        } else if let Some((_, nodes)) = best {
             // Out of depth: keep the best estimate; the certificate reports what it is worth.
-            self.pieces += 1;
-            add_scaled(self.jbar, &part, 1.0);
+            self.accept(nodes);
         }
     }
-}
 
-/// max_k Σ_p |J_kp Δw_p|: the size of the terms in J·Δw, for the rounding floor.
-fn abs_dot_max(j: &[f64], delta: &[f64], k: usize) -> f64 {
-    let p = delta.len();
-    (0..k)
-        .map(|o| {
-            j[o * p..(o + 1) * p]
-                .iter()
-                .zip(delta)
-                .map(|(a, b)| (a * b).abs())
-                .sum::<f64>()
-        })
-        .fold(0.0, f64::max)
+    fn accept(&mut self, nodes: Vec<(f64, Eval)>) {
+        self.pieces += 1;
+        for (w, ev) in nodes {
+            self.acc.add(w, ev);
+        }
+    }
 }
