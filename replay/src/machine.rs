@@ -1,7 +1,7 @@
 //! Rebuilds the kernel machine: b + Σ_i A[x, i, ·] for every explained input, step by step.
 
 use crate::network::Network;
-use crate::path::{Jbar, Segment, StepIntegral, integrate};
+use crate::path::{Jbar, Segment, StepIntegral, integrate, integrate_fixed_batched};
 use crate::structured::{Factors, stack};
 use crate::{ReplayError, Rule};
 use epk_recorder::EpkModel;
@@ -146,33 +146,36 @@ pub fn replay<M: EpkModel>(
         };
         // Test side: Jbar for every point, split across threads.
         let chunks = split(m, threads);
-        let results: Vec<_> = std::thread::scope(|scope| {
-            let handles: Vec<_> = chunks
-                .iter()
-                .map(|range| {
-                    let range = range.clone();
-                    let seg = &seg;
-                    // Modules are Send but not Sync: each worker gets its own copy.
-                    let net = net.clone();
-                    scope.spawn(move || {
-                        range
-                            .map(|i| {
-                                integrate(
-                                    &net,
-                                    seg,
-                                    &xs[i * input_len..(i + 1) * input_len],
-                                    options.rule,
-                                    step_tol,
-                                )
-                            })
-                            .collect::<Vec<_>>()
+        let batched = integrate_fixed_batched(net, &seg, xs, options.rule);
+        let results: Vec<StepIntegral> = batched.unwrap_or_else(|| {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunks
+                    .iter()
+                    .map(|range| {
+                        let range = range.clone();
+                        let seg = &seg;
+                        // Modules are Send but not Sync: each worker gets its own copy.
+                        let net = net.clone();
+                        scope.spawn(move || {
+                            range
+                                .map(|i| {
+                                    integrate(
+                                        &net,
+                                        seg,
+                                        &xs[i * input_len..(i + 1) * input_len],
+                                        options.rule,
+                                        step_tol,
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                        })
                     })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("worker"))
-                .collect()
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("worker"))
+                    .collect()
+            })
         });
         let mut check = StepCheck {
             step: s,
