@@ -75,13 +75,14 @@ fn baseline(case: &Case, model: Mlp, data: &[IndexedBatch]) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// (seconds in the training loop, seconds creating and finishing the store, store bytes)
 fn recorded(
     case: &Case,
     model: Mlp,
     config: &MlpConfig,
     train: &Samples,
     data: &[IndexedBatch],
-) -> Result<(f64, u64)> {
+) -> Result<(f64, f64, u64)> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("bench.zarr");
     let recorder = Recorder::builder(&path)
@@ -91,15 +92,20 @@ fn recorded(
         .train_data(train.clone())
         .max_batch(case.batch);
     let mut optim = SgdConfig::new().init();
-    let started = Instant::now();
+    let created = Instant::now();
     let mut model = model.with_recorder(recorder)?;
+    let create = created.elapsed().as_secs_f64();
+    let started = Instant::now();
     for s in 0..case.steps {
         let out = TrainStep::step(&model, data[s % data.len()].clone());
         model = TrainStep::optimize(model, &mut optim, 0.01.into(), out.grads);
     }
-    model.finish()?;
+    let _ = epk::recorder::params::flatten(&model.model);
     let seconds = started.elapsed().as_secs_f64();
-    Ok((seconds, dir_size(&path)))
+    let finishing = Instant::now();
+    model.finish()?;
+    let fixed = create + finishing.elapsed().as_secs_f64();
+    Ok((seconds, fixed, dir_size(&path)))
 }
 
 fn dir_size(path: &std::path::Path) -> u64 {
@@ -143,8 +149,10 @@ fn main() -> Result<()> {
             steps: 20,
         },
     ];
-    println!("| case | P | steps | baseline s | recorded s | overhead | bytes/step | store MB |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| case | P | steps | baseline s | recorded s | overhead per step | store creation + final flush s | bytes/step | store MB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for case in &cases {
         let mut rng = StdRng::seed_from_u64(1);
         let train = data(
@@ -160,22 +168,24 @@ fn main() -> Result<()> {
             .iter()
             .map(|l| l.len)
             .sum::<usize>();
-        let (mut base, mut rec, mut size) = (Vec::new(), Vec::new(), 0);
+        let (mut base, mut rec, mut fixed, mut size) = (Vec::new(), Vec::new(), Vec::new(), 0);
         // One untimed round warms caches and the allocator.
         let _ = baseline(case, model.clone(), &batched);
         for _ in 0..args.repeats {
             base.push(baseline(case, model.clone(), &batched));
-            let (t, bytes) = recorded(case, model.clone(), &config, &train, &batched)?;
+            let (t, f, bytes) = recorded(case, model.clone(), &config, &train, &batched)?;
             rec.push(t);
+            fixed.push(f);
             size = bytes;
         }
         let (b, r) = (median(base), median(rec));
         let data_bytes = (train.inputs.len() * 8 + train.len() * 8) as u64;
         println!(
-            "| {} | {p} | {} | {b:.3} | {r:.3} | {:+.1} % | {} | {:.1} |",
+            "| {} | {p} | {} | {b:.3} | {r:.3} | {:+.1} % | {:.3} | {} | {:.1} |",
             case.name,
             case.steps,
             100.0 * (r / b - 1.0),
+            median(fixed),
             (size - data_bytes) / case.steps as u64,
             size as f64 / 1e6
         );

@@ -35,7 +35,6 @@ struct State {
     config: HookConfig,
     indices: Vec<usize>,
     dloss: Vec<f64>,
-    last_weights: Vec<f64>,
     steps: usize,
     error: Option<String>,
     writer: Writer,
@@ -55,13 +54,12 @@ impl std::fmt::Debug for Hook {
 }
 
 impl Hook {
-    pub(crate) fn new(config: HookConfig, weights: Vec<f64>, writer: Writer) -> Self {
+    pub(crate) fn new(config: HookConfig, writer: Writer) -> Self {
         Hook {
             path: Arc::new(config.path.clone()),
             state: Arc::new(Mutex::new(State {
                 indices: Vec::new(),
                 dloss: Vec::new(),
-                last_weights: weights,
                 steps: config.steps,
                 error: None,
                 writer,
@@ -98,13 +96,13 @@ impl Hook {
         s.dloss.extend(dloss);
     }
 
-    /// Records one optimizer step: `before` must be the weights the last step left.
-    pub(crate) fn commit(&self, before: &[f64], after: Vec<f64>, lr: f64) {
+    /// Records one optimizer step that left the weights `after`.
+    pub(crate) fn commit(&self, after: Vec<f64>, lr: f64) {
         let mut s = self.lock();
         if s.error.is_some() {
             return;
         }
-        if let Err(e) = Self::commit_locked(&mut s, before, after, lr) {
+        if let Err(e) = Self::commit_locked(&mut s, after, lr) {
             Self::stop(&mut s, e);
         }
     }
@@ -126,23 +124,7 @@ impl Hook {
         s.error = Some(message);
     }
 
-    fn commit_locked(
-        s: &mut State,
-        before: &[f64],
-        after: Vec<f64>,
-        lr: f64,
-    ) -> Result<(), RecordError> {
-        // Bitwise, so that a NaN recorded under NonFinite::Record still matches itself.
-        let same = before.len() == s.last_weights.len()
-            && before
-                .iter()
-                .zip(&s.last_weights)
-                .all(|(a, b)| a.to_bits() == b.to_bits());
-        if !same {
-            return Err(RecordError::Mismatch(
-                "the weights changed outside the optimizer between two steps".into(),
-            ));
-        }
+    fn commit_locked(s: &mut State, after: Vec<f64>, lr: f64) -> Result<(), RecordError> {
         let indices = std::mem::take(&mut s.indices);
         let dloss = std::mem::take(&mut s.dloss);
         if indices.is_empty() {
@@ -168,7 +150,6 @@ impl Hook {
                 return Err(RecordError::NonFinite(fault.message.clone()));
             }
         }
-        s.last_weights.clone_from(&after);
         s.writer.step(StepRecord {
             lr,
             indices,

@@ -198,7 +198,7 @@ impl Recorder {
                 non_finite: self.non_finite,
                 interrupter: self.interrupter,
             };
-            return Ok(Hook::new(config, weights, Writer::spawn(store, self.queue)));
+            return Ok(Hook::new(config, Writer::spawn(store, self.queue)));
         }
         let missing = |what: &str| RecordError::Config(format!("{what} is not set"));
         let info = self.model.ok_or_else(|| missing("model_config"))?;
@@ -256,7 +256,7 @@ impl Recorder {
             non_finite: self.non_finite,
             interrupter: self.interrupter,
         };
-        Ok(Hook::new(config, weights, Writer::spawn(store, self.queue)))
+        Ok(Hook::new(config, Writer::spawn(store, self.queue)))
     }
 }
 

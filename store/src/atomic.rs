@@ -8,6 +8,10 @@ pub(crate) const TEMP_SUFFIX: &str = ".epk-tmp";
 
 /// Replaces `path` with `bytes` so that a reader sees either the old or the new file, never a
 /// torn one: a kill between steps must leave a store whose metadata parses.
+///
+/// No fsync: a rename is atomic against a killed process, which is the failure this guards
+/// against; an fsync per step would make the writer fall behind training. After an operating
+/// system crash the file system's own journal decides what survives.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(TEMP_SUFFIX);
@@ -20,8 +24,6 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> 
     let mut file = std::fs::File::create(&tmp).map_err(|e| io(e, "cannot create metadata"))?;
     file.write_all(bytes)
         .map_err(|e| io(e, "cannot write metadata"))?;
-    file.sync_data()
-        .map_err(|e| io(e, "cannot flush metadata"))?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(|e| io(e, "cannot commit metadata"))
 }
