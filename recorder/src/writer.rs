@@ -9,14 +9,15 @@ use std::thread::JoinHandle;
 
 /// Where the writer thread puts steps: the store, or a stand-in in tests.
 pub(crate) trait Sink: Send + 'static {
-    fn step(&mut self, step: &StepRecord) -> Result<(), String>;
+    /// Writes and commits the steps (several at once when training ran ahead of the disk).
+    fn steps(&mut self, steps: &[StepRecord]) -> Result<(), String>;
     fn fault(&mut self, fault: Fault) -> Result<(), String>;
     fn finish(&mut self) -> Result<(), String>;
 }
 
 impl Sink for StoreWriter {
-    fn step(&mut self, step: &StepRecord) -> Result<(), String> {
-        self.append_step(step).map_err(|e| e.to_string())
+    fn steps(&mut self, steps: &[StepRecord]) -> Result<(), String> {
+        self.append_steps(steps).map_err(|e| e.to_string())
     }
     fn fault(&mut self, fault: Fault) -> Result<(), String> {
         self.record_fault(fault).map_err(|e| e.to_string())
@@ -46,9 +47,26 @@ impl Writer {
         let handle = std::thread::Builder::new()
             .name("epk-store-writer".into())
             .spawn(move || {
-                for msg in rx {
+                let mut pending: Option<Msg> = None;
+                loop {
+                    let Some(msg) = pending.take().or_else(|| rx.recv().ok()) else {
+                        return;
+                    };
                     let result = match msg {
-                        Msg::Step(step) => store.step(&step),
+                        Msg::Step(step) => {
+                            // Group commit: whatever steps are already queued share one commit.
+                            let mut steps = vec![*step];
+                            while let Ok(next) = rx.try_recv() {
+                                match next {
+                                    Msg::Step(s) => steps.push(*s),
+                                    other => {
+                                        pending = Some(other);
+                                        break;
+                                    }
+                                }
+                            }
+                            store.steps(&steps)
+                        }
                         Msg::Fault(fault) => store.fault(fault),
                         Msg::Finish => store.finish(),
                     };
@@ -134,8 +152,10 @@ mod tests {
     struct Stalled(Arc<Barrier>);
 
     impl Sink for Stalled {
-        fn step(&mut self, _: &StepRecord) -> Result<(), String> {
-            self.0.wait();
+        fn steps(&mut self, steps: &[StepRecord]) -> Result<(), String> {
+            for _ in steps {
+                self.0.wait();
+            }
             Ok(())
         }
         fn fault(&mut self, _: Fault) -> Result<(), String> {
@@ -149,7 +169,7 @@ mod tests {
     struct Failing;
 
     impl Sink for Failing {
-        fn step(&mut self, _: &StepRecord) -> Result<(), String> {
+        fn steps(&mut self, _: &[StepRecord]) -> Result<(), String> {
             Err("No space left on device".into())
         }
         fn fault(&mut self, _: Fault) -> Result<(), String> {
@@ -184,8 +204,19 @@ mod tests {
             writer
         });
         std::thread::sleep(std::time::Duration::from_millis(300));
-        // One step in the stalled write, three queued; the fifth send blocks.
-        assert_eq!(sent.load(Ordering::SeqCst), 4);
+        // The writer holds at most one queue's worth (what it drained for a group commit), the
+        // queue another three; then sends block.
+        let stalled = sent.load(Ordering::SeqCst);
+        assert!(
+            (4..=7).contains(&stalled),
+            "{stalled} steps went through a stalled disk"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(
+            sent.load(Ordering::SeqCst),
+            stalled,
+            "training must wait for the disk"
+        );
         release.wait();
         // Later writes stall again one by one; release each.
         for _ in 0..19 {

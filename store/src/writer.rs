@@ -33,6 +33,9 @@ pub struct StoreWriter {
     arrays: Vec<(ArrayName, Array<FilesystemStore>)>,
     /// Rows written to `weights` (steps + 1 once the initial weights are in).
     weight_rows: u64,
+    /// Steps the per-step arrays' metadata currently has room for (≥ committed steps): the
+    /// shapes grow ahead in doubling blocks so that a step rewrites only the root metadata.
+    capacity: u64,
 }
 
 impl StoreWriter {
@@ -109,6 +112,7 @@ impl StoreWriter {
             attrs,
             arrays: Vec::new(),
             weight_rows: 0,
+            capacity: 0,
         };
         // The root goes first so that even an empty store says what it is.
         writer.commit_root()?;
@@ -171,6 +175,7 @@ impl StoreWriter {
             attrs,
             arrays,
             weight_rows: steps + 1,
+            capacity: steps,
         };
         writer.resize_all(steps)?;
         writer.commit_root()?;
@@ -283,12 +288,42 @@ impl StoreWriter {
 
     /// Appends one optimizer step and commits it.
     pub fn append_step(&mut self, step: &StepRecord) -> Result<(), StoreError> {
+        self.append_steps(std::slice::from_ref(step))
+    }
+
+    /// Appends several steps with one commit: their chunks first, then (when the arrays need
+    /// room) the arrays' shapes, then the root's step count.
+    pub fn append_steps(&mut self, steps: &[StepRecord]) -> Result<(), StoreError> {
         if self.weight_rows == 0 {
             return Err(StoreError::invalid(
                 &self.root,
                 "a step was recorded before the initial weights",
             ));
         }
+        let first = self.attrs.steps as u64;
+        let mut written = 0;
+        let mut failure = None;
+        for step in steps {
+            if let Err(e) = self.write_step_chunks(first + written, step) {
+                failure = Some(e);
+                break;
+            }
+            written += 1;
+        }
+        // Steps written in full before a failure are still committed.
+        if written > 0 {
+            let end = first + written;
+            if end > self.capacity {
+                self.capacity = end.max(2 * self.capacity).max(16);
+                self.resize_all(self.capacity)?;
+            }
+            self.attrs.steps = end as usize;
+            self.commit_root()?;
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    fn write_step_chunks(&mut self, s: u64, step: &StepRecord) -> Result<(), StoreError> {
         self.check_weights(&step.weights_after)?;
         let (k, b) = (self.attrs.outputs, self.attrs.max_batch);
         let n = step.indices.len();
@@ -307,7 +342,6 @@ impl StoreWriter {
                 ),
             ));
         }
-        let s = self.attrs.steps as u64;
         let mut index = vec![-1i64; b];
         for (slot, &i) in index.iter_mut().zip(&step.indices) {
             *slot = i as i64;
@@ -329,13 +363,13 @@ impl StoreWriter {
             })?;
         }
         self.weight_rows = s + 2;
-        self.resize_all(s + 1)?;
-        self.attrs.steps += 1;
-        self.commit_root()
+        Ok(())
     }
 
-    /// Marks the run as finished normally.
+    /// Trims the arrays to the committed steps and marks the run as finished normally.
     pub fn finish(&mut self) -> Result<(), StoreError> {
+        self.capacity = self.attrs.steps as u64;
+        self.resize_all(self.capacity)?;
         self.attrs.finished = true;
         self.commit_root()
     }
