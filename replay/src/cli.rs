@@ -45,7 +45,7 @@ pub struct VerifyArgs {
     /// The epk store (a Zarr v3 directory).
     pub store: PathBuf,
     /// Largest absolute error accepted, for each step's certificate and the whole machine.
-    #[arg(long, default_value_t = 1e-12, value_parser = parse_tolerance, allow_negative_numbers = true)]
+    #[arg(long, default_value = "1e-12", value_parser = parse_tolerance, allow_negative_numbers = true)]
     pub tolerance: f64,
     /// Quadrature rule: auto, left:T, right:T, mid:T or gauss:n (left:1 is the DPK).
     #[arg(long, default_value = "auto")]
