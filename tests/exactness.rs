@@ -2,9 +2,9 @@
 
 mod common;
 
-use common::{Run, blobs};
+use common::Run;
 use epk::recorder::models::{Mlp, MlpConfig};
-use epk::recorder::{Loss, device::flex_f64, params};
+use epk::recorder::{device::flex_f64, params};
 use epk::replay::{Network, ReplayOptions, Rule, VerifyReport, replay};
 use epk::store::StoreReader;
 
@@ -29,14 +29,7 @@ fn linear_model_matches_its_closed_form_kernel_machine() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("linear.zarr");
     let (dim, k) = (4, 3);
-    let run = Run {
-        config: MlpConfig::new(vec![dim, k]),
-        steps: 15,
-        lr: 0.3,
-        loss: Loss::CrossEntropy,
-        train: blobs(30, dim, k, 3),
-        eval: blobs(6, dim, k, 4),
-    };
+    let run = Run::linear(dim, k, 15, 0.3);
     run.record(&path);
     let (reader, machine) = machine_for(&path, Rule::Left(1));
 
@@ -136,7 +129,7 @@ fn toy_verifies_with_auto_and_not_with_riemann() {
     Run::toy(10, 16, 20, 25).record(&path);
 
     let (_, machine) = machine_for(&path, Rule::Auto);
-    let report = VerifyReport::new(&machine, Rule::Auto, 1e-12, 0.0);
+    let report = VerifyReport::new(&machine, Rule::Auto, 1e-12, true, 0.0);
     assert!(report.passed, "{}", report.table());
     assert!(
         report.evals_per_step_per_point <= 10.0,
@@ -169,7 +162,7 @@ fn toy_verifies_with_auto_and_not_with_riemann() {
     }
 
     let (_, riemann) = machine_for(&path, Rule::Left(100));
-    let report = VerifyReport::new(&riemann, Rule::Left(100), 1e-12, 0.0);
+    let report = VerifyReport::new(&riemann, Rule::Left(100), 1e-12, true, 0.0);
     assert!(!report.passed);
     assert!(
         report.failures[0].contains("left:100"),
@@ -189,7 +182,7 @@ fn tampered_store_fails_verification() {
     let path = dir.path().join("toy.zarr");
     Run::toy(6, 8, 10, 6).record(&path);
     let (_, clean) = machine_for(&path, Rule::Auto);
-    assert!(VerifyReport::new(&clean, Rule::Auto, 1e-12, 0.0).passed);
+    assert!(VerifyReport::new(&clean, Rule::Auto, 1e-12, true, 0.0).passed);
 
     // Rewrite weights row 3 with one value nudged, through zarrs like any other tool would.
     use std::sync::Arc;
@@ -201,7 +194,7 @@ fn tampered_store_fails_verification() {
     array.store_chunk(&[3, 0], &row[..]).unwrap();
 
     let (_, tampered) = machine_for(&path, Rule::Auto);
-    let report = VerifyReport::new(&tampered, Rule::Auto, 1e-12, 0.0);
+    let report = VerifyReport::new(&tampered, Rule::Auto, 1e-12, true, 0.0);
     assert!(!report.passed);
     assert!(
         report.failures.iter().any(|f| f.contains("decomposition")),

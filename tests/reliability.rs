@@ -128,7 +128,7 @@ fn verify(path: &Path, points: usize) -> VerifyReport {
     let eval = reader.eval().unwrap();
     let xs = &eval.inputs[..points * reader.attrs().input_len()];
     let machine = replay(&reader, &net, xs, &ReplayOptions::default(), |_| {}).unwrap();
-    VerifyReport::new(&machine, Rule::Auto, 1e-12, 0.0).with_faults(&reader.attrs().faults)
+    VerifyReport::new(&machine, Rule::Auto, 1e-12, true, 0.0).with_faults(&reader.attrs().faults)
 }
 
 fn temp_files(dir: &Path) -> Vec<PathBuf> {

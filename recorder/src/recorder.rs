@@ -2,7 +2,7 @@ use crate::hook::{Hook, HookConfig, NonFinite};
 use crate::model::{EpkModel, Switches};
 use crate::writer::Writer;
 use crate::{RecordError, batch::float_tensor, params};
-use burn::optim::SgdConfig;
+use burn::optim::{AdamConfig, AdamWConfig, SgdConfig};
 use burn::tensor::DType;
 use burn::train::Interrupter;
 use epk_store::{
@@ -138,7 +138,7 @@ impl Recorder {
         self
     }
 
-    /// Plain or momentum SGD with Burn's configuration.
+    /// SGD with Burn's configuration (momentum, Nesterov, weight decay, clipping).
     pub fn sgd(self, config: &SgdConfig) -> Self {
         let config = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
         self.optimizer(OptimizerSpec {
@@ -147,7 +147,26 @@ impl Recorder {
         })
     }
 
-    /// Any optimizer, by name and configuration.
+    /// Adam with Burn's configuration (coupled weight decay and clipping included).
+    pub fn adam(self, config: &AdamConfig) -> Self {
+        let config = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
+        self.optimizer(OptimizerSpec {
+            name: "adam".into(),
+            config,
+        })
+    }
+
+    /// AdamW with Burn's configuration (decoupled weight decay).
+    pub fn adamw(self, config: &AdamWConfig) -> Self {
+        let config = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
+        self.optimizer(OptimizerSpec {
+            name: "adamw".into(),
+            config,
+        })
+    }
+
+    /// Any optimizer, by name and configuration. Replay decomposes `sgd`, `adam` and `adamw`
+    /// with Burn's configuration as JSON.
     pub fn optimizer(mut self, spec: OptimizerSpec) -> Self {
         self.optimizer = Some(spec);
         self

@@ -59,6 +59,19 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Whether the decomposition residual (recorded step minus the replayed optimizer's
+    /// per-sample and non-data terms) must meet the tolerance: `check`, `report`, or `auto`
+    /// (check for f64 training, report for f32 training, whose steps carry f32 rounding).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub decomposition: Decomposition,
+}
+
+/// How `verify` treats the decomposition residual.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Decomposition {
+    Auto,
+    Check,
+    Report,
 }
 
 #[derive(Args, Debug)]
@@ -224,10 +237,16 @@ fn verify<M: EpkModel>(args: &VerifyArgs, reader: &StoreReader) -> Result<ExitCo
     let machine = replay(reader, &net, xs, &options, |s| bar.set_position(s as u64))
         .context("replay failed")?;
     bar.finish_and_clear();
+    let check = match args.decomposition {
+        Decomposition::Check => true,
+        Decomposition::Report => false,
+        Decomposition::Auto => a.dtype == epk_store::TrainDType::F64,
+    };
     let report = VerifyReport::new(
         &machine,
         args.rule,
         args.tolerance,
+        check,
         started.elapsed().as_secs_f64(),
     )
     .with_faults(&a.faults);

@@ -1,6 +1,7 @@
 //! Rebuilds the kernel machine: b + Σ_i A[x, i, ·] for every explained input, step by step.
 
 use crate::network::Network;
+use crate::optimizer::{Optimizer, State as OptimizerState, Transform};
 use crate::path::{Jbar, Segment, StepIntegral, integrate, integrate_fixed_batched};
 use crate::structured::{Factors, stack};
 use crate::{ReplayError, Rule};
@@ -57,21 +58,31 @@ pub struct KernelMachine {
     pub bias: Array2<f64>,
     /// A, `[points, train samples, outputs]`.
     pub attributions: Array3<f64>,
+    /// Σ_s of the steps' non-data terms (weight decay), `[points, outputs]`.
+    pub nondata: Array2<f64>,
+    /// Σ_s Jbar_s(x)·ρ_s, where ρ_s is the part of the recorded step that the optimizer's
+    /// arithmetic replayed in f64 does not produce: rounding for f64 training, f32 rounding for
+    /// f32 training, anything else a sign of a wrong store. `[points, outputs]`.
+    pub residual: Array2<f64>,
     /// f(x; w_N), the network itself, `[points, outputs]`.
     pub network: Array2<f64>,
     pub steps: Vec<StepCheck>,
     /// a_i when it is the same at every step (Theorem 3.7), per training sample: then
     /// A[x, i, k] = a_i K(x, x_i)_k with one kernel K for the whole run.
     pub constant_coefficients: Option<Vec<f64>>,
+    /// The optimizer replayed, in one line.
+    pub optimizer: String,
 }
 
 impl KernelMachine {
-    /// b + Σ_i A, the kernel machine's prediction, `[points, outputs]`.
+    /// b + Σ_i A + N + R: the kernel machine's prediction with the non-data terms N and the
+    /// decomposition residual R, `[points, outputs]`.
     pub fn prediction(&self) -> Array2<f64> {
-        &self.bias + &self.attributions.sum_axis(Axis(1))
+        &self.bias + &self.attributions.sum_axis(Axis(1)) + &self.nondata + &self.residual
     }
 
-    /// max |b + Σ_i A − f(x; w_N)| over points and outputs.
+    /// max |b + Σ_i A + N + R − f(x; w_N)| over points and outputs: the path (quadrature)
+    /// error alone.
     pub fn max_error(&self) -> f64 {
         (&self.prediction() - &self.network)
             .iter()
@@ -110,13 +121,45 @@ impl KernelMachine {
 
 /// Replays every committed step for the inputs `xs` (flat, one sample per row) and returns the
 /// kernel machine. `progress` is called after each step.
+///
+/// Plain gradient descent is replayed forward, one step at a time. Optimizers with state
+/// (momentum, Adam) or with data-dependent factors (clipping) are replayed in two passes over the
+/// steps: a forward pass advances the optimizer from the recorded data gradients and keeps each
+/// step's linear map on disk, and a backward pass carries the adjoint of the momentum buffer, so
+/// that a point used at step r is credited for every later step it moves. Memory stays
+/// independent of the number of steps and of the training set.
 pub fn replay<M: EpkModel>(
     reader: &StoreReader,
     net: &Network<M>,
     xs: &[f64],
     options: &ReplayOptions,
-    mut progress: impl FnMut(usize),
+    progress: impl FnMut(usize),
 ) -> Result<KernelMachine, ReplayError> {
+    let optimizer = Optimizer::from_spec(&reader.attrs().optimizer)?;
+    if optimizer.is_plain() {
+        replay_plain(reader, net, xs, options, progress)
+    } else {
+        replay_stateful(reader, net, xs, options, optimizer, progress)
+    }
+}
+
+/// What every replay needs before its first step.
+struct Setup {
+    k: usize,
+    p: usize,
+    m: usize,
+    input_len: usize,
+    bias: Array2<f64>,
+    attributions: Array3<f64>,
+    step_tol: f64,
+}
+
+fn setup<M: EpkModel>(
+    reader: &StoreReader,
+    net: &Network<M>,
+    xs: &[f64],
+    options: &ReplayOptions,
+) -> Result<Setup, ReplayError> {
     let attrs = reader.attrs();
     let (k, p, n_train) = (attrs.outputs, attrs.num_params, attrs.train_samples);
     let input_len = attrs.input_len();
@@ -124,16 +167,104 @@ pub fn replay<M: EpkModel>(
     if m == 0 {
         return Err(ReplayError::Input("no inputs to explain".into()));
     }
-    let train = reader.train()?;
-    let steps = reader.steps();
     let w0 = reader.weights(0)?;
     let bias = Array2::from_shape_vec((m, k), net.forward(&w0, xs)).expect("f is [m, k]");
-    let mut attributions = Array3::<f64>::zeros((m, n_train, k));
+    Ok(Setup {
+        k,
+        p,
+        m,
+        input_len,
+        bias,
+        attributions: Array3::<f64>::zeros((m, n_train, k)),
+        step_tol: options.tolerance / (2.0 * reader.steps().max(1) as f64),
+    })
+}
+
+/// Jbar over one step for every point (split across threads), and the step's checks.
+fn integrate_step<M: EpkModel>(
+    net: &Network<M>,
+    seg: &Segment<'_>,
+    xs: &[f64],
+    options: &ReplayOptions,
+    step_tol: f64,
+    s: usize,
+) -> (Vec<StepIntegral>, StepCheck) {
+    let input_len = net.input_len();
+    let m = xs.len() / input_len;
+    let chunks = split(m, options.threads.max(1));
+    let batched = integrate_fixed_batched(net, seg, xs, options.rule);
+    let results: Vec<StepIntegral> = batched.unwrap_or_else(|| {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .map(|range| {
+                    let range = range.clone();
+                    // Modules are Send but not Sync: each worker gets its own copy.
+                    let net = net.clone();
+                    scope.spawn(move || {
+                        range
+                            .map(|i| {
+                                integrate(
+                                    &net,
+                                    seg,
+                                    &xs[i * input_len..(i + 1) * input_len],
+                                    options.rule,
+                                    step_tol,
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("worker"))
+                .collect()
+        })
+    });
+    let mut check = StepCheck {
+        step: s,
+        certificate: 0.0,
+        worst_point: 0,
+        decomposition: 0.0,
+        evals: 0,
+        pieces: 0,
+    };
+    for (i, r) in results.iter().enumerate() {
+        if r.certificate > check.certificate || r.certificate.is_nan() {
+            check.certificate = r.certificate;
+            check.worst_point = i;
+        }
+        check.evals += r.evals;
+        check.pieces += r.pieces;
+    }
+    (results, check)
+}
+
+fn replay_plain<M: EpkModel>(
+    reader: &StoreReader,
+    net: &Network<M>,
+    xs: &[f64],
+    options: &ReplayOptions,
+    mut progress: impl FnMut(usize),
+) -> Result<KernelMachine, ReplayError> {
+    let Setup {
+        k,
+        p,
+        m,
+        input_len,
+        bias,
+        mut attributions,
+        step_tol,
+    } = setup(reader, net, xs, options)?;
+    let attrs = reader.attrs();
+    let train = reader.train()?;
+    let steps = reader.steps();
+    let mut residual = Array2::<f64>::zeros((m, k));
     let mut checks = Vec::with_capacity(steps);
-    let mut coefficients = Coefficients::new(n_train, attrs.loss, k);
-    let step_tol = options.tolerance / (2.0 * steps.max(1) as f64);
+    let mut coefficients = Coefficients::new(attrs.train_samples, attrs.loss, k);
     let threads = options.threads.max(1);
-    let mut start = w0;
+    let mut start = reader.weights(0)?;
     for s in 0..steps {
         let end = reader.weights(s + 1)?;
         let delta: Vec<f64> = end.iter().zip(&start).map(|(b, a)| b - a).collect();
@@ -144,55 +275,7 @@ pub fn replay<M: EpkModel>(
             end: &end,
             delta: &delta,
         };
-        // Test side: Jbar for every point, split across threads.
-        let chunks = split(m, threads);
-        let batched = integrate_fixed_batched(net, &seg, xs, options.rule);
-        let results: Vec<StepIntegral> = batched.unwrap_or_else(|| {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = chunks
-                    .iter()
-                    .map(|range| {
-                        let range = range.clone();
-                        let seg = &seg;
-                        // Modules are Send but not Sync: each worker gets its own copy.
-                        let net = net.clone();
-                        scope.spawn(move || {
-                            range
-                                .map(|i| {
-                                    integrate(
-                                        &net,
-                                        seg,
-                                        &xs[i * input_len..(i + 1) * input_len],
-                                        options.rule,
-                                        step_tol,
-                                    )
-                                })
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .flat_map(|h| h.join().expect("worker"))
-                    .collect()
-            })
-        });
-        let mut check = StepCheck {
-            step: s,
-            certificate: 0.0,
-            worst_point: 0,
-            decomposition: 0.0,
-            evals: 0,
-            pieces: 0,
-        };
-        for (i, r) in results.iter().enumerate() {
-            if r.certificate > check.certificate || r.certificate.is_nan() {
-                check.certificate = r.certificate;
-                check.worst_point = i;
-            }
-            check.evals += r.evals;
-            check.pieces += r.pieces;
-        }
+        let (results, mut check) = integrate_step(net, &seg, xs, options, step_tol, s);
         // Train side: a_{i,s} = −η ∂L/∂f(x_i), per-sample gradients in blocks.
         coefficients.observe(&batch.indices, &batch.dloss);
         let coeffs: Vec<f64> = batch.dloss.iter().map(|d| -lr * d).collect();
@@ -223,18 +306,8 @@ pub fn replay<M: EpkModel>(
                     }
                     c
                 }
-                (Contraction::Dense(jbar), layers) => {
-                    let grads = match layers {
-                        Some(layers) => {
-                            let f = net.factors(&start, &xb, cb);
-                            let mut g = vec![0.0; idx.len() * p];
-                            for (r, row) in g.chunks_mut(p).enumerate() {
-                                layers.add_dense(&f, r, 1.0, row);
-                            }
-                            g
-                        }
-                        None => parallel_sample_grads(net, &start, &xb, cb, input_len, k, threads),
-                    };
+                (Contraction::Dense(jbar), _) => {
+                    let grads = sample_grads(net, &start, &xb, cb, threads);
                     let g =
                         ArrayView2::from_shape((idx.len(), p), &grads).expect("grads are [n, p]");
                     for row in g.rows() {
@@ -245,30 +318,342 @@ pub fn replay<M: EpkModel>(
                 }
                 (Contraction::Gram { .. }, None) => unreachable!("Gram needs probed layers"),
             };
-            for (c, &i) in idx.iter().enumerate() {
-                for pt in 0..m {
-                    for o in 0..k {
-                        attributions[[pt, i, o]] += contrib[[pt * k + o, c]];
-                    }
-                }
+            scatter(&mut attributions, &contrib, idx, m, k);
+        }
+        let rho: Vec<f64> = delta.iter().zip(&total).map(|(d, t)| d - t).collect();
+        check.decomposition = rho.iter().fold(0.0, |mx, r| mx.max(r.abs()));
+        for (pt, r) in results.iter().enumerate() {
+            let v = jbar_dot(net, r, &rho);
+            for o in 0..k {
+                residual[[pt, o]] += v[o];
             }
         }
-        check.decomposition = delta
-            .iter()
-            .zip(&total)
-            .fold(0.0, |mx, (d, t)| mx.max((d - t).abs()));
         checks.push(check);
         start = end;
         progress(s + 1);
     }
+    let _ = input_len;
     let network = Array2::from_shape_vec((m, k), net.forward(&start, xs)).expect("f is [m, k]");
     Ok(KernelMachine {
         bias,
         attributions,
+        nondata: Array2::zeros((m, k)),
+        residual,
         network,
         steps: checks,
         constant_coefficients: coefficients.constant(),
+        optimizer: "sgd".into(),
     })
+}
+
+/// Per step of the forward pass: the linear map's scalars, and where its vectors lie in the
+/// scratch file.
+struct Kept {
+    transform: Transform,
+    decomposition: f64,
+}
+
+fn replay_stateful<M: EpkModel>(
+    reader: &StoreReader,
+    net: &Network<M>,
+    xs: &[f64],
+    options: &ReplayOptions,
+    optimizer: Optimizer,
+    mut progress: impl FnMut(usize),
+) -> Result<KernelMachine, ReplayError> {
+    let Setup {
+        k,
+        p,
+        m,
+        bias,
+        mut attributions,
+        step_tol,
+        ..
+    } = setup(reader, net, xs, options)?;
+    let attrs = reader.attrs();
+    let train = reader.train()?;
+    let steps = reader.steps();
+    let threads = options.threads.max(1);
+    let block = options.block.max(1);
+    let describe = optimizer.describe();
+    // Forward: the optimizer's state from the recorded data gradients. Each step's vectors
+    // (clipping factors, preconditioner, decay mask, residual) go to a scratch file.
+    let mut scratch = Scratch::new(p)?;
+    let mut state = OptimizerState::new(optimizer, &attrs.params, p);
+    let mut kept: Vec<Kept> = Vec::with_capacity(steps);
+    let mut w = reader.weights(0)?;
+    for s in 0..steps {
+        let next = reader.weights(s + 1)?;
+        let batch = reader.batch(s)?;
+        let mut grad = vec![0.0; p];
+        for (b, idx) in batch.indices.chunks(block).enumerate() {
+            let xb = train.gather(idx);
+            let cb = &batch.dloss[b * block * k..(b * block + idx.len()) * k];
+            add(&mut grad, &net.weighted_grad(&w, &xb, cb));
+        }
+        let (mut transform, delta) = state.advance(&w, &grad, reader.lr(s)?);
+        let rho: Vec<f64> = (0..p).map(|j| (next[j] - w[j]) - delta[j]).collect();
+        let decomposition = rho.iter().fold(0.0f64, |mx, r| mx.max(r.abs()));
+        scratch.write(
+            s,
+            [
+                transform.clip.take(),
+                transform.precondition.take(),
+                transform.mask.take(),
+                Some(rho),
+            ],
+        )?;
+        kept.push(Kept {
+            transform,
+            decomposition,
+        });
+        w = next;
+    }
+    let network = Array2::from_shape_vec((m, k), net.forward(&w, xs)).expect("f is [m, k]");
+    // Backward: Z_s = α_s u_s + a_{s+1} Z_{s+1} with u_s = −η_s D_s ⊙ Jbar_s; the data
+    // gradient of step s then meets E_s = γ_s u_s + b_s Z_s.
+    let mut nondata = Array2::<f64>::zeros((m, k));
+    let mut residual = Array2::<f64>::zeros((m, k));
+    let mut z = Array2::<f64>::zeros((m * k, p));
+    let mut a_next = 0.0;
+    let mut checks: Vec<StepCheck> = Vec::with_capacity(steps);
+    let mut end = w;
+    for s in (0..steps).rev() {
+        let start = reader.weights(s)?;
+        let delta: Vec<f64> = end.iter().zip(&start).map(|(b, a)| b - a).collect();
+        let seg = Segment {
+            start: &start,
+            end: &end,
+            delta: &delta,
+        };
+        let (results, mut check) = integrate_step(net, &seg, xs, options, step_tol, s);
+        let t = &kept[s].transform;
+        check.decomposition = kept[s].decomposition;
+        let [clip, precondition, mask, rho] = scratch.read(s)?;
+        let jbar = dense_jbar(net, &results, k, p);
+        let mut u = jbar.clone();
+        for mut row in u.rows_mut() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v *= -t.lr * precondition.as_ref().map_or(1.0, |d| d[j]);
+            }
+        }
+        z *= a_next;
+        z.scaled_add(t.alpha, &u);
+        let mut e = u;
+        e *= t.gamma;
+        e.scaled_add(t.b, &z);
+        a_next = t.a;
+        // Non-data terms: coupled decay through E, decoupled decay through Jbar.
+        let rho = rho.expect("the residual is always kept");
+        let decay: Vec<f64> = (0..p)
+            .map(|j| -t.decoupled * start[j] * mask.as_ref().map_or(1.0, |m| m[j]))
+            .collect();
+        let coupled: Vec<f64> = start.iter().map(|w| t.coupled * w).collect();
+        let row_dot = |r: ndarray::ArrayView1<f64>, v: &[f64]| -> f64 {
+            r.iter().zip(v).map(|(a, b)| a * b).sum()
+        };
+        for pt in 0..m {
+            for o in 0..k {
+                let row = pt * k + o;
+                nondata[[pt, o]] += row_dot(e.row(row), &coupled) + row_dot(jbar.row(row), &decay);
+                residual[[pt, o]] += row_dot(jbar.row(row), &rho);
+            }
+        }
+        // Data terms: E_s ⊙ c_s against each sample's gradient at w_s.
+        if let Some(c) = &clip {
+            for mut row in e.rows_mut() {
+                for (v, c) in row.iter_mut().zip(c) {
+                    *v *= c;
+                }
+            }
+        }
+        let batch = reader.batch(s)?;
+        for (b, idx) in batch.indices.chunks(block).enumerate() {
+            let xb = train.gather(idx);
+            let cb = &batch.dloss[b * block * k..(b * block + idx.len()) * k];
+            let grads = sample_grads(net, &start, &xb, cb, threads);
+            let g = ArrayView2::from_shape((idx.len(), p), &grads).expect("grads are [n, p]");
+            scatter(&mut attributions, &e.dot(&g.t()), idx, m, k);
+        }
+        checks.push(check);
+        end = start;
+        progress(steps - s);
+    }
+    checks.reverse();
+    Ok(KernelMachine {
+        bias,
+        attributions,
+        nondata,
+        residual,
+        network,
+        steps: checks,
+        constant_coefficients: None,
+        optimizer: describe,
+    })
+}
+
+/// Adds a block's contributions `[points·outputs, samples]` to A.
+fn scatter(
+    attributions: &mut Array3<f64>,
+    contrib: &Array2<f64>,
+    idx: &[usize],
+    m: usize,
+    k: usize,
+) {
+    for (c, &i) in idx.iter().enumerate() {
+        for pt in 0..m {
+            for o in 0..k {
+                attributions[[pt, i, o]] += contrib[[pt * k + o, c]];
+            }
+        }
+    }
+}
+
+/// Per-sample weighted gradients `[n, p]`, from factors on the fast path.
+fn sample_grads<M: EpkModel>(
+    net: &Network<M>,
+    w: &[f64],
+    xs: &[f64],
+    coeffs: &[f64],
+    threads: usize,
+) -> Vec<f64> {
+    let p = net.num_params();
+    let n = coeffs.len() / net.outputs();
+    match net.layers() {
+        Some(layers) => {
+            let f = net.factors(w, xs, coeffs);
+            let mut g = vec![0.0; n * p];
+            for (r, row) in g.chunks_mut(p).enumerate() {
+                layers.add_dense(&f, r, 1.0, row);
+            }
+            g
+        }
+        None => parallel_sample_grads(net, w, xs, coeffs, net.input_len(), net.outputs(), threads),
+    }
+}
+
+/// Jbar(x)_k · v for every output k.
+fn jbar_dot<M: EpkModel>(net: &Network<M>, r: &StepIntegral, v: &[f64]) -> Vec<f64> {
+    let k = net.outputs();
+    match &r.jbar {
+        Jbar::Dense(d) => {
+            let p = v.len();
+            (0..k)
+                .map(|o| {
+                    d[o * p..(o + 1) * p]
+                        .iter()
+                        .zip(v)
+                        .map(|(a, b)| a * b)
+                        .sum()
+                })
+                .collect()
+        }
+        Jbar::Nodes { weights, factors } => {
+            let layers = net.layers().expect("nodes come from probed layers");
+            (0..k)
+                .map(|o| {
+                    weights
+                        .iter()
+                        .zip(factors)
+                        .map(|(w, f)| w * layers.dot(f, o, v, false))
+                        .sum()
+                })
+                .collect()
+        }
+    }
+}
+
+/// Dense Jbar rows `[points·outputs, P]`.
+fn dense_jbar<M: EpkModel>(
+    net: &Network<M>,
+    results: &[StepIntegral],
+    k: usize,
+    p: usize,
+) -> Array2<f64> {
+    let m = results.len();
+    let mut jbar = Array2::<f64>::zeros((m * k, p));
+    for (pt, r) in results.iter().enumerate() {
+        match &r.jbar {
+            Jbar::Dense(d) => jbar
+                .slice_mut(ndarray::s![pt * k..(pt + 1) * k, ..])
+                .assign(&ArrayView2::from_shape((k, p), d).expect("jbar is [k, p]")),
+            Jbar::Nodes { weights, factors } => {
+                let layers = net.layers().expect("nodes come from probed layers");
+                for (w, f) in weights.iter().zip(factors) {
+                    for o in 0..k {
+                        let mut row = jbar.row_mut(pt * k + o);
+                        layers.add_dense(f, o, *w, row.as_slice_mut().expect("contiguous"));
+                    }
+                }
+            }
+        }
+    }
+    jbar
+}
+
+/// Per-step vectors of the forward pass, on disk so that memory does not grow with steps.
+struct Scratch {
+    file: std::fs::File,
+    p: usize,
+    /// Which of the four vectors each step has.
+    present: Vec<[bool; 4]>,
+    offsets: Vec<u64>,
+    end: u64,
+}
+
+impl Scratch {
+    fn new(p: usize) -> Result<Self, ReplayError> {
+        let file = tempfile::tempfile()
+            .map_err(|e| ReplayError::Input(format!("cannot create a scratch file: {e}")))?;
+        Ok(Scratch {
+            file,
+            p,
+            present: Vec::new(),
+            offsets: Vec::new(),
+            end: 0,
+        })
+    }
+
+    fn write(&mut self, s: usize, vectors: [Option<Vec<f64>>; 4]) -> Result<(), ReplayError> {
+        use std::io::{Seek, SeekFrom, Write};
+        debug_assert_eq!(s, self.offsets.len());
+        let mut bytes = Vec::new();
+        let mut present = [false; 4];
+        for (i, v) in vectors.iter().enumerate() {
+            if let Some(v) = v {
+                present[i] = true;
+                bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+            }
+        }
+        let io = |e: std::io::Error| ReplayError::Input(format!("scratch file: {e}"));
+        self.file.seek(SeekFrom::Start(self.end)).map_err(io)?;
+        self.file.write_all(&bytes).map_err(io)?;
+        self.offsets.push(self.end);
+        self.present.push(present);
+        self.end += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn read(&mut self, s: usize) -> Result<[Option<Vec<f64>>; 4], ReplayError> {
+        use std::io::{Read, Seek, SeekFrom};
+        let io = |e: std::io::Error| ReplayError::Input(format!("scratch file: {e}"));
+        self.file
+            .seek(SeekFrom::Start(self.offsets[s]))
+            .map_err(io)?;
+        let mut out: [Option<Vec<f64>>; 4] = Default::default();
+        let mut buf = vec![0u8; self.p * 8];
+        for (i, slot) in out.iter_mut().enumerate() {
+            if self.present[s][i] {
+                self.file.read_exact(&mut buf).map_err(io)?;
+                *slot = Some(
+                    buf.chunks_exact(8)
+                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                        .collect(),
+                );
+            }
+        }
+        Ok(out)
+    }
 }
 
 fn add(total: &mut [f64], v: &[f64]) {
@@ -316,24 +701,7 @@ impl Contraction {
                 };
             }
         }
-        let mut jbar = Array2::<f64>::zeros((m * k, p));
-        for (pt, r) in results.iter().enumerate() {
-            match &r.jbar {
-                Jbar::Dense(d) => jbar
-                    .slice_mut(ndarray::s![pt * k..(pt + 1) * k, ..])
-                    .assign(&ArrayView2::from_shape((k, p), d).expect("jbar is [k, p]")),
-                Jbar::Nodes { weights, factors } => {
-                    let layers = net.layers().expect("nodes come from probed layers");
-                    for (w, f) in weights.iter().zip(factors) {
-                        for o in 0..k {
-                            let mut row = jbar.row_mut(pt * k + o);
-                            layers.add_dense(f, o, *w, row.as_slice_mut().expect("contiguous"));
-                        }
-                    }
-                }
-            }
-        }
-        Contraction::Dense(jbar)
+        Contraction::Dense(dense_jbar(net, results, k, p))
     }
 }
 

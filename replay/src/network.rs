@@ -172,6 +172,21 @@ impl<M: EpkModel> Network<M> {
         self.outputs
     }
 
+    /// Flat input length.
+    pub fn input_len(&self) -> usize {
+        self.input_len
+    }
+
+    /// Σ_r Σ_j c_rj ∇_w f_j(x_r; w): the data gradient of a batch from one batched backward pass.
+    pub fn weighted_grad(&self, weights: &[f64], xs: &[f64], coeffs: &[f64]) -> Vec<f64> {
+        let model = self.at(weights, true);
+        let n = xs.len() / self.input_len;
+        let f = model.epk_forward(self.inputs(xs), &mut Switches::off());
+        let c = float_tensor(coeffs.to_vec(), [n, self.outputs], &self.device);
+        let grads = (f * c).sum().backward();
+        params::flatten_grads(&model, &grads).expect("gradients are float")
+    }
+
     fn at(&self, weights: &[f64], grad: bool) -> M {
         params::load_flat(self.template.clone(), weights, &self.device, grad)
             .expect("weights match the checked layout")

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use burn::data::dataloader::batcher::Batcher;
-use burn::optim::SgdConfig;
+use burn::optim::{AdamConfig, AdamWConfig, SgdConfig};
 use burn::train::TrainStep;
 use epk::recorder::models::{Mlp, MlpConfig};
 use epk::recorder::{
@@ -28,6 +28,14 @@ pub fn blobs(n: usize, dim: usize, classes: usize, seed: u64) -> Samples {
     Samples::new(inputs, vec![dim], targets).unwrap()
 }
 
+/// The optimizer a test run trains with.
+#[derive(Clone)]
+pub enum Optim {
+    Sgd(SgdConfig),
+    Adam(AdamConfig),
+    AdamW(AdamWConfig),
+}
+
 pub struct Run {
     pub config: MlpConfig,
     pub steps: usize,
@@ -35,6 +43,10 @@ pub struct Run {
     pub loss: Loss,
     pub train: Samples,
     pub eval: Samples,
+    pub optim: Optim,
+    /// Samples per step; 0 means the whole set. Minibatches walk a seeded shuffle, epoch by
+    /// epoch, and the last batch of an epoch may be smaller.
+    pub batch: usize,
 }
 
 impl Run {
@@ -49,7 +61,53 @@ impl Run {
             loss: Loss::NllLogSoftmax,
             train: blobs(3 * per_class, dim, 3, 1),
             eval: blobs(12, dim, 3, 2),
+            optim: Optim::Sgd(SgdConfig::new()),
+            batch: 0,
         }
+    }
+
+    /// Softmax regression (no hidden layer) on `dim`-dimensional blobs: closed forms exist.
+    pub fn linear(dim: usize, k: usize, steps: usize, lr: f64) -> Self {
+        Run {
+            config: MlpConfig::new(vec![dim, k]),
+            steps,
+            lr,
+            loss: Loss::CrossEntropy,
+            train: blobs(30, dim, k, 3),
+            eval: blobs(6, dim, k, 4),
+            optim: Optim::Sgd(SgdConfig::new()),
+            batch: 0,
+        }
+    }
+
+    /// The same run with another optimizer and minibatches of `batch`.
+    pub fn with(mut self, optim: Optim, batch: usize, lr: f64) -> Self {
+        self.optim = optim;
+        self.batch = batch;
+        self.lr = lr;
+        self
+    }
+
+    /// The dataset indices of every step's batch.
+    pub fn batches(&self) -> Vec<Vec<usize>> {
+        let n = self.train.len();
+        if self.batch == 0 || self.batch >= n {
+            return vec![(0..n).collect(); self.steps];
+        }
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut out = Vec::new();
+        while out.len() < self.steps {
+            let mut order: Vec<usize> = (0..n).collect();
+            for i in (1..n).rev() {
+                order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+            }
+            for chunk in order.chunks(self.batch) {
+                if out.len() < self.steps {
+                    out.push(chunk.to_vec());
+                }
+            }
+        }
+        out
     }
 
     /// Full-batch gradient descent in a hand-written loop with the recorder attached.
@@ -57,15 +115,17 @@ impl Run {
         let device = flex_f64().unwrap();
         device.seed(7);
         let model = Mlp::new(&self.config, &device);
-        let sgd = SgdConfig::new();
         let recorder = Recorder::builder(path)
             .model_config::<Mlp>(&self.config)
             .loss(self.loss)
-            .sgd(&sgd)
             .train_data(self.train.clone())
             .eval_data(self.eval.clone());
+        let (recorder, mut optim) = match &self.optim {
+            Optim::Sgd(c) => (recorder.sgd(c), c.init()),
+            Optim::Adam(c) => (recorder.adam(c), c.init()),
+            Optim::AdamW(c) => (recorder.adamw(c), c.init()),
+        };
         let mut model = model.with_recorder(recorder).unwrap();
-        let mut optim = sgd.init();
         let items: Vec<IndexedItem> = (0..self.train.len())
             .map(|i| IndexedItem {
                 index: i,
@@ -73,8 +133,9 @@ impl Run {
                 target: self.train.targets[i],
             })
             .collect();
-        for _ in 0..self.steps {
-            let batch = IndexedBatcher.batch(items.clone(), &device);
+        for idx in self.batches() {
+            let batch =
+                IndexedBatcher.batch(idx.iter().map(|&i| items[i].clone()).collect(), &device);
             let out = TrainStep::step(&model, batch);
             model = TrainStep::optimize(model, &mut optim, self.lr.into(), out.grads);
         }
