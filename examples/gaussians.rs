@@ -7,6 +7,8 @@
 //! cargo run --release --bin replay -- verify runs/gaussians.zarr --tolerance 1e-12
 //! ```
 
+mod common;
+
 use anyhow::{Context, Result, bail};
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::optim::SgdConfig;
@@ -85,27 +87,7 @@ fn main() -> Result<()> {
     if !(args.lr.is_finite() && args.lr > 0.0) {
         bail!("--lr must be a positive number");
     }
-    if args.store.exists() {
-        if !args.overwrite {
-            bail!(
-                "{} exists; pass --overwrite to replace it",
-                args.store.display()
-            );
-        }
-        if epk::store::StoreReader::open(&args.store).is_err()
-            && args.store.join("zarr.json").exists()
-        {
-            bail!(
-                "{} is not an epk store; refusing to overwrite it",
-                args.store.display()
-            );
-        }
-        std::fs::remove_dir_all(&args.store)
-            .with_context(|| format!("removing {}", args.store.display()))?;
-    }
-    if let Some(parent) = args.store.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
+    common::prepare_store(&args.store, args.overwrite)?;
 
     let mut rng = StdRng::seed_from_u64(args.seed);
     let train = gaussians(3 * args.per_class, args.dim, &mut rng);

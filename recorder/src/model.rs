@@ -107,6 +107,32 @@ impl Switches {
         activation::relu(z)
     }
 
+    /// 2×2 max-pooling with stride 2 over `[batch, channels, height, width]` (even sizes).
+    /// For each element of a window it notes the margin x_j − max_{i≠j} x_i, positive only for
+    /// the chosen element: a margin changes sign exactly where the choice changes, and not
+    /// where the other elements merely reorder.
+    ///
+    /// ReLU commutes with max-pooling (relu(max z) = max relu(z), in floating point too), so
+    /// a model can pool before its ReLU: the same function with a quarter of the ReLU switches.
+    pub fn max_pool2(&mut self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let windows = x
+            .reshape([b, c, h / 2, 2, w / 2, 2])
+            .permute([0, 1, 2, 4, 3, 5])
+            .reshape([b, c, h / 2, w / 2, 4]);
+        if self.recording {
+            let e = |i: usize| windows.clone().narrow(4, i, 1);
+            let margins: Vec<Tensor<5>> = (0..4)
+                .map(|j| {
+                    let others: Vec<Tensor<5>> = (0..4).filter(|&i| i != j).map(e).collect();
+                    e(j) - Tensor::cat(others, 4).max_dim(4)
+                })
+                .collect();
+            self.note(Tensor::cat(margins, 4));
+        }
+        windows.max_dim(4).reshape([b, c, h / 2, w / 2])
+    }
+
     /// Notes any other switching value `[batch, ...]`: a piece changes where it crosses zero.
     pub fn note<const D: usize>(&mut self, value: Tensor<D>) {
         if self.recording {
@@ -122,5 +148,42 @@ impl Switches {
         } else {
             Some(Tensor::cat(self.values, 1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::float_tensor;
+    use crate::device::flex_f64;
+
+    #[test]
+    fn max_pool_margins_are_positive_only_for_the_chosen_element() {
+        let device = flex_f64().unwrap();
+        // One 2×4 image: windows [[1, 2], [5, 6]] → 6 and [[3, 4], [8, 7]] → 8.
+        let x = float_tensor(
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 7.0],
+            [1, 1, 2, 4],
+            &device,
+        );
+        let mut sw = Switches::recording();
+        let pooled = sw.max_pool2(x);
+        let pooled: Vec<f64> = pooled.try_into_vec_as::<f64>().unwrap();
+        assert_eq!(pooled, vec![6.0, 8.0]);
+        let margins: Vec<f64> = sw.into_values().unwrap().try_into_vec_as::<f64>().unwrap();
+        // Per window, for j in window order (0, 1 top row; 2, 3 bottom): x_j − max of the others.
+        assert_eq!(
+            margins,
+            vec![
+                1.0 - 6.0,
+                2.0 - 6.0,
+                5.0 - 6.0,
+                6.0 - 5.0, // first window
+                3.0 - 8.0,
+                4.0 - 8.0,
+                8.0 - 7.0,
+                7.0 - 8.0, // second window
+            ]
+        );
     }
 }

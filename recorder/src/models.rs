@@ -2,7 +2,8 @@
 
 use crate::model::{EpkModel, Switches};
 use burn::module::Module;
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor, activation};
 use serde::{Deserialize, Serialize};
 
@@ -90,5 +91,86 @@ impl EpkModel for Mlp {
         } else {
             x
         }
+    }
+}
+
+/// A small convolutional classifier for square one-channel images: two 3×3 convolutions
+/// (padding 1), each followed by ReLU and 2×2 max-pooling, then a linear layer to logits.
+///
+/// ```
+/// use epk::recorder::models::{Cnn, CnnConfig};
+/// use epk::recorder::{EpkModel, Switches, device::flex_f64};
+/// use burn::tensor::Tensor;
+/// let device = flex_f64().unwrap();
+/// let cnn = Cnn::new(&CnnConfig::new(8, [4, 8], 10), &device);
+/// let f = cnn.epk_forward(Tensor::zeros([2, 64], &device), &mut Switches::off());
+/// assert_eq!(f.dims(), [2, 10]);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CnnConfig {
+    /// Image side (divisible by 4).
+    pub side: usize,
+    /// Channels after the first and second convolution.
+    pub channels: [usize; 2],
+    pub classes: usize,
+}
+
+impl CnnConfig {
+    pub fn new(side: usize, channels: [usize; 2], classes: usize) -> Self {
+        CnnConfig {
+            side,
+            channels,
+            classes,
+        }
+    }
+}
+
+/// See [`CnnConfig`].
+#[derive(Module, Debug)]
+pub struct Cnn {
+    pub conv1: Conv2d,
+    pub conv2: Conv2d,
+    pub head: Linear,
+    #[module(skip)]
+    side: usize,
+}
+
+impl Cnn {
+    /// A network of `config`'s shape with Burn's default initialisation.
+    pub fn new(config: &CnnConfig, device: &Device) -> Self {
+        let conv = |i: usize, o: usize| {
+            Conv2dConfig::new([i, o], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device)
+        };
+        let q = config.side / 4;
+        Cnn {
+            conv1: conv(1, config.channels[0]),
+            conv2: conv(config.channels[0], config.channels[1]),
+            head: LinearConfig::new(config.channels[1] * q * q, config.classes).init(device),
+            side: config.side,
+        }
+    }
+}
+
+impl EpkModel for Cnn {
+    const KIND: &'static str = "cnn";
+    type Config = CnnConfig;
+
+    fn init(config: &CnnConfig, device: &Device) -> Self {
+        Cnn::new(config, device)
+    }
+
+    fn epk_forward(&self, inputs: Tensor<2>, switches: &mut Switches) -> Tensor<2> {
+        let [b, _] = inputs.dims();
+        let x = inputs.reshape([b, 1, self.side, self.side]);
+        // Pooling before ReLU is the same function as after it (they commute) with fewer
+        // switching values for replay to watch.
+        let x = switches.max_pool2(self.conv1.forward(x));
+        let x = switches.relu(x);
+        let x = switches.max_pool2(self.conv2.forward(x));
+        let x = switches.relu(x);
+        let x = x.reshape([b as i32, -1]);
+        switches.linear(&self.head, x)
     }
 }

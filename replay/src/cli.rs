@@ -104,7 +104,9 @@ pub struct Registry {
 impl Registry {
     /// The models that ship with epk.
     pub fn builtin() -> Self {
-        Registry { kinds: Vec::new() }.with::<epk_recorder::models::Mlp>()
+        Registry { kinds: Vec::new() }
+            .with::<epk_recorder::models::Mlp>()
+            .with::<epk_recorder::models::Cnn>()
     }
 
     /// Adds a model type.
