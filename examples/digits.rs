@@ -144,7 +144,7 @@ fn main() -> Result<()> {
     if args.epochs == 0 || args.batch == 0 || args.explain == 0 {
         bail!("--epochs, --batch and --explain must be positive");
     }
-    if args.channels.iter().any(|&c| c == 0) {
+    if args.channels.contains(&0) {
         bail!("--channels must be positive");
     }
     let rows = load(&args.data, args.seed)?;
