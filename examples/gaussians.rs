@@ -11,11 +11,12 @@ mod common;
 
 use anyhow::{Context, Result, bail};
 use burn::data::dataloader::DataLoaderBuilder;
-use burn::optim::SgdConfig;
 use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, SgdConfig};
 use burn::train::logger::InMemoryMetricLogger;
 use burn::train::{Learner, SupervisedTraining};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use epk::recorder::models::{Mlp, MlpConfig};
 use epk::recorder::renderer::QuietRenderer;
 use epk::recorder::{
@@ -25,6 +26,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Optimizer {
+    /// Gradient descent (the paper's setting).
+    Gd,
+    /// SGD with momentum 0.9 (no dampening).
+    Momentum,
+    /// Adam with Burn's defaults.
+    Adam,
+}
 
 #[derive(Parser, Debug)]
 #[command(about = "Train the paper's Gaussian toy with the epk recorder")]
@@ -41,6 +52,14 @@ struct Args {
     /// Gradient-descent steps (full batch: one per epoch).
     #[arg(long, default_value_t = 100)]
     steps: usize,
+    #[arg(long, value_enum, default_value = "gd")]
+    optimizer: Optimizer,
+    /// Shuffled minibatches of this size instead of the full batch (then --epochs counts).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Epochs over the data when --batch is given.
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
     /// Learning rate.
     #[arg(long, default_value_t = 0.1)]
     lr: f64,
@@ -99,27 +118,40 @@ fn main() -> Result<()> {
         .with_log_softmax(true)
         .with_zero_last_layer(true);
     let model = Mlp::new(&config, &device);
-    let sgd = SgdConfig::new();
     let recorder = Recorder::builder(&args.store)
         .model_config::<Mlp>(&config)
         .loss(Loss::NllLogSoftmax)
-        .sgd(&sgd)
         .train_data(train.clone())
         .eval_data(test.clone());
+    let (recorder, optim) = match args.optimizer {
+        Optimizer::Gd => (recorder.sgd(&SgdConfig::new()), SgdConfig::new().init()),
+        Optimizer::Momentum => {
+            let c = SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0)));
+            (recorder.sgd(&c), c.init())
+        }
+        Optimizer::Adam => (recorder.adam(&AdamConfig::new()), AdamConfig::new().init()),
+    };
     let model = model.with_recorder(recorder)?;
 
     let n = train.len();
-    let loader_train = DataLoaderBuilder::new(IndexedBatcher)
-        .batch_size(n)
-        .build(IndexedDataset::new(train));
+    let (batch, epochs) = match args.batch {
+        Some(0) => bail!("--batch must be positive"),
+        Some(b) => (b.min(n), args.epochs),
+        None => (n, args.steps),
+    };
+    let mut loader_train = DataLoaderBuilder::new(IndexedBatcher).batch_size(batch);
+    if args.batch.is_some() {
+        loader_train = loader_train.shuffle(args.seed);
+    }
+    let loader_train = loader_train.build(IndexedDataset::new(train));
     let loader_valid = DataLoaderBuilder::new(IndexedBatcher)
         .batch_size(test.len().max(1))
         .build(IndexedDataset::new(test));
-    let learner = Learner::new(model, sgd.init(), ConstantLr::new(args.lr));
+    let learner = Learner::new(model, optim, ConstantLr::new(args.lr));
     let artifacts = tempfile::tempdir()?;
     let started = Instant::now();
     let result = SupervisedTraining::new(artifacts.path(), loader_train, loader_valid)
-        .num_epochs(args.steps)
+        .num_epochs(epochs)
         .with_metric_logger(InMemoryMetricLogger::new())
         .with_application_logger(None)
         .renderer(Box::new(QuietRenderer))
@@ -133,7 +165,8 @@ fn main() -> Result<()> {
     let path = recorded.store_path().to_path_buf();
     recorded.finish().context("finishing the recording")?;
     println!(
-        "trained {steps} full-batch steps on {n} points in {seconds:.1} s; store {}",
+        "trained {steps} {:?} steps of {batch} on {n} points in {seconds:.1} s; store {}",
+        args.optimizer,
         path.display()
     );
     println!(

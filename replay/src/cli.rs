@@ -8,7 +8,8 @@
 //! }
 //! ```
 
-use crate::{Network, ReplayOptions, Rule, VerifyReport, replay};
+use crate::attribute::PointAttribution;
+use crate::{Network, ReplayOptions, Rule, VerifyReport, plot, replay};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use epk_recorder::EpkModel;
@@ -36,8 +37,40 @@ pub struct Cli {
 pub enum Command {
     /// Check that b + Σ_i A[x, i] equals the network on held-out points, step by step.
     Verify(VerifyArgs),
+    /// Rank the training points behind one held-out prediction (optionally drawn to a PNG).
+    Attribute(AttributeArgs),
     /// Summarise a store: model, optimizer, steps, data.
     Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct AttributeArgs {
+    /// The epk store (a Zarr v3 directory).
+    pub store: PathBuf,
+    /// The held-out point to explain (its index in the store's held-out set).
+    #[arg(long)]
+    pub point: usize,
+    /// How many of the largest positive and of the most negative terms to list.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// The output to explain (default: the class the network predicts).
+    #[arg(long)]
+    pub output: Option<usize>,
+    /// Quadrature rule, as for verify.
+    #[arg(long, default_value = "auto")]
+    pub rule: Rule,
+    /// Largest |b + ΣA + N + R − f| accepted; above it the command exits 1.
+    #[arg(long, default_value = "1e-12", value_parser = parse_tolerance, allow_negative_numbers = true)]
+    pub tolerance: f64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Draw the ranked points to this PNG (images for 2-D inputs, else bars).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Print the ranking as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -135,6 +168,7 @@ pub fn main_with(registry: Registry) -> ExitCode {
 fn dispatch(registry: &Registry, command: &Command) -> Result<ExitCode> {
     let path = match command {
         Command::Verify(a) => &a.store,
+        Command::Attribute(a) => &a.store,
         Command::Info(a) => &a.store,
     };
     let reader = StoreReader::open(path)?;
@@ -187,8 +221,94 @@ fn info(reader: &StoreReader, json: bool) -> Result<ExitCode> {
 fn run<M: EpkModel>(command: &Command, reader: &StoreReader) -> Result<ExitCode> {
     match command {
         Command::Verify(args) => verify::<M>(args, reader),
+        Command::Attribute(args) => attribute::<M>(args, reader),
         Command::Info(a) => info(reader, a.json),
     }
+}
+
+fn attribute<M: EpkModel>(args: &AttributeArgs, reader: &StoreReader) -> Result<ExitCode> {
+    let a = reader.attrs();
+    if a.steps == 0 {
+        bail!(
+            "{}: the store has no committed step",
+            reader.path().display()
+        );
+    }
+    let eval = reader.eval()?;
+    if args.point >= eval.len() {
+        bail!(
+            "--point {}: the store holds {} held-out points (0 to {})",
+            args.point,
+            eval.len(),
+            eval.len().saturating_sub(1)
+        );
+    }
+    if let Some(k) = args.output
+        && k >= a.outputs
+    {
+        bail!("--output {k}: the model has {} outputs", a.outputs);
+    }
+    if args.top == 0 {
+        bail!("--top must be at least 1");
+    }
+    let device = flex_f64().map_err(anyhow::Error::msg)?;
+    let net = Network::<M>::new(a, &device)?;
+    let x = eval.input(args.point);
+    let mut options = ReplayOptions {
+        rule: args.rule,
+        tolerance: args.tolerance,
+        ..ReplayOptions::default()
+    };
+    if let Some(t) = args.threads {
+        options.threads = t.max(1);
+    }
+    let bar = progress_bar(a.steps, args.json);
+    let machine = replay(reader, &net, x, &options, |s| bar.set_position(s as u64))
+        .context("replay failed")?;
+    bar.finish_and_clear();
+    let train = reader.train()?;
+    let ranked = PointAttribution::rank(
+        &machine,
+        0,
+        args.point,
+        args.output,
+        &train.targets,
+        eval.targets.get(args.point).copied(),
+        args.top,
+    );
+    if let Some(path) = &args.plot {
+        plot::attribution(path, &ranked, x, &train)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&ranked)?);
+    } else {
+        print!("{}", ranked.table());
+        if let Some(path) = &args.plot {
+            println!("plot written to {}", path.display());
+        }
+    }
+    if ranked.error.is_nan() || ranked.error > args.tolerance {
+        eprintln!(
+            "the kernel machine differs from the network by {:.3e} > {:.1e} with rule {}: these attributions are not exact",
+            ranked.error, args.tolerance, args.rule
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar over steps on a terminal; hidden for JSON output or when piped.
+fn progress_bar(steps: usize, json: bool) -> ProgressBar {
+    let bar = if json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(steps as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed} (eta {eta})")
+            .expect("static template"),
+    );
+    bar
 }
 
 fn verify<M: EpkModel>(args: &VerifyArgs, reader: &StoreReader) -> Result<ExitCode> {
@@ -226,15 +346,7 @@ fn verify<M: EpkModel>(args: &VerifyArgs, reader: &StoreReader) -> Result<ExitCo
     if let Some(t) = args.threads {
         options.threads = t.max(1);
     }
-    let bar = if args.json || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(a.steps as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed} (eta {eta})")
-            .expect("static template"),
-    );
+    let bar = progress_bar(a.steps, args.json);
     let started = Instant::now();
     let machine = replay(reader, &net, xs, &options, |s| bar.set_position(s as u64))
         .context("replay failed")?;

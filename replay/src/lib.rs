@@ -11,6 +11,7 @@
 //! assert!(machine.max_error() < 1e-12);
 //! ```
 
+pub mod attribute;
 pub mod cli;
 mod error;
 pub mod gauss;
@@ -18,6 +19,7 @@ pub mod machine;
 pub mod network;
 pub mod optimizer;
 pub mod path;
+pub mod plot;
 pub mod rule;
 pub mod structured;
 pub mod verify;

@@ -64,10 +64,76 @@ fn bad_input_exits_2_with_one_line() {
         (vec!["frobnicate", s], "unrecognized subcommand"),
         (vec!["verify", missing.to_str().unwrap()], "no such store"),
         (vec!["verify", s, "--bogus"], "--bogus"),
+        (
+            vec!["verify", s, "--decomposition", "maybe"],
+            "--decomposition",
+        ),
+        (vec!["attribute", s, "--point", "4"], "4 held-out points"),
+        (vec!["attribute", s], "--point"),
+        (
+            vec!["attribute", s, "--point", "0", "--output", "2"],
+            "2 outputs",
+        ),
+        (
+            vec!["attribute", s, "--point", "0", "--top", "0"],
+            "at least 1",
+        ),
     ];
     for (args, needle) in cases {
         let o = replay(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
         assert!(text(&o).contains(needle), "{args:?}: {}", text(&o));
     }
+}
+
+#[test]
+fn attribute_ranks_points_and_draws_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("run.zarr");
+    record(&store);
+    let s = store.to_str().unwrap();
+    let png = dir.path().join("attr.png");
+    let out = replay(&[
+        "attribute",
+        s,
+        "--point",
+        "1",
+        "--top",
+        "3",
+        "--json",
+        "--plot",
+        png.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let positive = v["positive"].as_array().unwrap();
+    let negative = v["negative"].as_array().unwrap();
+    assert!(positive.len() <= 3 && negative.len() <= 3);
+    assert!(!positive.is_empty());
+    // Ranked: positive values descending, negative ascending.
+    let values = |l: &Vec<serde_json::Value>| -> Vec<f64> {
+        l.iter().map(|a| a["value"].as_f64().unwrap()).collect()
+    };
+    let (p, n) = (values(positive), values(negative));
+    assert!(p.windows(2).all(|w| w[0] >= w[1]) && p.iter().all(|&x| x > 0.0));
+    assert!(n.windows(2).all(|w| w[0] <= w[1]) && n.iter().all(|&x| x < 0.0));
+    // The parts add up to the network's output.
+    let sum = v["bias"].as_f64().unwrap()
+        + v["data"].as_f64().unwrap()
+        + v["nondata"].as_f64().unwrap()
+        + v["residual"].as_f64().unwrap();
+    assert!((sum - v["network"].as_f64().unwrap()).abs() < 1e-12);
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "a PNG was written");
+
+    let table = replay(&["attribute", s, "--point", "0", "--output", "1"]);
+    assert_eq!(table.status.code(), Some(0), "{}", text(&table));
+    assert!(
+        text(&table).contains("largest positive"),
+        "{}",
+        text(&table)
+    );
+    let coarse = replay(&["attribute", s, "--point", "0", "--rule", "left:1"]);
+    assert_eq!(coarse.status.code(), Some(1), "{}", text(&coarse));
+    assert!(text(&coarse).contains("not exact"), "{}", text(&coarse));
 }

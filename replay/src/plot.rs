@@ -1,0 +1,201 @@
+//! PNG figures. Text uses the embedded DejaVu Sans (licence in `assets/`), so drawing needs no
+//! system fonts.
+
+use crate::attribute::{Attribution, PointAttribution};
+use epk_store::Samples;
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+use std::path::Path;
+
+const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+
+/// Why a figure could not be drawn.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot draw {path}: {message}")]
+pub struct PlotError {
+    pub path: String,
+    pub message: String,
+}
+
+fn fail(path: &Path, e: impl std::fmt::Display) -> PlotError {
+    PlotError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // The font is a constant of this crate, checked by a unit test; without it text is
+        // simply not drawn.
+        let _ = register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// Draws the ranked training points of `r`. Inputs with a two-dimensional shape (images) are
+/// drawn as grey images under their values: the explained point on the left, then a row of the
+/// largest positive and a row of the most negative. Other inputs get a bar chart.
+pub fn attribution(
+    path: &Path,
+    r: &PointAttribution,
+    point_input: &[f64],
+    train: &Samples,
+) -> Result<(), PlotError> {
+    font();
+    if train.input_shape.len() == 2 {
+        images(path, r, point_input, train)
+    } else {
+        bars(path, r)
+    }
+}
+
+fn title(r: &PointAttribution) -> String {
+    format!(
+        "held-out point {}{}: output {} = {:.4}  (b {:.3} + ΣA {:.3} + non-data {:.2e})",
+        r.point,
+        r.label.map_or(String::new(), |l| format!(", label {l}")),
+        r.output,
+        r.network,
+        r.bias,
+        r.data,
+        r.nondata
+    )
+}
+
+fn images(
+    path: &Path,
+    r: &PointAttribution,
+    point_input: &[f64],
+    train: &Samples,
+) -> Result<(), PlotError> {
+    let (h, w) = (train.input_shape[0], train.input_shape[1]);
+    let cols = r.positive.len().max(r.negative.len()).max(1);
+    let cell = (96 / h.max(w)).max(2) as i32; // pixel size of one input pixel
+    let tile = (cell * w as i32, cell * h as i32);
+    let pad = 14;
+    let col_w = tile.0.max(110) + pad;
+    let row_h = tile.1 + 60;
+    let left = col_w + 40;
+    let width = (left + cols as i32 * col_w + pad) as u32;
+    let height = (50 + 2 * row_h + pad) as u32;
+    let root = BitMapBackend::new(path, (width, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(path, e))?;
+    let text = |s: &str, x: i32, y: i32, size: i32, color: &RGBColor| {
+        root.draw(&Text::new(
+            s.to_string(),
+            (x, y),
+            ("sans-serif", size).into_font().color(color),
+        ))
+    };
+    text(&title(r), pad, 10, 15, &BLACK).map_err(|e| fail(path, e))?;
+    let range = |v: &[f64]| {
+        let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        (lo, if hi > lo { hi } else { lo + 1.0 })
+    };
+    let draw_image = |v: &[f64], x0: i32, y0: i32| -> Result<(), PlotError> {
+        let (lo, hi) = range(v);
+        for (p, &val) in v.iter().enumerate() {
+            let g = (255.0 * (1.0 - (val - lo) / (hi - lo))).round() as u8;
+            let (px, py) = (x0 + (p % w) as i32 * cell, y0 + (p / w) as i32 * cell);
+            root.draw(&Rectangle::new(
+                [(px, py), (px + cell, py + cell)],
+                RGBColor(g, g, g).filled(),
+            ))
+            .map_err(|e| fail(path, e))?;
+        }
+        Ok(())
+    };
+    draw_image(point_input, pad, 50 + 22).map_err(|e| fail(path, e))?;
+    text("explained", pad, 50 + 4, 12, &BLACK).map_err(|e| fail(path, e))?;
+    let green = RGBColor(0, 120, 0);
+    let red = RGBColor(180, 0, 0);
+    for (row, (list, color, name)) in [
+        (&r.positive, &green, "largest positive"),
+        (&r.negative, &red, "most negative"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let y0 = 50 + row as i32 * row_h;
+        text(name, left, y0 + 4, 12, color).map_err(|e| fail(path, e))?;
+        for (c, a) in list.iter().enumerate() {
+            let x0 = left + c as i32 * col_w;
+            draw_image(train.input(a.index), x0, y0 + 22)?;
+            let caption = caption(a);
+            text(&caption, x0, y0 + 26 + tile.1, 11, color).map_err(|e| fail(path, e))?;
+        }
+    }
+    root.present().map_err(|e| fail(path, e))
+}
+
+fn caption(a: &Attribution) -> String {
+    format!("#{} y={} {:+.2e}", a.index, a.label, a.value)
+}
+
+fn bars(path: &Path, r: &PointAttribution) -> Result<(), PlotError> {
+    let items: Vec<&Attribution> = r.positive.iter().chain(r.negative.iter().rev()).collect();
+    let n = items.len().max(1);
+    let root = BitMapBackend::new(path, (900, (90 + 22 * n) as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(path, e))?;
+    let lim = items
+        .iter()
+        .fold(0.0f64, |m, a| m.max(a.value.abs()))
+        .max(f64::MIN_POSITIVE);
+    let x0 = -lim * 1.05;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title(r), ("sans-serif", 15))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(140)
+        .build_cartesian_2d(x0..lim * 1.05, 0f64..n as f64)
+        .map_err(|e| fail(path, e))?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(0)
+        .x_desc("A[x, i, k]")
+        .draw()
+        .map_err(|e| fail(path, e))?;
+    // Row i from the top: the largest positive first, the most negative last.
+    let row = |i: usize| (n - 1 - i) as f64;
+    chart
+        .draw_series(items.iter().enumerate().map(|(i, a)| {
+            let color = if a.value >= 0.0 {
+                RGBColor(0, 120, 0)
+            } else {
+                RGBColor(180, 0, 0)
+            };
+            Rectangle::new(
+                [(0.0, row(i) + 0.15), (a.value, row(i) + 0.85)],
+                color.filled(),
+            )
+        }))
+        .map_err(|e| fail(path, e))?;
+    for (i, a) in items.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(x0, row(i) + 0.5));
+        root.draw(&Text::new(
+            format!("#{} (y={})", a.index, a.label),
+            (px - 130, py - 7),
+            ("sans-serif", 13).into_font(),
+        ))
+        .map_err(|e| fail(path, e))?;
+    }
+    root.present().map_err(|e| fail(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_embedded_font_parses() {
+        assert!(
+            plotters::style::register_font(
+                "sans-serif",
+                plotters::style::FontStyle::Normal,
+                super::FONT
+            )
+            .is_ok()
+        );
+    }
+}
