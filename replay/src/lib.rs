@@ -14,7 +14,9 @@
 pub mod attribute;
 pub mod cli;
 mod error;
+pub mod faithfulness;
 pub mod gauss;
+pub mod kernels;
 pub mod machine;
 pub mod network;
 pub mod optimizer;

@@ -1,0 +1,61 @@
+//! Tangent kernels against closed forms.
+
+mod common;
+
+use common::Run;
+use epk::recorder::device::flex_f64;
+use epk::recorder::models::Mlp;
+use epk::replay::Network;
+use epk::replay::kernels::{Kernel, cosine_normalise, entk, jacobians, reduce};
+use epk::store::StoreReader;
+
+/// Softmax regression f_c(x) = W_c·x + b_c has ∇f_c(x) = (x ⊗ e_c, e_c), so
+/// ⟨∇f_c(x), ∇f_d(x')⟩ = δ_cd (x·x' + 1): trNTK⁰ = K(x·x' + 1), pNTK = x·x' + 1, and trNTK is
+/// the cosine of the augmented inputs (x, 1).
+#[test]
+fn trace_kernels_of_a_linear_model_have_their_closed_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("linear.zarr");
+    let (dim, k) = (4, 3);
+    let run = Run::linear(dim, k, 3, 0.3);
+    run.record(&path);
+    let reader = StoreReader::open(&path).unwrap();
+    let device = flex_f64().unwrap();
+    let net = Network::<Mlp>::new(reader.attrs(), &device).unwrap();
+    let w = reader.weights(reader.steps()).unwrap();
+    let (xs, ys) = (&run.train.inputs[..6 * dim], &run.eval.inputs[..4 * dim]);
+    let (ja, jb) = (jacobians(&net, &w, xs), jacobians(&net, &w, ys));
+    let blocks = entk(&ja, &jb);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() + 1.0;
+    let tr0 = reduce(&blocks, k, Kernel::TrNtk0);
+    let p = reduce(&blocks, k, Kernel::PNtk);
+    let mut tr = tr0.clone();
+    let diag = |x: &[f64], n: usize| -> Vec<f64> {
+        (0..n)
+            .map(|i| k as f64 * dot(&x[i * dim..(i + 1) * dim], &x[i * dim..(i + 1) * dim]))
+            .collect()
+    };
+    cosine_normalise(&mut tr, &diag(xs, 6), &diag(ys, 4));
+    for i in 0..6 {
+        for j in 0..4 {
+            let (a, b) = (&xs[i * dim..(i + 1) * dim], &ys[j * dim..(j + 1) * dim]);
+            let e = dot(a, b);
+            assert!((tr0[[i, j]] - k as f64 * e).abs() < 1e-12);
+            assert!((p[[i, j]] - e).abs() < 1e-12);
+            let cosine = e / (dot(a, a) * dot(b, b)).sqrt();
+            assert!((tr[[i, j]] - cosine).abs() < 1e-14);
+            // Off-diagonal output blocks vanish.
+            for c in 0..k {
+                for d in 0..k {
+                    let want = if c == d { e } else { 0.0 };
+                    assert!((blocks[[i * k + c, j * k + d]] - want).abs() < 1e-12);
+                }
+            }
+        }
+    }
+    // The general (per-sample backward) Jacobians agree with the factored fast path.
+    let general = net.clone().general();
+    let jg = jacobians(&general, &w, xs);
+    let diff = (&jg - &ja).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(diff < 1e-13, "{diff:e}");
+}
