@@ -39,8 +39,47 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Rank the training points behind one held-out prediction (optionally drawn to a PNG).
     Attribute(AttributeArgs),
+    /// Compare the exact path kernel with DPK and the trace-NTK family on held-out points.
+    Compare(CompareArgs),
     /// Summarise a store: model, optimizer, steps, data.
     Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// The epk store (a Zarr v3 directory).
+    pub store: PathBuf,
+    /// Surrogates, comma-separated: epk, dpk, trntk0, trntk, pntk, proj-trntk, proj-pntk.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "epk,dpk,trntk0,trntk,pntk,proj-trntk,proj-pntk"
+    )]
+    pub kernels: Vec<crate::compare::Surrogate>,
+    /// Compare on the first N held-out points (default: all of them).
+    #[arg(long)]
+    pub points: Option<usize>,
+    /// Dimension of the Rademacher projection (default 10240, capped at the parameter count).
+    #[arg(long)]
+    pub projection_dim: Option<usize>,
+    /// Seed of the projection.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// L2 penalty of the kGLM refits.
+    #[arg(long, default_value_t = 1e-4)]
+    pub l2: f64,
+    /// Quadrature rule of the EPK machine.
+    #[arg(long, default_value = "auto")]
+    pub rule: Rule,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the table as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a scatter plot of each surrogate's logits against the network's here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -169,6 +208,7 @@ fn dispatch(registry: &Registry, command: &Command) -> Result<ExitCode> {
     let path = match command {
         Command::Verify(a) => &a.store,
         Command::Attribute(a) => &a.store,
+        Command::Compare(a) => &a.store,
         Command::Info(a) => &a.store,
     };
     let reader = StoreReader::open(path)?;
@@ -222,6 +262,7 @@ fn run<M: EpkModel>(command: &Command, reader: &StoreReader) -> Result<ExitCode>
     match command {
         Command::Verify(args) => verify::<M>(args, reader),
         Command::Attribute(args) => attribute::<M>(args, reader),
+        Command::Compare(args) => compare::<M>(args, reader),
         Command::Info(a) => info(reader, a.json),
     }
 }
@@ -293,6 +334,69 @@ fn attribute<M: EpkModel>(args: &AttributeArgs, reader: &StoreReader) -> Result<
             ranked.error, args.tolerance, args.rule
         );
         return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn compare<M: EpkModel>(args: &CompareArgs, reader: &StoreReader) -> Result<ExitCode> {
+    let a = reader.attrs();
+    if a.steps == 0 {
+        bail!(
+            "{}: the store has no committed step",
+            reader.path().display()
+        );
+    }
+    let eval = reader.eval()?;
+    let m = match args.points {
+        Some(0) => bail!("--points must be at least 1"),
+        Some(n) if n > eval.len() => bail!(
+            "--points {n}: the store holds {} held-out points",
+            eval.len()
+        ),
+        Some(n) => n,
+        None => eval.len(),
+    };
+    if m < 2 {
+        bail!("compare needs at least 2 held-out points (Kendall's tau ranks them)");
+    }
+    if !(args.l2.is_finite() && args.l2 > 0.0) {
+        bail!("--l2 must be a positive number");
+    }
+    if args.projection_dim == Some(0) {
+        bail!("--projection-dim must be at least 1");
+    }
+    let targets: Vec<usize> = eval.targets[..m]
+        .iter()
+        .map(|&t| usize::try_from(t).ok().filter(|&t| t < a.outputs))
+        .collect::<Option<_>>()
+        .context("held-out labels must be classes 0..outputs")?;
+    let device = flex_f64().map_err(anyhow::Error::msg)?;
+    let net = Network::<M>::new(a, &device)?;
+    let mut options = crate::compare::CompareOptions {
+        surrogates: args.kernels.clone(),
+        projection_dim: args.projection_dim,
+        seed: args.seed,
+        ..Default::default()
+    };
+    options.kglm.l2 = args.l2;
+    options.replay.rule = args.rule;
+    if let Some(t) = args.threads {
+        options.replay.threads = t.max(1);
+    }
+    let xs = &eval.inputs[..m * a.input_len()];
+    let comparison =
+        crate::compare::compare(reader, &net, xs, &targets, &options).context("compare failed")?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        plot::scatter(&dir.join("scatter.png"), &comparison)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&comparison.rows)?);
+    } else {
+        print!("{}", comparison.table());
+        if let Some(dir) = &args.out {
+            println!("plot written to {}", dir.join("scatter.png").display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,10 +13,12 @@
 
 pub mod attribute;
 pub mod cli;
+pub mod compare;
 mod error;
 pub mod faithfulness;
 pub mod gauss;
 pub mod kernels;
+pub mod kglm;
 pub mod machine;
 pub mod network;
 pub mod optimizer;

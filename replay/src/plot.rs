@@ -2,6 +2,7 @@
 //! system fonts.
 
 use crate::attribute::{Attribution, PointAttribution};
+use crate::compare::Comparison;
 use epk_store::Samples;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
@@ -126,6 +127,63 @@ fn images(
             let caption = caption(a);
             text(&caption, x0, y0 + 26 + tile.1, 11, color).map_err(|e| fail(path, e))?;
         }
+    }
+    root.present().map_err(|e| fail(path, e))
+}
+
+/// Each surrogate's logits against the network's, one panel per surrogate, points coloured by
+/// class (Bell et al. Fig. 4): the exact path kernel machine lies on the diagonal.
+pub fn scatter(path: &Path, c: &Comparison) -> Result<(), PlotError> {
+    font();
+    let panels = c.rows.len().max(1);
+    let cols = panels.min(4);
+    let rows = panels.div_ceil(cols);
+    let root = BitMapBackend::new(path, (320 * cols as u32, 300 * rows as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(path, e))?;
+    let areas = root.split_evenly((rows, cols));
+    let y: Vec<f64> = c.network.iter().copied().collect();
+    let k = c.network.ncols().max(1);
+    for (row, area) in c.rows.iter().zip(areas) {
+        let x: Vec<f64> = row.logits.iter().copied().collect();
+        let span = |v: &[f64]| {
+            let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            if hi > lo {
+                (lo, hi)
+            } else {
+                (lo - 1.0, lo + 1.0)
+            }
+        };
+        let ((x0, x1), (y0, y1)) = (span(&x), span(&y));
+        let mut chart = ChartBuilder::on(&area)
+            .caption(
+                format!(
+                    "{} ({}): τ {} R² {}",
+                    row.kernel,
+                    row.form,
+                    row.tau.map_or("-".into(), |t| format!("{t:.3}")),
+                    row.r2.map_or("-".into(), |r| format!("{r:.4}"))
+                ),
+                ("sans-serif", 13),
+            )
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(40)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| fail(path, e))?;
+        chart
+            .configure_mesh()
+            .x_desc("surrogate logit")
+            .y_desc("network logit")
+            .label_style(("sans-serif", 10))
+            .draw()
+            .map_err(|e| fail(path, e))?;
+        chart
+            .draw_series(x.iter().zip(&y).enumerate().map(|(i, (&a, &b))| {
+                let color = Palette99::pick(i % k).to_rgba();
+                Circle::new((a, b), 2, color.filled())
+            }))
+            .map_err(|e| fail(path, e))?;
     }
     root.present().map_err(|e| fail(path, e))
 }

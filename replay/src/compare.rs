@@ -1,0 +1,379 @@
+//! `replay compare`: how faithfully each kernel's surrogate reproduces the network on the
+//! held-out points, with the protocol of Engel et al. (kGLM refits, Kendall τ_b, R²) beside the
+//! exact and discrete path kernel machines, which need no refit.
+
+use crate::faithfulness::{kendall_tau_b, r_squared_affine};
+use crate::kernels::{Projection, cosine_normalise, jacobians};
+use crate::kglm::{Kglm, KglmOptions, softmax_rows};
+use crate::{Network, ReplayError, ReplayOptions, Rule, replay};
+use epk_recorder::EpkModel;
+use epk_store::{Loss, StoreReader};
+use ndarray::{Array2, ArrayView2, Axis, s};
+use serde::Serialize;
+use std::time::Instant;
+
+/// A surrogate of the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surrogate {
+    /// The exact path kernel machine (rule `auto`), no refit.
+    Epk,
+    /// The discrete path kernel machine (rule `left:1`), no refit.
+    Dpk,
+    /// kGLMs on tangent kernels at the final weights.
+    TrNtk0,
+    TrNtk,
+    PNtk,
+    ProjTrNtk,
+    ProjPNtk,
+}
+
+impl Surrogate {
+    pub const ALL: [Surrogate; 7] = [
+        Surrogate::Epk,
+        Surrogate::Dpk,
+        Surrogate::TrNtk0,
+        Surrogate::TrNtk,
+        Surrogate::PNtk,
+        Surrogate::ProjTrNtk,
+        Surrogate::ProjPNtk,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Surrogate::Epk => "epk",
+            Surrogate::Dpk => "dpk",
+            Surrogate::TrNtk0 => "trntk0",
+            Surrogate::TrNtk => "trntk",
+            Surrogate::PNtk => "pntk",
+            Surrogate::ProjTrNtk => "proj-trntk",
+            Surrogate::ProjPNtk => "proj-pntk",
+        }
+    }
+
+    fn is_machine(self) -> bool {
+        matches!(self, Surrogate::Epk | Surrogate::Dpk)
+    }
+}
+
+impl std::str::FromStr for Surrogate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Surrogate::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Surrogate::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown kernel {s:?}; choose from {}", names.join(", "))
+            })
+    }
+}
+
+/// What `compare` computes and how.
+#[derive(Clone, Debug)]
+pub struct CompareOptions {
+    pub surrogates: Vec<Surrogate>,
+    /// Projection dimension (default 10240, capped at P) and seed.
+    pub projection_dim: Option<usize>,
+    pub seed: u64,
+    pub kglm: KglmOptions,
+    /// Training points per block of Jacobians.
+    pub block: usize,
+    pub replay: ReplayOptions,
+}
+
+impl Default for CompareOptions {
+    fn default() -> Self {
+        CompareOptions {
+            surrogates: Surrogate::ALL.to_vec(),
+            projection_dim: None,
+            seed: 0,
+            kglm: KglmOptions::default(),
+            block: 256,
+            replay: ReplayOptions::default(),
+        }
+    }
+}
+
+/// One surrogate's faithfulness.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub kernel: String,
+    /// `machine` (EPK, DPK: b + ΣA + N + R, no refit) or `kglm` (refit on train × train).
+    pub form: String,
+    /// Kendall τ_b between surrogate and network true-class probabilities.
+    pub tau: Option<f64>,
+    /// R² of the affine fit of network logits on surrogate logits.
+    pub r2: Option<f64>,
+    /// Surrogate accuracy − network accuracy on the held-out points.
+    pub accuracy_gap: f64,
+    /// Jaccard index of the two sets of misclassified points (1 when both are empty).
+    pub misclassification_overlap: f64,
+    /// max |logit error|: raw for machines, after the affine fit for kGLMs.
+    pub max_logit_error: f64,
+    pub seconds: f64,
+    /// L-BFGS iterations of the kGLM fit and max |∇| at its end.
+    pub kglm_iterations: Option<usize>,
+    pub kglm_gradient: Option<f64>,
+    /// Surrogate logits `[points, outputs]` (for plots).
+    #[serde(skip)]
+    pub logits: Array2<f64>,
+}
+
+/// The comparison for the held-out inputs `xs` with labels `targets`.
+pub struct Comparison {
+    pub rows: Vec<Row>,
+    /// Network logits `[points, outputs]`.
+    pub network: Array2<f64>,
+    pub targets: Vec<usize>,
+}
+
+/// Runs every requested surrogate on the store's held-out inputs `xs`.
+pub fn compare<M: EpkModel>(
+    reader: &StoreReader,
+    net: &Network<M>,
+    xs: &[f64],
+    targets: &[usize],
+    options: &CompareOptions,
+) -> Result<Comparison, ReplayError> {
+    let attrs = reader.attrs();
+    let k = attrs.outputs;
+    let m = xs.len() / attrs.input_len();
+    let w = reader.weights(reader.steps())?;
+    let network = Array2::from_shape_vec((m, k), net.forward(&w, xs)).expect("[m, k]");
+    let mut rows = Vec::new();
+    let wanted = |s: Surrogate| options.surrogates.contains(&s);
+    for s in [Surrogate::Epk, Surrogate::Dpk] {
+        if !wanted(s) {
+            continue;
+        }
+        let started = Instant::now();
+        let replay_options = ReplayOptions {
+            rule: if s == Surrogate::Epk {
+                options.replay.rule
+            } else {
+                Rule::Left(1)
+            },
+            ..options.replay.clone()
+        };
+        let machine = replay(reader, net, xs, &replay_options, |_| {})?;
+        let logits = machine.prediction();
+        rows.push(row(s, &logits, &network, targets, started));
+    }
+    let kernels: Vec<Surrogate> = options
+        .surrogates
+        .iter()
+        .copied()
+        .filter(|s| !s.is_machine())
+        .collect();
+    if !kernels.is_empty() {
+        let train = reader.train()?;
+        let labels: Vec<usize> = train.targets.iter().map(|&t| t as usize).collect();
+        let grams = grams(net, &w, &train.inputs, xs, &kernels, options)?;
+        for (s, (g_train, g_test, seconds)) in kernels.iter().zip(grams) {
+            let started = Instant::now();
+            let fit = Kglm::fit(g_train.view(), &labels, k, &options.kglm);
+            let mut logits = fit.logits(g_test.view());
+            if attrs.loss == Loss::NllLogSoftmax {
+                // The network outputs log-probabilities: compare like with like.
+                logits = softmax_rows(logits).mapv(f64::ln);
+            }
+            let mut r = row(*s, &logits, &network, targets, started);
+            r.seconds += seconds;
+            r.kglm_iterations = Some(fit.iterations);
+            r.kglm_gradient = Some(fit.gradient_norm);
+            rows.push(r);
+        }
+    }
+    Ok(Comparison {
+        rows,
+        network,
+        targets: targets.to_vec(),
+    })
+}
+
+fn row(
+    s: Surrogate,
+    logits: &Array2<f64>,
+    network: &Array2<f64>,
+    targets: &[usize],
+    started: Instant,
+) -> Row {
+    let true_class = |z: &Array2<f64>| -> Vec<f64> {
+        let p = softmax_rows(z.clone());
+        targets
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| p[[i, t]])
+            .collect()
+    };
+    let tau = kendall_tau_b(&true_class(logits), &true_class(network));
+    let (x, y) = (
+        logits.iter().copied().collect::<Vec<_>>(),
+        network.iter().copied().collect::<Vec<_>>(),
+    );
+    let r2 = r_squared_affine(&x, &y);
+    let max_logit_error = if s.is_machine() {
+        x.iter()
+            .zip(&y)
+            .fold(0.0f64, |mx, (a, b)| mx.max((a - b).abs()))
+    } else {
+        affine_max_error(&x, &y)
+    };
+    let argmax = |z: &Array2<f64>| -> Vec<usize> {
+        z.rows()
+            .into_iter()
+            .map(|r| {
+                r.iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(i, _)| i)
+            })
+            .collect()
+    };
+    let (ps, pn) = (argmax(logits), argmax(network));
+    let n = targets.len().max(1) as f64;
+    let right = |p: &[usize]| p.iter().zip(targets).filter(|(a, b)| a == b).count() as f64 / n;
+    let wrong = |p: &[usize]| -> Vec<bool> { p.iter().zip(targets).map(|(a, b)| a != b).collect() };
+    let (ws, wn) = (wrong(&ps), wrong(&pn));
+    let both = ws.iter().zip(&wn).filter(|(a, b)| **a && **b).count();
+    let either = ws.iter().zip(&wn).filter(|(a, b)| **a || **b).count();
+    Row {
+        kernel: s.name().into(),
+        form: if s.is_machine() { "machine" } else { "kglm" }.into(),
+        tau,
+        r2,
+        accuracy_gap: right(&ps) - right(&pn),
+        misclassification_overlap: if either == 0 {
+            1.0
+        } else {
+            both as f64 / either as f64
+        },
+        max_logit_error,
+        seconds: started.elapsed().as_secs_f64(),
+        kglm_iterations: None,
+        kglm_gradient: None,
+        logits: logits.clone(),
+    }
+}
+
+/// max |y − (a x + c)| after the least-squares affine fit.
+fn affine_max_error(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().max(1) as f64;
+    let mx = x.iter().sum::<f64>() / n;
+    let my = y.iter().sum::<f64>() / n;
+    let sxx: f64 = x.iter().map(|v| (v - mx) * (v - mx)).sum();
+    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let a = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    x.iter().zip(y).fold(0.0f64, |m, (xi, yi)| {
+        m.max((yi - (my + a * (xi - mx))).abs())
+    })
+}
+
+/// Point features whose inner products are the kernel (before any cosine normalisation).
+fn features(j: &Array2<f64>, k: usize, s: Surrogate, projection: &Projection) -> Array2<f64> {
+    let n = j.nrows() / k;
+    let summed = |rows: &Array2<f64>| -> Array2<f64> {
+        let width = rows.ncols();
+        let mut out = Array2::<f64>::zeros((n, width));
+        for (i, mut row) in out.rows_mut().into_iter().enumerate() {
+            row += &rows.slice(s![i * k..(i + 1) * k, ..]).sum_axis(Axis(0));
+        }
+        out / (k as f64).sqrt()
+    };
+    let stacked = |rows: Array2<f64>| -> Array2<f64> {
+        let width = rows.ncols();
+        rows.into_shape_with_order((n, k * width))
+            .expect("rows are (point, output)")
+    };
+    match s {
+        Surrogate::TrNtk0 | Surrogate::TrNtk => stacked(j.clone()),
+        Surrogate::PNtk => summed(j),
+        Surrogate::ProjTrNtk => stacked(projection.apply(j)),
+        Surrogate::ProjPNtk => summed(&projection.apply(j)),
+        Surrogate::Epk | Surrogate::Dpk => unreachable!("machines have no features"),
+    }
+}
+
+type Grams = Vec<(Array2<f64>, Array2<f64>, f64)>;
+
+/// train × train and test × train Gram matrices of each kernel, Jacobians computed once per
+/// block of training points and shared by the kernels.
+fn grams<M: EpkModel>(
+    net: &Network<M>,
+    w: &[f64],
+    train: &[f64],
+    test: &[f64],
+    kernels: &[Surrogate],
+    options: &CompareOptions,
+) -> Result<Grams, ReplayError> {
+    let (k, len) = (net.outputs(), net.input_len());
+    let n = train.len() / len;
+    let projection = Projection::new(options.projection_dim, net.num_params(), options.seed);
+    let mut seconds = vec![0.0; kernels.len()];
+    // Features of every training point per kernel, built block by block.
+    let mut train_features: Vec<Vec<Array2<f64>>> = vec![Vec::new(); kernels.len()];
+    let block = options.block.max(1);
+    for start in (0..n).step_by(block) {
+        let end = (start + block).min(n);
+        let t = Instant::now();
+        let j = jacobians(net, w, &train[start * len..end * len]);
+        let shared = t.elapsed().as_secs_f64() / kernels.len() as f64;
+        for (q, &s) in kernels.iter().enumerate() {
+            let t = Instant::now();
+            train_features[q].push(features(&j, k, s, &projection));
+            seconds[q] += shared + t.elapsed().as_secs_f64();
+        }
+    }
+    let t = Instant::now();
+    let jt = jacobians(net, w, test);
+    let shared = t.elapsed().as_secs_f64() / kernels.len() as f64;
+    let mut out = Vec::with_capacity(kernels.len());
+    for (q, &s) in kernels.iter().enumerate() {
+        let t = Instant::now();
+        let blocks: Vec<ArrayView2<f64>> = train_features[q].iter().map(|b| b.view()).collect();
+        let phi = ndarray::concatenate(Axis(0), &blocks)
+            .map_err(|e| ReplayError::Input(format!("kernel features: {e}")))?;
+        train_features[q].clear();
+        let phi_test = features(&jt, k, s, &projection);
+        let mut g_train = phi.dot(&phi.t());
+        let mut g_test = phi_test.dot(&phi.t());
+        if matches!(s, Surrogate::TrNtk | Surrogate::ProjTrNtk) {
+            let d_train: Vec<f64> = phi.rows().into_iter().map(|r| r.dot(&r)).collect();
+            let d_test: Vec<f64> = phi_test.rows().into_iter().map(|r| r.dot(&r)).collect();
+            cosine_normalise(&mut g_train, &d_train, &d_train);
+            cosine_normalise(&mut g_test, &d_test, &d_train);
+        }
+        seconds[q] += shared + t.elapsed().as_secs_f64();
+        out.push((g_train, g_test, seconds[q]));
+    }
+    Ok(out)
+}
+
+impl Comparison {
+    /// The table for people.
+    pub fn table(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<11} {:<8} {:>8} {:>9} {:>9} {:>8} {:>12} {:>8}",
+            "kernel", "form", "tau_b", "R2", "acc gap", "miss ∩", "max|Δlogit|", "seconds"
+        );
+        let opt = |v: Option<f64>, d: usize| v.map_or("-".to_string(), |v| format!("{v:.d$}"));
+        for r in &self.rows {
+            let _ = writeln!(
+                s,
+                "{:<11} {:<8} {:>8} {:>9} {:>+9.3} {:>8.3} {:>12.3e} {:>8.1}",
+                r.kernel,
+                r.form,
+                opt(r.tau, 4),
+                opt(r.r2, 6),
+                r.accuracy_gap,
+                r.misclassification_overlap,
+                r.max_logit_error,
+                r.seconds
+            );
+        }
+        s
+    }
+}
