@@ -137,3 +137,40 @@ fn attribute_ranks_points_and_draws_them() {
     assert_eq!(coarse.status.code(), Some(1), "{}", text(&coarse));
     assert!(text(&coarse).contains("not exact"), "{}", text(&coarse));
 }
+
+#[test]
+fn compare_puts_the_exact_machine_at_tau_one_beside_the_refits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("run.zarr");
+    record(&store);
+    let s = store.to_str().unwrap();
+    let out_dir = dir.path().join("cmp");
+    let out = replay(&[
+        "compare",
+        s,
+        "--json",
+        "--projection-dim",
+        "16",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["kernel"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["epk", "dpk", "trntk0", "trntk", "pntk", "proj-trntk", "proj-pntk"]
+    );
+    let epk = &rows[0];
+    assert_eq!(epk["tau"].as_f64(), Some(1.0));
+    assert!((epk["r2"].as_f64().unwrap() - 1.0).abs() < 1e-12);
+    assert!(epk["max_logit_error"].as_f64().unwrap() < 1e-12);
+    for r in &rows[2..] {
+        assert_eq!(r["form"], "kglm");
+        let tau = r["tau"].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&tau));
+        assert!(r["kglm_gradient"].as_f64().unwrap() < 1e-6, "{r}");
+    }
+    let png = std::fs::read(out_dir.join("scatter.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+}
