@@ -49,11 +49,11 @@ pub enum Command {
 pub struct CompareArgs {
     /// The epk store (a Zarr v3 directory).
     pub store: PathBuf,
-    /// Surrogates, comma-separated: epk, dpk, trntk0, trntk, pntk, proj-trntk, proj-pntk.
+    /// Surrogates, comma-separated: epk, dpk, trntk0, trntk, pntk, proj-trntk, proj-pntk, ck.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "epk,dpk,trntk0,trntk,pntk,proj-trntk,proj-pntk"
+        default_value = "epk,dpk,trntk0,trntk,pntk,proj-trntk,proj-pntk,ck"
     )]
     pub kernels: Vec<crate::compare::Surrogate>,
     /// Compare on the first N held-out points (default: all of them).

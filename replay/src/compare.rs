@@ -25,10 +25,12 @@ pub enum Surrogate {
     PNtk,
     ProjTrNtk,
     ProjPNtk,
+    /// A kGLM on the conjugate kernel: the cosine of penultimate features.
+    Ck,
 }
 
 impl Surrogate {
-    pub const ALL: [Surrogate; 7] = [
+    pub const ALL: [Surrogate; 8] = [
         Surrogate::Epk,
         Surrogate::Dpk,
         Surrogate::TrNtk0,
@@ -36,6 +38,7 @@ impl Surrogate {
         Surrogate::PNtk,
         Surrogate::ProjTrNtk,
         Surrogate::ProjPNtk,
+        Surrogate::Ck,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Surrogate {
             Surrogate::PNtk => "pntk",
             Surrogate::ProjTrNtk => "proj-trntk",
             Surrogate::ProjPNtk => "proj-pntk",
+            Surrogate::Ck => "ck",
         }
     }
 
@@ -290,7 +294,9 @@ fn features(j: &Array2<f64>, k: usize, s: Surrogate, projection: &Projection) ->
         Surrogate::PNtk => summed(j),
         Surrogate::ProjTrNtk => stacked(projection.apply(j)),
         Surrogate::ProjPNtk => summed(&projection.apply(j)),
-        Surrogate::Epk | Surrogate::Dpk => unreachable!("machines have no features"),
+        Surrogate::Epk | Surrogate::Dpk | Surrogate::Ck => {
+            unreachable!("machines and the CK have no Jacobian features")
+        }
     }
 }
 
@@ -309,6 +315,13 @@ fn grams<M: EpkModel>(
     let (k, len) = (net.outputs(), net.input_len());
     let n = train.len() / len;
     let projection = Projection::new(options.projection_dim, net.num_params(), options.seed);
+    let ck = |xs: &[f64]| {
+        crate::kernels::penultimate(net, w, xs).ok_or_else(|| {
+            ReplayError::Input(
+                "the CK needs a model whose last layer goes through Switches::linear".into(),
+            )
+        })
+    };
     let mut seconds = vec![0.0; kernels.len()];
     // Features of every training point per kernel, built block by block.
     let mut train_features: Vec<Vec<Array2<f64>>> = vec![Vec::new(); kernels.len()];
@@ -316,16 +329,29 @@ fn grams<M: EpkModel>(
     for start in (0..n).step_by(block) {
         let end = (start + block).min(n);
         let t = Instant::now();
-        let j = jacobians(net, w, &train[start * len..end * len]);
+        let need_j = kernels.iter().any(|&s| s != Surrogate::Ck);
+        let j = if need_j {
+            jacobians(net, w, &train[start * len..end * len])
+        } else {
+            Array2::zeros((0, 0))
+        };
         let shared = t.elapsed().as_secs_f64() / kernels.len() as f64;
         for (q, &s) in kernels.iter().enumerate() {
             let t = Instant::now();
-            train_features[q].push(features(&j, k, s, &projection));
+            let phi = match s {
+                Surrogate::Ck => ck(&train[start * len..end * len])?,
+                _ => features(&j, k, s, &projection),
+            };
+            train_features[q].push(phi);
             seconds[q] += shared + t.elapsed().as_secs_f64();
         }
     }
     let t = Instant::now();
-    let jt = jacobians(net, w, test);
+    let jt = if kernels.iter().any(|&s| s != Surrogate::Ck) {
+        jacobians(net, w, test)
+    } else {
+        Array2::zeros((0, 0))
+    };
     let shared = t.elapsed().as_secs_f64() / kernels.len() as f64;
     let mut out = Vec::with_capacity(kernels.len());
     for (q, &s) in kernels.iter().enumerate() {
@@ -334,10 +360,13 @@ fn grams<M: EpkModel>(
         let phi = ndarray::concatenate(Axis(0), &blocks)
             .map_err(|e| ReplayError::Input(format!("kernel features: {e}")))?;
         train_features[q].clear();
-        let phi_test = features(&jt, k, s, &projection);
+        let phi_test = match s {
+            Surrogate::Ck => ck(test)?,
+            _ => features(&jt, k, s, &projection),
+        };
         let mut g_train = phi.dot(&phi.t());
         let mut g_test = phi_test.dot(&phi.t());
-        if matches!(s, Surrogate::TrNtk | Surrogate::ProjTrNtk) {
+        if matches!(s, Surrogate::TrNtk | Surrogate::ProjTrNtk | Surrogate::Ck) {
             let d_train: Vec<f64> = phi.rows().into_iter().map(|r| r.dot(&r)).collect();
             let d_test: Vec<f64> = phi_test.rows().into_iter().map(|r| r.dot(&r)).collect();
             cosine_normalise(&mut g_train, &d_train, &d_train);

@@ -46,6 +46,21 @@ pub fn jacobians<M: EpkModel>(net: &Network<M>, weights: &[f64], xs: &[f64]) -> 
     out
 }
 
+/// Penultimate features φ(x), the input of the model's last [`Switches::linear`] layer,
+/// `[n, width]`: the conjugate kernel is their cosine. `None` when the model routes no linear
+/// layer through `Switches::linear`.
+///
+/// [`Switches::linear`]: epk_recorder::Switches::linear
+pub fn penultimate<M: EpkModel>(
+    net: &Network<M>,
+    weights: &[f64],
+    xs: &[f64],
+) -> Option<Array2<f64>> {
+    let n = xs.len() / net.input_len();
+    let f = net.factors(weights, xs, &vec![0.0; n * net.outputs()]);
+    f.a.last().cloned()
+}
+
 /// The eNTK blocks ⟨∇f_c(x), ∇f_d(x')⟩ for two sets of Jacobian rows: `[n·K, m·K]`.
 pub fn entk(a: &Array2<f64>, b: &Array2<f64>) -> Array2<f64> {
     a.dot(&b.t())

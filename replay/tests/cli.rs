@@ -159,7 +159,16 @@ fn compare_puts_the_exact_machine_at_tau_one_beside_the_refits() {
     let names: Vec<&str> = rows.iter().map(|r| r["kernel"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["epk", "dpk", "trntk0", "trntk", "pntk", "proj-trntk", "proj-pntk"]
+        [
+            "epk",
+            "dpk",
+            "trntk0",
+            "trntk",
+            "pntk",
+            "proj-trntk",
+            "proj-pntk",
+            "ck"
+        ]
     );
     let epk = &rows[0];
     assert_eq!(epk["tau"].as_f64(), Some(1.0));
