@@ -77,9 +77,14 @@ pub struct CompareArgs {
     /// Print the table as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Also write a scatter plot of each surrogate's logits against the network's here.
+    /// Write plots here: scatter.png (each surrogate against the network) and, with
+    /// --rule-sweep, rules.png.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also replay with ten quadrature rules (left, mid, Gauss, auto) and report each one's
+    /// evaluations and error.
+    #[arg(long)]
+    pub rule_sweep: bool,
 }
 
 #[derive(Args, Debug)]
@@ -386,16 +391,39 @@ fn compare<M: EpkModel>(args: &CompareArgs, reader: &StoreReader) -> Result<Exit
     let xs = &eval.inputs[..m * a.input_len()];
     let comparison =
         crate::compare::compare(reader, &net, xs, &targets, &options).context("compare failed")?;
+    let sweep = if args.rule_sweep {
+        let rules = crate::compare::sweep_rules();
+        crate::compare::rule_sweep(reader, &net, xs, &rules, &options.replay)
+            .context("rule sweep failed")?
+    } else {
+        Vec::new()
+    };
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         plot::scatter(&dir.join("scatter.png"), &comparison)?;
+        if !sweep.is_empty() {
+            plot::rules(&dir.join("rules.png"), &sweep)?;
+        }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&comparison.rows)?);
+        let v = serde_json::json!({ "kernels": comparison.rows, "rules": sweep });
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print!("{}", comparison.table());
+        if !sweep.is_empty() {
+            println!(
+                "{:<10} {:>16} {:>12} {:>8}",
+                "rule", "evals/step/point", "max error", "seconds"
+            );
+            for p in &sweep {
+                println!(
+                    "{:<10} {:>16.2} {:>12.3e} {:>8.1}",
+                    p.rule, p.evals_per_step_per_point, p.max_error, p.seconds
+                );
+            }
+        }
         if let Some(dir) = &args.out {
-            println!("plot written to {}", dir.join("scatter.png").display());
+            println!("plots written to {}", dir.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2,7 +2,7 @@
 //! system fonts.
 
 use crate::attribute::{Attribution, PointAttribution};
-use crate::compare::Comparison;
+use crate::compare::{Comparison, RulePoint};
 use epk_store::Samples;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
@@ -183,6 +183,56 @@ pub fn scatter(path: &Path, c: &Comparison) -> Result<(), PlotError> {
                 let color = Palette99::pick(i % k).to_rgba();
                 Circle::new((a, b), 2, color.filled())
             }))
+            .map_err(|e| fail(path, e))?;
+    }
+    root.present().map_err(|e| fail(path, e))
+}
+
+/// Error against Jacobian evaluations per step per point, one labelled point per rule, on log
+/// axes (Bell et al. Fig. 7). Errors below 1e-16 are drawn at 1e-16.
+pub fn rules(path: &Path, points: &[RulePoint]) -> Result<(), PlotError> {
+    font();
+    let root = BitMapBackend::new(path, (760, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(path, e))?;
+    let floor = 1e-16f64;
+    let xmax = points
+        .iter()
+        .fold(1.0f64, |m, p| m.max(p.evals_per_step_per_point))
+        * 2.0;
+    let ymax = points.iter().fold(floor, |m, p| m.max(p.max_error)) * 10.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "kernel machine error vs Jacobian evaluations per step per point",
+            ("sans-serif", 15),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d((0.5f64..xmax).log_scale(), (floor / 2.0..ymax).log_scale())
+        .map_err(|e| fail(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("Jacobian evaluations per step per point")
+        .y_desc("max |b + ΣA + N + R − f|")
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .draw()
+        .map_err(|e| fail(path, e))?;
+    for p in points {
+        let at = (p.evals_per_step_per_point.max(0.5), p.max_error.max(floor));
+        let color = if p.rule == "auto" {
+            RGBColor(0, 120, 0)
+        } else {
+            RGBColor(30, 60, 180)
+        };
+        chart
+            .draw_series(std::iter::once(Circle::new(at, 4, color.filled())))
+            .map_err(|e| fail(path, e))?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                p.rule.clone(),
+                at,
+                ("sans-serif", 12).into_font(),
+            )))
             .map_err(|e| fail(path, e))?;
     }
     root.present().map_err(|e| fail(path, e))

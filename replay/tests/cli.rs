@@ -153,9 +153,20 @@ fn compare_puts_the_exact_machine_at_tau_one_beside_the_refits() {
         "16",
         "--out",
         out_dir.to_str().unwrap(),
+        "--rule-sweep",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<serde_json::Value> = v["kernels"].as_array().unwrap().clone();
+    let rules = v["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 10);
+    let err = |name: &str| {
+        rules.iter().find(|r| r["rule"] == name).unwrap()["max_error"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(err("auto") < 1e-12 && err("left:1") > 1e-6, "{rules:?}");
+    assert!(err("left:100") < err("left:1"), "Riemann sums converge");
     let names: Vec<&str> = rows.iter().map(|r| r["kernel"].as_str().unwrap()).collect();
     assert_eq!(
         names,
@@ -180,6 +191,8 @@ fn compare_puts_the_exact_machine_at_tau_one_beside_the_refits() {
         assert!((-1.0..=1.0).contains(&tau));
         assert!(r["kglm_gradient"].as_f64().unwrap() < 1e-6, "{r}");
     }
-    let png = std::fs::read(out_dir.join("scatter.png")).unwrap();
-    assert_eq!(&png[..4], b"\x89PNG");
+    for name in ["scatter.png", "rules.png"] {
+        let png = std::fs::read(out_dir.join(name)).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG", "{name}");
+    }
 }
