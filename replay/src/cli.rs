@@ -77,8 +77,8 @@ pub struct CompareArgs {
     /// Print the table as JSON.
     #[arg(long)]
     pub json: bool,
-    /// Write plots here: scatter.png (each surrogate against the network) and, with
-    /// --rule-sweep, rules.png.
+    /// Write plots here: scatter.png (each surrogate against the network), attributions.png
+    /// (the first point's EPK attributions by training class) and, with --rule-sweep, rules.png.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Also replay with ten quadrature rules (left, mid, Gauss, auto) and report each one's
@@ -401,6 +401,9 @@ fn compare<M: EpkModel>(args: &CompareArgs, reader: &StoreReader) -> Result<Exit
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         plot::scatter(&dir.join("scatter.png"), &comparison)?;
+        if let Some((class, values, labels)) = &comparison.first_point {
+            plot::distribution(&dir.join("attributions.png"), *class, values, labels)?;
+        }
         if !sweep.is_empty() {
             plot::rules(&dir.join("rules.png"), &sweep)?;
         }

@@ -126,6 +126,9 @@ pub struct Row {
 /// The comparison for the held-out inputs `xs` with labels `targets`.
 pub struct Comparison {
     pub rows: Vec<Row>,
+    /// EPK attributions A[x₀, i, k] of the first held-out point x₀ to its predicted class k,
+    /// with the training labels (for the per-class distribution plot).
+    pub first_point: Option<(usize, Vec<f64>, Vec<i64>)>,
     /// Network logits `[points, outputs]`.
     pub network: Array2<f64>,
     pub targets: Vec<usize>,
@@ -145,6 +148,7 @@ pub fn compare<M: EpkModel>(
     let w = reader.weights(reader.steps())?;
     let network = Array2::from_shape_vec((m, k), net.forward(&w, xs)).expect("[m, k]");
     let mut rows = Vec::new();
+    let mut first_point = None;
     let wanted = |s: Surrogate| options.surrogates.contains(&s);
     for s in [Surrogate::Epk, Surrogate::Dpk] {
         if !wanted(s) {
@@ -161,6 +165,16 @@ pub fn compare<M: EpkModel>(
         };
         let machine = replay(reader, net, xs, &replay_options, |_| {})?;
         let logits = machine.prediction();
+        if s == Surrogate::Epk {
+            let f = machine.network.row(0);
+            let class = f
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i);
+            let values = machine.attributions.slice(s![0, .., class]).to_vec();
+            first_point = Some((class, values, reader.train()?.targets));
+        }
         rows.push(row(s, &logits, &network, targets, started));
     }
     let kernels: Vec<Surrogate> = options
@@ -190,6 +204,7 @@ pub fn compare<M: EpkModel>(
     }
     Ok(Comparison {
         rows,
+        first_point,
         network,
         targets: targets.to_vec(),
     })

@@ -238,6 +238,55 @@ pub fn rules(path: &Path, points: &[RulePoint]) -> Result<(), PlotError> {
     root.present().map_err(|e| fail(path, e))
 }
 
+/// The first held-out point's EPK attributions to its predicted class, one strip per training
+/// class (Engel et al. Fig. 2): which classes push the prediction up, which down.
+pub fn distribution(
+    path: &Path,
+    class: usize,
+    values: &[f64],
+    labels: &[i64],
+) -> Result<(), PlotError> {
+    font();
+    let classes = labels.iter().copied().max().unwrap_or(0).max(0) as usize + 1;
+    let root = BitMapBackend::new(path, (760, 90 + 40 * classes as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(path, e))?;
+    let lim = values
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()))
+        .max(f64::MIN_POSITIVE)
+        * 1.05;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("held-out point 0: A[x, i, {class}] by training class"),
+            ("sans-serif", 15),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(60)
+        .build_cartesian_2d(-lim..lim, -0.5f64..classes as f64 - 0.5)
+        .map_err(|e| fail(path, e))?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(classes)
+        .y_label_formatter(&|y| format!("class {}", y.round()))
+        .x_desc("EPK attribution A[x, i, k]")
+        .draw()
+        .map_err(|e| fail(path, e))?;
+    chart
+        .draw_series(values.iter().zip(labels).enumerate().map(|(i, (&v, &c))| {
+            // A deterministic jitter spreads the strip.
+            let jitter = ((i * 2654435761) % 1000) as f64 / 1000.0 * 0.6 - 0.3;
+            Circle::new(
+                (v, c as f64 + jitter),
+                2,
+                Palette99::pick(c.max(0) as usize).to_rgba().filled(),
+            )
+        }))
+        .map_err(|e| fail(path, e))?;
+    root.present().map_err(|e| fail(path, e))
+}
+
 fn caption(a: &Attribution) -> String {
     format!("#{} y={} {:+.2e}", a.index, a.label, a.value)
 }

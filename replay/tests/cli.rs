@@ -191,7 +191,7 @@ fn compare_puts_the_exact_machine_at_tau_one_beside_the_refits() {
         assert!((-1.0..=1.0).contains(&tau));
         assert!(r["kglm_gradient"].as_f64().unwrap() < 1e-6, "{r}");
     }
-    for name in ["scatter.png", "rules.png"] {
+    for name in ["scatter.png", "rules.png", "attributions.png"] {
         let png = std::fs::read(out_dir.join(name)).unwrap();
         assert_eq!(&png[..4], b"\x89PNG", "{name}");
     }
