@@ -330,3 +330,50 @@ fn toy_with_minibatch_momentum_and_decay_verifies() {
 fn toy_with_minibatch_adam_verifies() {
     toy_verifies(Optim::Adam(AdamConfig::new()), 16, 0.01);
 }
+
+/// Splitting the attributions by parameter tensor loses nothing: the parts add up to the
+/// whole, on the stateful (momentum) path and on plain gradient descent.
+#[test]
+fn per_tensor_split_adds_up_to_the_attributions() {
+    for optim in [
+        Optim::Sgd(SgdConfig::new().with_momentum(Some(MomentumConfig::new()))),
+        Optim::Sgd(SgdConfig::new()),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("toy.zarr");
+        let run = Run::toy(6, 8, 10, 6).with(optim, 10, 0.2);
+        run.record(&path);
+        let reader = StoreReader::open(&path).unwrap();
+        let device = flex_f64().unwrap();
+        let net = Network::<Mlp>::new(reader.attrs(), &device).unwrap();
+        let eval = reader.eval().unwrap();
+        let groups: Vec<_> = reader
+            .attrs()
+            .params
+            .iter()
+            .map(|p| p.offset..p.offset + p.len)
+            .collect();
+        let options = ReplayOptions {
+            groups,
+            ..ReplayOptions::default()
+        };
+        let m = replay(&reader, &net, &eval.inputs, &options, |_| {}).unwrap();
+        let parts = m.group_attributions.as_ref().unwrap();
+        assert_eq!(parts.shape()[0], 4, "two weights, two biases");
+        let summed = parts.sum_axis(ndarray::Axis(0));
+        let worst = (&summed - &m.attributions)
+            .iter()
+            .fold(0.0f64, |a, v| a.max(v.abs()));
+        assert!(worst < 1e-13, "parts differ from the whole by {worst:e}");
+        // Every layer takes part: no group is identically zero.
+        for q in 0..4 {
+            assert!(
+                parts
+                    .index_axis(ndarray::Axis(0), q)
+                    .iter()
+                    .any(|v| v.abs() > 1e-9)
+            );
+        }
+        assert!(m.max_error() < 1e-12);
+    }
+}

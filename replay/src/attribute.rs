@@ -60,6 +60,7 @@ impl PointAttribution {
     ///     steps: Vec::new(),
     ///     constant_coefficients: None,
     ///     optimizer: "sgd".into(),
+    ///     group_attributions: None,
     /// };
     /// let r = PointAttribution::rank(&machine, 0, 7, None, &[4, 5, 6], Some(1), 2);
     /// assert_eq!(r.output, 0); // the predicted class

@@ -41,8 +41,34 @@ pub enum Command {
     Attribute(AttributeArgs),
     /// Compare the exact path kernel with DPK and the trace-NTK family on held-out points.
     Compare(CompareArgs),
+    /// Split one held-out prediction's attributions and kernel values by layer.
+    Layers(LayersArgs),
     /// Summarise a store: model, optimizer, steps, data.
     Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LayersArgs {
+    /// The epk store (a Zarr v3 directory).
+    pub store: PathBuf,
+    /// The held-out point to explain (its index in the store's held-out set).
+    #[arg(long)]
+    pub point: usize,
+    /// The output to explain (default: the class the network predicts).
+    #[arg(long)]
+    pub output: Option<usize>,
+    /// Quadrature rule, as for verify.
+    #[arg(long, default_value = "auto")]
+    pub rule: Rule,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Draw the layers' parts of the prediction to this PNG.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Print the split as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -214,6 +240,7 @@ fn dispatch(registry: &Registry, command: &Command) -> Result<ExitCode> {
         Command::Verify(a) => &a.store,
         Command::Attribute(a) => &a.store,
         Command::Compare(a) => &a.store,
+        Command::Layers(a) => &a.store,
         Command::Info(a) => &a.store,
     };
     let reader = StoreReader::open(path)?;
@@ -268,6 +295,7 @@ fn run<M: EpkModel>(command: &Command, reader: &StoreReader) -> Result<ExitCode>
         Command::Verify(args) => verify::<M>(args, reader),
         Command::Attribute(args) => attribute::<M>(args, reader),
         Command::Compare(args) => compare::<M>(args, reader),
+        Command::Layers(args) => layers::<M>(args, reader),
         Command::Info(a) => info(reader, a.json),
     }
 }
@@ -339,6 +367,127 @@ fn attribute<M: EpkModel>(args: &AttributeArgs, reader: &StoreReader) -> Result<
             ranked.error, args.tolerance, args.rule
         );
         return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn layers<M: EpkModel>(args: &LayersArgs, reader: &StoreReader) -> Result<ExitCode> {
+    let a = reader.attrs();
+    if a.steps == 0 {
+        bail!(
+            "{}: the store has no committed step",
+            reader.path().display()
+        );
+    }
+    let eval = reader.eval()?;
+    if args.point >= eval.len() {
+        bail!(
+            "--point {}: the store holds {} held-out points",
+            args.point,
+            eval.len()
+        );
+    }
+    if let Some(k) = args.output
+        && k >= a.outputs
+    {
+        bail!("--output {k}: the model has {} outputs", a.outputs);
+    }
+    let device = flex_f64().map_err(anyhow::Error::msg)?;
+    let net = Network::<M>::new(a, &device)?;
+    let x = eval.input(args.point);
+    let mut options = ReplayOptions {
+        rule: args.rule,
+        groups: a
+            .params
+            .iter()
+            .map(|p| p.offset..p.offset + p.len)
+            .collect(),
+        ..ReplayOptions::default()
+    };
+    if let Some(t) = args.threads {
+        options.threads = t.max(1);
+    }
+    let bar = progress_bar(a.steps, args.json);
+    let machine = replay(reader, &net, x, &options, |s| bar.set_position(s as u64))
+        .context("replay failed")?;
+    bar.finish_and_clear();
+    let f = machine.network.row(0);
+    let k = args.output.unwrap_or_else(|| {
+        f.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i)
+    });
+    let train = reader.train()?;
+    let w = reader.weights(a.steps)?;
+    let shares = crate::layers::split(
+        &machine,
+        &a.params,
+        k,
+        &net,
+        &w,
+        x,
+        &train.inputs,
+        &train.targets,
+    )
+    .context("the replay kept no per-layer split")?;
+    let learned = f[k] - machine.bias[[0, k]];
+    if let Some(path) = &args.plot {
+        let names: Vec<String> = shares.iter().map(|s| s.layer.clone()).collect();
+        let values: Vec<f64> = shares.iter().map(|s| s.attribution).collect();
+        plot::layer_bars(
+            path,
+            &format!(
+                "held-out point {}, output {k}: f − b = {learned:.4} by layer",
+                args.point
+            ),
+            &names,
+            &values,
+        )?;
+    }
+    if args.json {
+        let v = serde_json::json!({
+            "point": args.point,
+            "output": k,
+            "network": f[k],
+            "bias": machine.bias[[0, k]],
+            "nondata": machine.nondata[[0, k]],
+            "residual": machine.residual[[0, k]],
+            "max_error": machine.max_error(),
+            "layers": shares,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "held-out point {}: output {k} = {:.6e} = b {:.6e} + Σ_layers Σ_i A + non-data {:.3e} + residual {:.3e}  (|error| {:.1e})",
+            args.point,
+            f[k],
+            machine.bias[[0, k]],
+            machine.nondata[[0, k]],
+            machine.residual[[0, k]],
+            machine.max_error()
+        );
+        println!(
+            "{:<16} {:>8} {:>13} {:>9} {:>22} {:>12} {:>12}",
+            "layer", "params", "Σ_i A", "of f − b", "top point (label) A", "trNTK⁰ same", "other"
+        );
+        for s in &shares {
+            println!(
+                "{:<16} {:>8} {:>13.5e} {:>8.2}% {:>10} ({}) {:>+9.2e} {:>12.4e} {:>12.4e}",
+                s.layer,
+                s.params,
+                s.attribution,
+                100.0 * s.attribution / learned,
+                s.top_index,
+                s.top_label,
+                s.top_value,
+                s.kernel_same_class,
+                s.kernel_other_classes
+            );
+        }
+        if let Some(path) = &args.plot {
+            println!("plot written to {}", path.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,7 @@ pub mod faithfulness;
 pub mod gauss;
 pub mod kernels;
 pub mod kglm;
+pub mod layers;
 pub mod machine;
 pub mod network;
 pub mod optimizer;

@@ -19,6 +19,9 @@ pub struct ReplayOptions {
     pub threads: usize,
     /// Training samples per block of per-sample gradients (bounds memory).
     pub block: usize,
+    /// Parameter groups (ranges of the flat parameter vector) to split the attributions by;
+    /// empty for no split. Splitting uses dense contractions.
+    pub groups: Vec<std::ops::Range<usize>>,
 }
 
 impl Default for ReplayOptions {
@@ -28,6 +31,7 @@ impl Default for ReplayOptions {
             tolerance: 1e-12,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             block: 256,
+            groups: Vec::new(),
         }
     }
 }
@@ -72,6 +76,9 @@ pub struct KernelMachine {
     pub constant_coefficients: Option<Vec<f64>>,
     /// The optimizer replayed, in one line.
     pub optimizer: String,
+    /// A split by [`ReplayOptions::groups`], `[groups, points, train samples, outputs]`: the
+    /// groups' attributions add up to `attributions`.
+    pub group_attributions: Option<ndarray::Array4<f64>>,
 }
 
 impl KernelMachine {
@@ -261,6 +268,7 @@ fn replay_plain<M: EpkModel>(
     let train = reader.train()?;
     let steps = reader.steps();
     let mut residual = Array2::<f64>::zeros((m, k));
+    let mut groups = group_array(&options.groups, m, attrs.train_samples, k);
     let mut checks = Vec::with_capacity(steps);
     let mut coefficients = Coefficients::new(attrs.train_samples, attrs.loss, k);
     let threads = options.threads.max(1);
@@ -279,7 +287,11 @@ fn replay_plain<M: EpkModel>(
         // Train side: a_{i,s} = −η ∂L/∂f(x_i), per-sample gradients in blocks.
         coefficients.observe(&batch.indices, &batch.dloss);
         let coeffs: Vec<f64> = batch.dloss.iter().map(|d| -lr * d).collect();
-        let contraction = Contraction::choose(net, &results, k, p);
+        let contraction = if options.groups.is_empty() {
+            Contraction::choose(net, &results, k, p)
+        } else {
+            Contraction::Dense(dense_jbar(net, &results, k, p))
+        };
         let mut total = vec![0.0; p];
         let block = options.block.max(1);
         for (b, idx) in batch.indices.chunks(block).enumerate() {
@@ -313,6 +325,7 @@ fn replay_plain<M: EpkModel>(
                     for row in g.rows() {
                         add(&mut total, row.as_slice().expect("contiguous"));
                     }
+                    split_groups(&mut groups, &options.groups, jbar, &g, idx, m, k);
                     // [m·k, p] · [p, n] → [m·k, n]
                     jbar.dot(&g.t())
                 }
@@ -343,6 +356,7 @@ fn replay_plain<M: EpkModel>(
         steps: checks,
         constant_coefficients: coefficients.constant(),
         optimizer: "sgd".into(),
+        group_attributions: groups,
     })
 }
 
@@ -414,6 +428,7 @@ fn replay_stateful<M: EpkModel>(
     // gradient of step s then meets E_s = γ_s u_s + b_s Z_s.
     let mut nondata = Array2::<f64>::zeros((m, k));
     let mut residual = Array2::<f64>::zeros((m, k));
+    let mut groups = group_array(&options.groups, m, attrs.train_samples, k);
     let mut z = Array2::<f64>::zeros((m * k, p));
     let mut a_next = 0.0;
     let mut checks: Vec<StepCheck> = Vec::with_capacity(steps);
@@ -473,6 +488,7 @@ fn replay_stateful<M: EpkModel>(
             let cb = &batch.dloss[b * block * k..(b * block + idx.len()) * k];
             let grads = sample_grads(net, &start, &xb, cb, threads);
             let g = ArrayView2::from_shape((idx.len(), p), &grads).expect("grads are [n, p]");
+            split_groups(&mut groups, &options.groups, &e, &g, idx, m, k);
             scatter(&mut attributions, &e.dot(&g.t()), idx, m, k);
         }
         checks.push(check);
@@ -489,7 +505,43 @@ fn replay_stateful<M: EpkModel>(
         steps: checks,
         constant_coefficients: None,
         optimizer: describe,
+        group_attributions: groups,
     })
+}
+
+fn group_array(
+    groups: &[std::ops::Range<usize>],
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Option<ndarray::Array4<f64>> {
+    (!groups.is_empty()).then(|| ndarray::Array4::zeros((groups.len(), m, n, k)))
+}
+
+/// Adds each parameter group's share of a block's contributions: rows `[m·k, p]` against
+/// gradients `[n, p]`, restricted to the group's columns.
+fn split_groups(
+    out: &mut Option<ndarray::Array4<f64>>,
+    ranges: &[std::ops::Range<usize>],
+    rows: &Array2<f64>,
+    grads: &ArrayView2<f64>,
+    idx: &[usize],
+    m: usize,
+    k: usize,
+) {
+    let Some(out) = out else { return };
+    for (q, r) in ranges.iter().enumerate() {
+        let cols = ndarray::s![.., r.clone()];
+        let contrib = rows.slice(cols).dot(&grads.slice(cols).t());
+        let mut target = out.index_axis_mut(Axis(0), q);
+        for (c, &i) in idx.iter().enumerate() {
+            for pt in 0..m {
+                for o in 0..k {
+                    target[[pt, i, o]] += contrib[[pt * k + o, c]];
+                }
+            }
+        }
+    }
 }
 
 /// Adds a block's contributions `[points·outputs, samples]` to A.

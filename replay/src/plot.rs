@@ -287,6 +287,59 @@ pub fn distribution(
     root.present().map_err(|e| fail(path, e))
 }
 
+/// One horizontal bar per named value (the layers' parts of a prediction).
+pub fn layer_bars(
+    path: &Path,
+    title: &str,
+    names: &[String],
+    values: &[f64],
+) -> Result<(), PlotError> {
+    font();
+    let n = names.len().max(1);
+    let root = BitMapBackend::new(path, (760, (90 + 34 * n) as u32)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(path, e))?;
+    let lim = values
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()))
+        .max(f64::MIN_POSITIVE)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 15))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(140)
+        .build_cartesian_2d(-lim..lim, 0f64..n as f64)
+        .map_err(|e| fail(path, e))?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .y_labels(0)
+        .x_desc("Σ_i A[x, i, k] within the layer")
+        .draw()
+        .map_err(|e| fail(path, e))?;
+    let row = |i: usize| (n - 1 - i) as f64;
+    chart
+        .draw_series(values.iter().enumerate().map(|(i, &v)| {
+            let color = if v >= 0.0 {
+                RGBColor(0, 120, 0)
+            } else {
+                RGBColor(180, 0, 0)
+            };
+            Rectangle::new([(0.0, row(i) + 0.2), (v, row(i) + 0.8)], color.filled())
+        }))
+        .map_err(|e| fail(path, e))?;
+    for (i, name) in names.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(-lim, row(i) + 0.5));
+        root.draw(&Text::new(
+            name.clone(),
+            (px - 130, py - 7),
+            ("sans-serif", 13).into_font(),
+        ))
+        .map_err(|e| fail(path, e))?;
+    }
+    root.present().map_err(|e| fail(path, e))
+}
+
 fn caption(a: &Attribution) -> String {
     format!("#{} y={} {:+.2e}", a.index, a.label, a.value)
 }

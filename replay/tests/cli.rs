@@ -196,3 +196,38 @@ fn compare_puts_the_exact_machine_at_tau_one_beside_the_refits() {
         assert_eq!(&png[..4], b"\x89PNG", "{name}");
     }
 }
+
+#[test]
+fn layers_split_a_prediction_that_still_adds_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("run.zarr");
+    record(&store);
+    let s = store.to_str().unwrap();
+    let png = dir.path().join("layers.png");
+    let out = replay(&[
+        "layers",
+        s,
+        "--point",
+        "2",
+        "--json",
+        "--plot",
+        png.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    let names: Vec<&str> = layers
+        .iter()
+        .map(|l| l["layer"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["layers.0", "layers.1"]);
+    let sum: f64 = layers
+        .iter()
+        .map(|l| l["attribution"].as_f64().unwrap())
+        .sum::<f64>()
+        + v["bias"].as_f64().unwrap()
+        + v["nondata"].as_f64().unwrap()
+        + v["residual"].as_f64().unwrap();
+    assert!((sum - v["network"].as_f64().unwrap()).abs() < 1e-12);
+    assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
+}
