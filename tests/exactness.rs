@@ -2,24 +2,11 @@
 
 mod common;
 
-use common::Run;
+use common::{Run, machine_for};
 use epk::recorder::models::{Mlp, MlpConfig};
 use epk::recorder::{device::flex_f64, params};
 use epk::replay::{Network, ReplayOptions, Rule, VerifyReport, replay};
 use epk::store::StoreReader;
-
-fn machine_for(path: &std::path::Path, rule: Rule) -> (StoreReader, epk::replay::KernelMachine) {
-    let reader = StoreReader::open(path).unwrap();
-    let device = flex_f64().unwrap();
-    let net = Network::<Mlp>::new(reader.attrs(), &device).unwrap();
-    let eval = reader.eval().unwrap();
-    let options = ReplayOptions {
-        rule,
-        ..ReplayOptions::default()
-    };
-    let machine = replay(&reader, &net, &eval.inputs, &options, |_| {}).unwrap();
-    (reader, machine)
-}
 
 /// Softmax regression (no hidden layer) has a constant Jacobian, so its path kernel is
 /// K(x, x') = (x·x' + 1) per output, and with gradient descent trained here by hand,

@@ -8,24 +8,11 @@ use burn::grad_clipping::GradientClippingConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, SgdConfig};
-use common::{Optim, Run};
+use common::{Optim, Run, machine_for};
 use epk::recorder::device::flex_f64;
 use epk::recorder::models::Mlp;
-use epk::replay::{KernelMachine, Network, ReplayOptions, Rule, VerifyReport, replay};
+use epk::replay::{Network, ReplayOptions, Rule, VerifyReport, replay};
 use epk::store::StoreReader;
-
-fn machine(path: &std::path::Path, rule: Rule) -> (StoreReader, KernelMachine) {
-    let reader = StoreReader::open(path).unwrap();
-    let device = flex_f64().unwrap();
-    let net = Network::<Mlp>::new(reader.attrs(), &device).unwrap();
-    let eval = reader.eval().unwrap();
-    let options = ReplayOptions {
-        rule,
-        ..ReplayOptions::default()
-    };
-    let machine = replay(&reader, &net, &eval.inputs, &options, |_| {}).unwrap();
-    (reader, machine)
-}
 
 /// An optimizer written out by hand from its textbook formulas, tracking each training
 /// sample's share of the momentum buffer separately (fine on 30 samples; replay never does
@@ -198,7 +185,7 @@ fn assert_matches_hand(run: Run, hand: Hand) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.zarr");
     run.record(&path);
-    let (reader, machine) = machine(&path, Rule::Left(1));
+    let (reader, machine) = machine_for(&path, Rule::Left(1));
     let (attributions, nondata) = by_hand(&run, &reader, hand, 1e-14);
     let scale = attributions.iter().fold(0.0f64, |a, v| a.max(v.abs()));
     let worst = machine
@@ -301,11 +288,11 @@ fn toy_verifies(optim: Optim, batch: usize, lr: f64) -> VerifyReport {
     let path = dir.path().join("toy.zarr");
     let run = Run::toy(10, 16, 20, 24).with(optim, batch, lr);
     run.record(&path);
-    let (_, machine) = machine(&path, Rule::Auto);
+    let (_, machine) = machine_for(&path, Rule::Auto);
     let report = VerifyReport::new(&machine, Rule::Auto, 1e-12, true, 0.0);
     assert!(report.passed, "{}", report.table());
     // The left rule leaves an error that the check catches.
-    let (_, left) = self::machine(&path, Rule::Left(4));
+    let (_, left) = self::machine_for(&path, Rule::Left(4));
     assert!(
         left.max_error() > 1e-9,
         "left:4 error {:e}",

@@ -287,12 +287,29 @@ pub fn distribution(
     root.present().map_err(|e| fail(path, e))
 }
 
-/// One horizontal bar per named value (the layers' parts of a prediction).
+/// One horizontal bar per layer: its part of a prediction.
 pub fn layer_bars(
     path: &Path,
     title: &str,
     names: &[String],
     values: &[f64],
+) -> Result<(), PlotError> {
+    hbars(
+        path,
+        title,
+        names,
+        values,
+        "Σ_i A[x, i, k] within the layer",
+    )
+}
+
+/// One horizontal bar per named value, top to bottom, green when positive and red when not.
+fn hbars(
+    path: &Path,
+    title: &str,
+    names: &[String],
+    values: &[f64],
+    x_desc: &str,
 ) -> Result<(), PlotError> {
     font();
     let n = names.len().max(1);
@@ -314,7 +331,7 @@ pub fn layer_bars(
         .configure_mesh()
         .disable_y_mesh()
         .y_labels(0)
-        .x_desc("Σ_i A[x, i, k] within the layer")
+        .x_desc(x_desc)
         .draw()
         .map_err(|e| fail(path, e))?;
     let row = |i: usize| (n - 1 - i) as f64;
@@ -346,53 +363,12 @@ fn caption(a: &Attribution) -> String {
 
 fn bars(path: &Path, r: &PointAttribution) -> Result<(), PlotError> {
     let items: Vec<&Attribution> = r.positive.iter().chain(r.negative.iter().rev()).collect();
-    let n = items.len().max(1);
-    let root = BitMapBackend::new(path, (900, (90 + 22 * n) as u32)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| fail(path, e))?;
-    let lim = items
+    let names: Vec<String> = items
         .iter()
-        .fold(0.0f64, |m, a| m.max(a.value.abs()))
-        .max(f64::MIN_POSITIVE);
-    let x0 = -lim * 1.05;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title(r), ("sans-serif", 15))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(140)
-        .build_cartesian_2d(x0..lim * 1.05, 0f64..n as f64)
-        .map_err(|e| fail(path, e))?;
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .y_labels(0)
-        .x_desc("A[x, i, k]")
-        .draw()
-        .map_err(|e| fail(path, e))?;
-    // Row i from the top: the largest positive first, the most negative last.
-    let row = |i: usize| (n - 1 - i) as f64;
-    chart
-        .draw_series(items.iter().enumerate().map(|(i, a)| {
-            let color = if a.value >= 0.0 {
-                RGBColor(0, 120, 0)
-            } else {
-                RGBColor(180, 0, 0)
-            };
-            Rectangle::new(
-                [(0.0, row(i) + 0.15), (a.value, row(i) + 0.85)],
-                color.filled(),
-            )
-        }))
-        .map_err(|e| fail(path, e))?;
-    for (i, a) in items.iter().enumerate() {
-        let (px, py) = chart.backend_coord(&(x0, row(i) + 0.5));
-        root.draw(&Text::new(
-            format!("#{} (y={})", a.index, a.label),
-            (px - 130, py - 7),
-            ("sans-serif", 13).into_font(),
-        ))
-        .map_err(|e| fail(path, e))?;
-    }
-    root.present().map_err(|e| fail(path, e))
+        .map(|a| format!("#{} (y={})", a.index, a.label))
+        .collect();
+    let values: Vec<f64> = items.iter().map(|a| a.value).collect();
+    hbars(path, &title(r), &names, &values, "A[x, i, k]")
 }
 
 #[cfg(test)]

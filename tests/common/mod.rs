@@ -150,3 +150,20 @@ fn standard_normal(rng: &mut StdRng) -> f64 {
     let v: f64 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
     (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
+
+/// Replays the store's held-out points with `rule` and returns the reader and the machine.
+pub fn machine_for(
+    path: &Path,
+    rule: epk::replay::Rule,
+) -> (epk::store::StoreReader, epk::replay::KernelMachine) {
+    let reader = epk::store::StoreReader::open(path).unwrap();
+    let device = flex_f64().unwrap();
+    let net = epk::replay::Network::<Mlp>::new(reader.attrs(), &device).unwrap();
+    let eval = reader.eval().unwrap();
+    let options = epk::replay::ReplayOptions {
+        rule,
+        ..epk::replay::ReplayOptions::default()
+    };
+    let machine = epk::replay::replay(&reader, &net, &eval.inputs, &options, |_| {}).unwrap();
+    (reader, machine)
+}
