@@ -30,7 +30,7 @@ impl Default for KglmOptions {
     fn default() -> Self {
         KglmOptions {
             l2: 1e-4,
-            max_iterations: 500,
+            max_iterations: 2000,
             gradient_tolerance: 1e-9,
         }
     }
