@@ -26,7 +26,7 @@ use std::time::Instant;
     name = "replay",
     version,
     about = "Rebuild a network recorded by epk as its exact path kernel machine, and prove it",
-    after_help = "Exit codes: 0 verified, 1 verification failed, 2 bad input (flags, store, model)."
+    after_help = "Exit codes: 0 success, 1 verification failed (verify) or attributions not exact (attribute), 2 bad input (flags, store, model)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -35,7 +35,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Check that b + Σ_i A[x, i] equals the network on held-out points, step by step.
+    /// Check that the machine b + Σ_i A[x, i] + non-data terms equals the network, step by step.
     Verify(VerifyArgs),
     /// Rank the training points behind one held-out prediction (optionally drawn to a PNG).
     Attribute(AttributeArgs),
