@@ -14,14 +14,9 @@
 mod common;
 
 use anyhow::{Context, Result, bail};
-use burn::data::dataloader::batcher::Batcher;
-use burn::optim::SgdConfig;
-use burn::train::TrainStep;
 use clap::Parser;
-use epk::recorder::models::{Mlp, MlpConfig};
-use epk::recorder::{
-    IndexedBatcher, IndexedItem, Loss, Recorder, Samples, WithRecorder, device::flex_f64,
-};
+use epk::recorder::models::Mlp;
+use epk::recorder::{Samples, device::flex_f64};
 use epk::replay::layers::layer_groups;
 use epk::replay::{Network, ReplayOptions, replay};
 use epk::store::StoreReader;
@@ -41,35 +36,18 @@ struct Args {
     steps: usize,
 }
 
-const MEANS: [(f64, f64); 3] = [(1.0, 4.0), (4.0, 1.0), (5.0, 5.0)];
-
-/// Deterministic points on rings around each mean (no RNG needed for a demonstration).
-fn data(per_class: usize, phase: f64) -> Samples {
-    let mut inputs = Vec::new();
-    let mut targets = Vec::new();
-    for i in 0..per_class * 3 {
-        let c = i % 3;
-        let j = (i / 3) as f64;
-        let r = 0.3 + 1.2 * ((j * 0.618_033_988_75 + phase) % 1.0);
-        let a = j * 2.399_963_229_7 + phase;
-        inputs.extend([MEANS[c].0 + r * a.cos(), MEANS[c].1 + r * a.sin()]);
-        targets.push(c as i64);
-    }
-    Samples::new(inputs, vec![2], targets).expect("consistent shapes")
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.copies < 2 || args.steps == 0 {
         bail!("--copies must be at least 2 and --steps positive");
     }
     common::prepare_store(&args.store, args.overwrite)?;
-    let train = data(40, 0.1);
+    let train = common::rings(40, 0.1);
     // The explained point: the first class-0 point of a held-out ring, and copies of it moved
     // toward the class-1 mean.
-    let held_out = data(4, 0.5);
+    let held_out = common::rings(4, 0.5);
     let x0 = held_out.input(0).to_vec();
-    let target = MEANS[1];
+    let target = common::MEANS[1];
     let copies: Vec<f64> = (0..args.copies)
         .flat_map(|c| {
             let t = c as f64 / (args.copies - 1) as f64;
@@ -82,35 +60,10 @@ fn main() -> Result<()> {
     let eval =
         Samples::new(copies.clone(), vec![2], vec![0; args.copies]).map_err(anyhow::Error::msg)?;
 
-    let device = flex_f64().map_err(anyhow::Error::msg)?;
-    device.seed(1);
-    let config = MlpConfig::new(vec![2, 32, 3])
-        .with_log_softmax(true)
-        .with_zero_last_layer(true);
-    let sgd = SgdConfig::new();
-    let recorder = Recorder::builder(&args.store)
-        .model_config::<Mlp>(&config)
-        .loss(Loss::NllLogSoftmax)
-        .sgd(&sgd)
-        .train_data(train.clone())
-        .eval_data(eval);
-    let mut model = Mlp::new(&config, &device).with_recorder(recorder)?;
-    let mut optim = sgd.init();
-    let items: Vec<IndexedItem> = (0..train.len())
-        .map(|i| IndexedItem {
-            index: i,
-            input: train.input(i).to_vec(),
-            target: train.targets[i],
-        })
-        .collect();
-    for _ in 0..args.steps {
-        let out = TrainStep::step(&model, IndexedBatcher.batch(items.clone(), &device));
-        model = TrainStep::optimize(model, &mut optim, 0.1.into(), out.grads);
-        model.check()?;
-    }
-    model.finish().context("finishing the recording")?;
+    common::train_toy_2d(&args.store, &train, eval, 32, args.steps)?;
 
     let reader = StoreReader::open(&args.store)?;
+    let device = flex_f64().map_err(anyhow::Error::msg)?;
     let attrs = reader.attrs();
     let net = Network::<Mlp>::new(attrs, &device)?;
     let options = ReplayOptions {

@@ -59,3 +59,50 @@ fn trace_kernels_of_a_linear_model_have_their_closed_form() {
     let diff = (&jg - &ja).iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert!(diff < 1e-13, "{diff:e}");
 }
+
+/// The path kernel of a linear model: the Jacobian is constant, so
+/// K(x, z) = Σ_s η_s Σ_k (x·z + 1) = (Σ_s η_s) · K · (x·z + 1), for any inputs on both sides.
+#[test]
+fn path_kernel_of_a_linear_model_has_its_closed_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("linear.zarr");
+    let (dim, k) = (3, 4);
+    let run = Run::linear(dim, k, 5, 0.2);
+    run.record(&path);
+    let reader = StoreReader::open(&path).unwrap();
+    let device = flex_f64().unwrap();
+    let net = Network::<Mlp>::new(reader.attrs(), &device).unwrap();
+    let xs = [0.5, -1.0, 2.0, 1.5, 0.0, -0.5];
+    let zs = [1.0, 1.0, 1.0, -2.0, 0.25, 3.0, 0.0, 0.0, 0.0];
+    let kernel = epk::replay::path_kernel(
+        &reader,
+        &net,
+        &xs,
+        &zs,
+        &epk::replay::ReplayOptions::default(),
+    )
+    .unwrap();
+    let eta: f64 = (0..reader.steps()).map(|s| reader.lr(s).unwrap()).sum();
+    let diag = epk::replay::path_kernel_diagonal(
+        &reader,
+        &net,
+        &zs,
+        &epk::replay::ReplayOptions::default(),
+    )
+    .unwrap();
+    let full = epk::replay::path_kernel(&reader, &net, &zs, &zs, &Default::default()).unwrap();
+    for z in 0..3 {
+        assert!((diag[z] - full[[z, z]]).abs() < 1e-12);
+    }
+    for x in 0..2 {
+        for z in 0..3 {
+            let dot: f64 = (0..dim).map(|d| xs[x * dim + d] * zs[z * dim + d]).sum();
+            let want = eta * k as f64 * (dot + 1.0);
+            assert!(
+                (kernel[[x, z]] - want).abs() < 1e-12,
+                "K({x}, {z}) = {} vs {want}",
+                kernel[[x, z]]
+            );
+        }
+    }
+}

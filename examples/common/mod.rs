@@ -1,7 +1,72 @@
-//! What the examples share: preparing the store path.
+//! What the examples share: preparing the store path, and the paper's toy in two dimensions.
+#![allow(dead_code)]
 
 use anyhow::{Context, Result, bail};
+use burn::data::dataloader::batcher::Batcher;
+use burn::optim::SgdConfig;
+use burn::train::TrainStep;
+use epk::recorder::models::{Mlp, MlpConfig};
+use epk::recorder::{
+    IndexedBatcher, IndexedItem, Loss, Recorder, Samples, WithRecorder, device::flex_f64,
+};
 use std::path::Path;
+
+/// The class means of Bell et al.'s toy, in its first two dimensions.
+pub const MEANS: [(f64, f64); 3] = [(1.0, 4.0), (4.0, 1.0), (5.0, 5.0)];
+
+/// Deterministic 2-D points on rings around each mean (no RNG needed for a demonstration).
+pub fn rings(per_class: usize, phase: f64) -> Samples {
+    let mut inputs = Vec::new();
+    let mut targets = Vec::new();
+    for i in 0..per_class * 3 {
+        let c = i % 3;
+        let j = (i / 3) as f64;
+        let r = 0.3 + 1.2 * ((j * 0.618_033_988_75 + phase) % 1.0);
+        let a = j * 2.399_963_229_7 + phase;
+        inputs.extend([MEANS[c].0 + r * a.cos(), MEANS[c].1 + r * a.sin()]);
+        targets.push(c as i64);
+    }
+    Samples::new(inputs, vec![2], targets).expect("consistent shapes")
+}
+
+/// Trains the 2-D toy (one hidden ReLU layer of `width`, last layer at zero, log-softmax,
+/// full-batch gradient descent at lr 0.1) in a hand-written loop with the recorder attached.
+pub fn train_toy_2d(
+    store: &Path,
+    train: &Samples,
+    eval: Samples,
+    width: usize,
+    steps: usize,
+) -> Result<()> {
+    let device = flex_f64().map_err(anyhow::Error::msg)?;
+    device.seed(1);
+    let config = MlpConfig::new(vec![2, width, 3])
+        .with_log_softmax(true)
+        .with_zero_last_layer(true);
+    let sgd = SgdConfig::new();
+    let recorder = Recorder::builder(store)
+        .model_config::<Mlp>(&config)
+        .loss(Loss::NllLogSoftmax)
+        .sgd(&sgd)
+        .train_data(train.clone())
+        .eval_data(eval);
+    let mut model = Mlp::new(&config, &device).with_recorder(recorder)?;
+    let mut optim = sgd.init();
+    let items: Vec<IndexedItem> = (0..train.len())
+        .map(|i| IndexedItem {
+            index: i,
+            input: train.input(i).to_vec(),
+            target: train.targets[i],
+        })
+        .collect();
+    for _ in 0..steps {
+        let out = TrainStep::step(&model, IndexedBatcher.batch(items.clone(), &device));
+        model = TrainStep::optimize(model, &mut optim, 0.1.into(), out.grads);
+        model.check()?;
+    }
+    model.finish().context("finishing the recording")?;
+    Ok(())
+}
 
 /// Makes room for a new store at `path`: refuses to touch an existing path unless `overwrite`,
 /// and never deletes a Zarr store that is not an epk store.

@@ -17,6 +17,7 @@ pub mod compare;
 mod error;
 pub mod faithfulness;
 pub mod gauss;
+pub mod gp;
 pub mod kernels;
 pub mod kglm;
 pub mod layers;
@@ -30,7 +31,9 @@ pub mod structured;
 pub mod verify;
 
 pub use error::ReplayError;
-pub use machine::{KernelMachine, ReplayOptions, StepCheck, replay};
+pub use machine::{
+    KernelMachine, ReplayOptions, StepCheck, path_kernel, path_kernel_diagonal, replay,
+};
 pub use network::Network;
 pub use optimizer::Optimizer;
 pub use rule::Rule;

@@ -126,6 +126,102 @@ impl KernelMachine {
     }
 }
 
+/// The exact path kernel between arbitrary inputs, traced over outputs:
+/// K(x, z) = Σ_s η_s Σ_k ⟨Jbar_s(x)_k, ∇_w f_k(z; w_s)⟩, `[xs, zs]`. For gradient descent with
+/// constant coefficients this is the kernel of Bell et al.'s Theorem 3.7 (up to the sign and
+/// scale of a_i); `zs` need not be training points, so K can be evaluated on a grid or between
+/// training points, as a Gaussian process or an SVM needs.
+pub fn path_kernel<M: EpkModel>(
+    reader: &StoreReader,
+    net: &Network<M>,
+    xs: &[f64],
+    zs: &[f64],
+    options: &ReplayOptions,
+) -> Result<Array2<f64>, ReplayError> {
+    path_kernel_with(reader, net, xs, zs, options, false)
+}
+
+/// K(x, x) for every input: the diagonal of [`path_kernel`] without the rest, `[xs, 1]`.
+pub fn path_kernel_diagonal<M: EpkModel>(
+    reader: &StoreReader,
+    net: &Network<M>,
+    xs: &[f64],
+    options: &ReplayOptions,
+) -> Result<Vec<f64>, ReplayError> {
+    let d = path_kernel_with(reader, net, xs, xs, options, true)?;
+    Ok(d.column(0).to_vec())
+}
+
+fn path_kernel_with<M: EpkModel>(
+    reader: &StoreReader,
+    net: &Network<M>,
+    xs: &[f64],
+    zs: &[f64],
+    options: &ReplayOptions,
+    diagonal: bool,
+) -> Result<Array2<f64>, ReplayError> {
+    let (k, p, len) = (net.outputs(), net.num_params(), net.input_len());
+    let (m, nz) = (xs.len() / len, zs.len() / len);
+    if m == 0 || nz == 0 {
+        return Err(ReplayError::Input("no inputs for the path kernel".into()));
+    }
+    // Each z once per output, with a one-hot coefficient: rows ∇f_k(z).
+    let mut copies = Vec::with_capacity(nz * k * len);
+    let mut onehot = vec![0.0; nz * k * k];
+    for z in 0..nz {
+        for o in 0..k {
+            copies.extend_from_slice(&zs[z * len..(z + 1) * len]);
+            onehot[(z * k + o) * k + o] = 1.0;
+        }
+    }
+    let steps = reader.steps();
+    let step_tol = options.tolerance / (2.0 * steps.max(1) as f64);
+    let mut kernel = Array2::<f64>::zeros((m, if diagonal { 1 } else { nz }));
+    let mut start = reader.weights(0)?;
+    for s in 0..steps {
+        let end = reader.weights(s + 1)?;
+        let delta: Vec<f64> = end.iter().zip(&start).map(|(b, a)| b - a).collect();
+        let seg = Segment {
+            start: &start,
+            end: &end,
+            delta: &delta,
+        };
+        let (results, _) = integrate_step(net, &seg, xs, options, step_tol, s);
+        let jbar = dense_jbar(net, &results, k, p);
+        let lr = reader.lr(s)?;
+        let block = options.block.max(1) * k;
+        for (b, rows) in onehot.chunks(block * k).enumerate() {
+            let first = b * block;
+            let count = rows.len() / k;
+            let grads = sample_grads(
+                net,
+                &start,
+                &copies[first * len..(first + count) * len],
+                rows,
+                options.threads.max(1),
+            );
+            let g = ArrayView2::from_shape((count, p), &grads).expect("[n, p]");
+            if diagonal {
+                // Row (z, o) of the gradients meets row (z, o) of Jbar only.
+                for r in 0..count {
+                    let (z, row) = ((first + r) / k, first + r);
+                    kernel[[z, 0]] += lr * jbar.row(row).dot(&g.row(r));
+                }
+                continue;
+            }
+            let dots = jbar.dot(&g.t());
+            for r in 0..count {
+                let (z, o) = ((first + r) / k, (first + r) % k);
+                for x in 0..m {
+                    kernel[[x, z]] += lr * dots[[x * k + o, r]];
+                }
+            }
+        }
+        start = end;
+    }
+    Ok(kernel)
+}
+
 /// Replays every committed step for the inputs `xs` (flat, one sample per row) and returns the
 /// kernel machine. `progress` is called after each step.
 ///

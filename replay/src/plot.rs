@@ -357,6 +357,70 @@ fn hbars(
     root.present().map_err(|e| fail(path, e))
 }
 
+/// Heat maps of values on a regular 2-D grid (`values[iy·nx + ix]`), one panel each, with the
+/// training points drawn on top coloured by class (Bell et al. Figs. 3, 5).
+pub fn heatmaps(
+    path: &Path,
+    (x0, x1, nx): (f64, f64, usize),
+    (y0, y1, ny): (f64, f64, usize),
+    panels: &[(String, Vec<f64>)],
+    points: &[(f64, f64, i64)],
+) -> Result<(), PlotError> {
+    font();
+    let cols = panels.len().max(1);
+    let root = BitMapBackend::new(path, (380 * cols as u32, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(path, e))?;
+    let (dx, dy) = ((x1 - x0) / nx as f64, (y1 - y0) / ny as f64);
+    for ((title, values), area) in panels.iter().zip(root.split_evenly((1, cols))) {
+        let lo = values.iter().cloned().fold(f64::INFINITY, f64::min);
+        let hi = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let span = if hi > lo { hi - lo } else { 1.0 };
+        let mut chart = ChartBuilder::on(&area)
+            .caption(format!("{title}  [{lo:.2}, {hi:.2}]"), ("sans-serif", 13))
+            .margin(8)
+            .x_label_area_size(24)
+            .y_label_area_size(30)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| fail(path, e))?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .label_style(("sans-serif", 10))
+            .draw()
+            .map_err(|e| fail(path, e))?;
+        chart
+            .draw_series(values.iter().enumerate().map(|(i, &v)| {
+                let (ix, iy) = ((i % nx) as f64, (i / nx) as f64);
+                let t = (v - lo) / span;
+                // Blue (low) to yellow (high).
+                let color = RGBColor(
+                    (255.0 * t) as u8,
+                    (200.0 * t + 30.0) as u8,
+                    (200.0 * (1.0 - t)) as u8,
+                );
+                Rectangle::new(
+                    [
+                        (x0 + ix * dx, y0 + iy * dy),
+                        (x0 + (ix + 1.0) * dx, y0 + (iy + 1.0) * dy),
+                    ],
+                    color.filled(),
+                )
+            }))
+            .map_err(|e| fail(path, e))?;
+        chart
+            .draw_series(points.iter().map(|&(x, y, c)| {
+                let color = [
+                    RGBColor(220, 0, 0),
+                    RGBColor(0, 150, 0),
+                    RGBColor(255, 255, 255),
+                ][c.rem_euclid(3) as usize];
+                Circle::new((x, y), 3, color.filled().stroke_width(1))
+            }))
+            .map_err(|e| fail(path, e))?;
+    }
+    root.present().map_err(|e| fail(path, e))
+}
+
 fn caption(a: &Attribution) -> String {
     format!("#{} y={} {:+.2e}", a.index, a.label, a.value)
 }
