@@ -28,6 +28,7 @@ pub mod path;
 pub mod plot;
 pub mod rule;
 pub mod structured;
+pub mod svm;
 pub mod verify;
 
 pub use error::ReplayError;
