@@ -75,11 +75,12 @@ pub struct LayersArgs {
 pub struct CompareArgs {
     /// The epk store (a Zarr v3 directory).
     pub store: PathBuf,
-    /// Surrogates, comma-separated: epk, dpk, trntk0, trntk, pntk, proj-trntk, proj-pntk, ck.
+    /// Surrogates, comma-separated: epk, dpk, trntk0, trntk, pntk, proj-trntk, proj-pntk, ck, epk-kglm (a kGLM on the
+    /// EPK Gram: a replay of every training point, the slowest).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "epk,dpk,trntk0,trntk,pntk,proj-trntk,proj-pntk,ck"
+        default_value = "epk,dpk,trntk0,trntk,pntk,proj-trntk,proj-pntk,ck,epk-kglm"
     )]
     pub kernels: Vec<crate::compare::Surrogate>,
     /// Compare on the first N held-out points (default: all of them).

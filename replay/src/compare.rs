@@ -27,10 +27,13 @@ pub enum Surrogate {
     ProjPNtk,
     /// A kGLM on the conjugate kernel: the cosine of penultimate features.
     Ck,
+    /// A kGLM on the exact path kernel's Gram ([`crate::path_kernel`], train × train
+    /// symmetrised): the EPK refitted like the others.
+    EpkKglm,
 }
 
 impl Surrogate {
-    pub const ALL: [Surrogate; 8] = [
+    pub const ALL: [Surrogate; 9] = [
         Surrogate::Epk,
         Surrogate::Dpk,
         Surrogate::TrNtk0,
@@ -39,6 +42,7 @@ impl Surrogate {
         Surrogate::ProjTrNtk,
         Surrogate::ProjPNtk,
         Surrogate::Ck,
+        Surrogate::EpkKglm,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,6 +55,7 @@ impl Surrogate {
             Surrogate::ProjTrNtk => "proj-trntk",
             Surrogate::ProjPNtk => "proj-pntk",
             Surrogate::Ck => "ck",
+            Surrogate::EpkKglm => "epk-kglm",
         }
     }
 
@@ -181,12 +186,22 @@ pub fn compare<M: EpkModel>(
         .surrogates
         .iter()
         .copied()
-        .filter(|s| !s.is_machine())
+        .filter(|s| !s.is_machine() && *s != Surrogate::EpkKglm)
         .collect();
-    if !kernels.is_empty() {
+    if !kernels.is_empty() || wanted(Surrogate::EpkKglm) {
         let train = reader.train()?;
         let labels: Vec<usize> = train.targets.iter().map(|&t| t as usize).collect();
-        let grams = grams(net, &w, &train.inputs, xs, &kernels, options)?;
+        let mut grams = grams(net, &w, &train.inputs, xs, &kernels, options)?;
+        let mut kernels = kernels;
+        if wanted(Surrogate::EpkKglm) {
+            let started = Instant::now();
+            let k_tt =
+                crate::path_kernel(reader, net, &train.inputs, &train.inputs, &options.replay)?;
+            let g_train = (&k_tt + &k_tt.t()) / 2.0;
+            let g_test = crate::path_kernel(reader, net, xs, &train.inputs, &options.replay)?;
+            grams.push((g_train, g_test, started.elapsed().as_secs_f64()));
+            kernels.push(Surrogate::EpkKglm);
+        }
         for (s, (mut g_train, mut g_test, seconds)) in kernels.iter().zip(grams) {
             let started = Instant::now();
             // Unnormalised kernels reach 1e3 and more: scaling the Gram to unit mean diagonal
@@ -314,8 +329,8 @@ fn features(j: &Array2<f64>, k: usize, s: Surrogate, projection: &Projection) ->
         Surrogate::PNtk => summed(j),
         Surrogate::ProjTrNtk => stacked(projection.apply(j)),
         Surrogate::ProjPNtk => summed(&projection.apply(j)),
-        Surrogate::Epk | Surrogate::Dpk | Surrogate::Ck => {
-            unreachable!("machines and the CK have no Jacobian features")
+        Surrogate::Epk | Surrogate::Dpk | Surrogate::Ck | Surrogate::EpkKglm => {
+            unreachable!("machines, the CK and the EPK have no Jacobian features")
         }
     }
 }

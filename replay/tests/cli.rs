@@ -178,7 +178,8 @@ fn compare_puts_the_exact_machine_at_tau_one_beside_the_refits() {
             "pntk",
             "proj-trntk",
             "proj-pntk",
-            "ck"
+            "ck",
+            "epk-kglm"
         ]
     );
     let epk = &rows[0];
