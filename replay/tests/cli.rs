@@ -151,6 +151,8 @@ fn compare_puts_the_exact_machine_at_tau_one_beside_the_refits() {
         "--json",
         "--projection-dim",
         "16",
+        "--kernels",
+        "epk,dpk,trntk0,trntk,pntk,proj-trntk,proj-pntk,ck,epk-kglm",
         "--out",
         out_dir.to_str().unwrap(),
         "--rule-sweep",
