@@ -93,6 +93,12 @@ pub struct CompareArgs {
     /// Seed of the projection.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Recorded step whose weights the tangent kernels and the CK use (default: the last).
+    #[arg(long)]
+    pub step: Option<usize>,
+    /// Fit the kGLMs on the first N training points only, every kernel alike (default: all).
+    #[arg(long)]
+    pub fit_samples: Option<usize>,
     /// L2 penalty of the kGLM refits.
     #[arg(long, default_value_t = 1e-4)]
     pub l2: f64,
@@ -528,10 +534,20 @@ fn compare<M: EpkModel>(args: &CompareArgs, reader: &StoreReader) -> Result<Exit
         .context("held-out labels must be classes 0..outputs")?;
     let device = flex_f64().map_err(anyhow::Error::msg)?;
     let net = Network::<M>::new(a, &device)?;
+    if args.fit_samples == Some(0) {
+        bail!("--fit-samples must be at least 1");
+    }
+    if let Some(s) = args.step
+        && s > a.steps
+    {
+        bail!("--step {s}: the store has {} committed steps", a.steps);
+    }
     let mut options = crate::compare::CompareOptions {
         surrogates: args.kernels.clone(),
         projection_dim: args.projection_dim,
         seed: args.seed,
+        step: args.step,
+        fit_samples: args.fit_samples,
         ..Default::default()
     };
     options.kglm.l2 = args.l2;

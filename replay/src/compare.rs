@@ -84,6 +84,10 @@ pub struct CompareOptions {
     /// Projection dimension (default 10240, capped at P) and seed.
     pub projection_dim: Option<usize>,
     pub seed: u64,
+    /// Recorded step whose weights the tangent kernels (and CK) use; default: the last.
+    pub step: Option<usize>,
+    /// Fit the kGLMs on the first N training points only (all kernels alike); default: all.
+    pub fit_samples: Option<usize>,
     pub kglm: KglmOptions,
     /// Training points per block of Jacobians.
     pub block: usize,
@@ -96,6 +100,8 @@ impl Default for CompareOptions {
             surrogates: Surrogate::ALL.to_vec(),
             projection_dim: None,
             seed: 0,
+            step: None,
+            fit_samples: None,
             kglm: KglmOptions::default(),
             block: 256,
             replay: ReplayOptions::default(),
@@ -190,15 +196,24 @@ pub fn compare<M: EpkModel>(
         .collect();
     if !kernels.is_empty() || wanted(Surrogate::EpkKglm) {
         let train = reader.train()?;
-        let labels: Vec<usize> = train.targets.iter().map(|&t| t as usize).collect();
-        let mut grams = grams(net, &w, &train.inputs, xs, &kernels, options)?;
+        let n_fit = options.fit_samples.unwrap_or(train.len()).min(train.len());
+        let fit_inputs = &train.inputs[..n_fit * attrs.input_len()];
+        let labels: Vec<usize> = train.targets[..n_fit].iter().map(|&t| t as usize).collect();
+        let step = options.step.unwrap_or(reader.steps());
+        if step > reader.steps() {
+            return Err(ReplayError::Input(format!(
+                "step {step}: the store has {} committed steps",
+                reader.steps()
+            )));
+        }
+        let w_kernel = reader.weights(step)?;
+        let mut grams = grams(net, &w_kernel, fit_inputs, xs, &kernels, options)?;
         let mut kernels = kernels;
         if wanted(Surrogate::EpkKglm) {
             let started = Instant::now();
-            let k_tt =
-                crate::path_kernel(reader, net, &train.inputs, &train.inputs, &options.replay)?;
+            let k_tt = crate::path_kernel(reader, net, fit_inputs, fit_inputs, &options.replay)?;
             let g_train = (&k_tt + &k_tt.t()) / 2.0;
-            let g_test = crate::path_kernel(reader, net, xs, &train.inputs, &options.replay)?;
+            let g_test = crate::path_kernel(reader, net, xs, fit_inputs, &options.replay)?;
             grams.push((g_train, g_test, started.elapsed().as_secs_f64()));
             kernels.push(Surrogate::EpkKglm);
         }

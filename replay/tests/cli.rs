@@ -234,3 +234,25 @@ fn layers_split_a_prediction_that_still_adds_up() {
     assert!((sum - v["network"].as_f64().unwrap()).abs() < 1e-12);
     assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
 }
+
+#[test]
+fn compare_at_an_earlier_step_and_on_a_subset_changes_the_refits_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("run.zarr");
+    record(&store);
+    let s = store.to_str().unwrap();
+    let run = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut a = vec!["compare", s, "--json", "--kernels", "epk,trntk0"];
+        a.extend_from_slice(extra);
+        let out = replay(&a);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["kernels"].as_array().unwrap().clone()
+    };
+    let last = run(&[]);
+    let early = run(&["--step", "2", "--fit-samples", "10"]);
+    // The exact machine does not depend on either option.
+    assert_eq!(last[0]["max_logit_error"], early[0]["max_logit_error"]);
+    // The tangent-kernel surrogate does.
+    assert_ne!(last[1]["r2"], early[1]["r2"]);
+}
