@@ -110,7 +110,7 @@ fn main() -> Result<()> {
     for row in 0..args.copies {
         let t = row as f64 / (args.copies - 1) as f64;
         let f = machine.network.row(row);
-        let class = (0..3).max_by(|&a, &b| f[a].total_cmp(&f[b])).unwrap_or(0);
+        let class = epk::replay::argmax(f);
         let p = profile(row);
         print!(
             "{t:>5.2} ({:>5.2}, {:>5.2}) {class:>6} {:>10.4} {:>10.4}",

@@ -136,11 +136,7 @@ fn main() -> Result<()> {
     // The kernel weights refitted by SVMs (one-vs-rest, no bias) on the same kernel.
     let labels: Vec<usize> = train.targets.iter().map(|&t| t as usize).collect();
     let svm = Svm::fit(sym.view(), &labels, 3, args.c, 1e-9, 100_000);
-    let argmax = |row: ndarray::ArrayView1<f64>| {
-        (0..row.len())
-            .max_by(|&a, &b| row[a].total_cmp(&row[b]))
-            .unwrap_or(0)
-    };
+    let argmax = |row: ndarray::ArrayView1<f64>| epk::replay::argmax(row);
     let on_train = svm.decision(sym.view());
     let right = (0..n)
         .filter(|&i| argmax(on_train.row(i)) == labels[i])

@@ -78,12 +78,7 @@ impl PointAttribution {
         top: usize,
     ) -> Self {
         let f = machine.network.row(row);
-        let k = output.unwrap_or_else(|| {
-            f.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i)
-        });
+        let k = output.unwrap_or_else(|| crate::argmax(f));
         let column = machine.attributions.slice(ndarray::s![row, .., k]).to_vec();
         let network = f[k];
         let learned = network - machine.bias[[row, k]];

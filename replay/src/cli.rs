@@ -9,7 +9,7 @@
 //! ```
 
 use crate::attribute::PointAttribution;
-use crate::{Network, ReplayOptions, Rule, VerifyReport, plot, replay};
+use crate::{KernelMachine, Network, ReplayOptions, Rule, VerifyReport, plot, replay};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use epk_recorder::EpkModel;
@@ -47,8 +47,9 @@ pub enum Command {
     Info(InfoArgs),
 }
 
+/// Which held-out prediction to explain, and how to replay it (`attribute`, `layers`).
 #[derive(Args, Debug)]
-pub struct LayersArgs {
+pub struct PointArgs {
     /// The epk store (a Zarr v3 directory).
     pub store: PathBuf,
     /// The held-out point to explain (its index in the store's held-out set).
@@ -63,6 +64,12 @@ pub struct LayersArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct LayersArgs {
+    #[command(flatten)]
+    pub point: PointArgs,
     /// Draw the layers' parts of the prediction to this PNG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -123,26 +130,14 @@ pub struct CompareArgs {
 
 #[derive(Args, Debug)]
 pub struct AttributeArgs {
-    /// The epk store (a Zarr v3 directory).
-    pub store: PathBuf,
-    /// The held-out point to explain (its index in the store's held-out set).
-    #[arg(long)]
-    pub point: usize,
+    #[command(flatten)]
+    pub point: PointArgs,
     /// How many of the largest positive and of the most negative terms to list.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
-    /// The output to explain (default: the class the network predicts).
-    #[arg(long)]
-    pub output: Option<usize>,
-    /// Quadrature rule, as for verify.
-    #[arg(long, default_value = "auto")]
-    pub rule: Rule,
     /// Largest |b + ΣA + N + R − f| accepted; above it the command exits 1.
     #[arg(long, default_value = "1e-12", value_parser = parse_tolerance, allow_negative_numbers = true)]
     pub tolerance: f64,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Draw the ranked points to this PNG (images for 2-D inputs, else bars).
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -246,9 +241,9 @@ pub fn main_with(registry: Registry) -> ExitCode {
 fn dispatch(registry: &Registry, command: &Command) -> Result<ExitCode> {
     let path = match command {
         Command::Verify(a) => &a.store,
-        Command::Attribute(a) => &a.store,
+        Command::Attribute(a) => &a.point.store,
         Command::Compare(a) => &a.store,
-        Command::Layers(a) => &a.store,
+        Command::Layers(a) => &a.point.store,
         Command::Info(a) => &a.store,
     };
     let reader = StoreReader::open(path)?;
@@ -308,7 +303,14 @@ fn run<M: EpkModel>(command: &Command, reader: &StoreReader) -> Result<ExitCode>
     }
 }
 
-fn attribute<M: EpkModel>(args: &AttributeArgs, reader: &StoreReader) -> Result<ExitCode> {
+/// One held-out point replayed as `args` asks: the point's input and the machine. Checks the
+/// flags against the store first.
+fn replay_point<M: EpkModel>(
+    args: &PointArgs,
+    reader: &StoreReader,
+    mut options: ReplayOptions,
+    json: bool,
+) -> Result<(Vec<f64>, KernelMachine, Network<M>)> {
     let a = reader.attrs();
     if a.steps == 0 {
         bail!(
@@ -330,36 +332,42 @@ fn attribute<M: EpkModel>(args: &AttributeArgs, reader: &StoreReader) -> Result<
     {
         bail!("--output {k}: the model has {} outputs", a.outputs);
     }
-    if args.top == 0 {
-        bail!("--top must be at least 1");
-    }
     let device = flex_f64().map_err(anyhow::Error::msg)?;
     let net = Network::<M>::new(a, &device)?;
-    let x = eval.input(args.point);
-    let mut options = ReplayOptions {
-        rule: args.rule,
-        tolerance: args.tolerance,
-        ..ReplayOptions::default()
-    };
+    let x = eval.input(args.point).to_vec();
+    options.rule = args.rule;
     if let Some(t) = args.threads {
         options.threads = t.max(1);
     }
-    let bar = progress_bar(a.steps, args.json);
-    let machine = replay(reader, &net, x, &options, |s| bar.set_position(s as u64))
+    let bar = progress_bar(a.steps, json);
+    let machine = replay(reader, &net, &x, &options, |s| bar.set_position(s as u64))
         .context("replay failed")?;
     bar.finish_and_clear();
+    Ok((x, machine, net))
+}
+
+fn attribute<M: EpkModel>(args: &AttributeArgs, reader: &StoreReader) -> Result<ExitCode> {
+    if args.top == 0 {
+        bail!("--top must be at least 1");
+    }
+    let options = ReplayOptions {
+        tolerance: args.tolerance,
+        ..ReplayOptions::default()
+    };
+    let (x, machine, _) = replay_point::<M>(&args.point, reader, options, args.json)?;
+    let eval = reader.eval()?;
     let train = reader.train()?;
     let ranked = PointAttribution::rank(
         &machine,
         0,
-        args.point,
-        args.output,
+        args.point.point,
+        args.point.output,
         &train.targets,
-        eval.targets.get(args.point).copied(),
+        eval.targets.get(args.point.point).copied(),
         args.top,
     );
     if let Some(path) = &args.plot {
-        plot::attribution(path, &ranked, x, &train)?;
+        plot::attribution(path, &ranked, &x, &train)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&ranked)?);
@@ -372,7 +380,7 @@ fn attribute<M: EpkModel>(args: &AttributeArgs, reader: &StoreReader) -> Result<
     if ranked.error.is_nan() || ranked.error > args.tolerance {
         eprintln!(
             "the kernel machine differs from the network by {:.3e} > {:.1e} with rule {}: these attributions are not exact",
-            ranked.error, args.tolerance, args.rule
+            ranked.error, args.tolerance, args.point.rule
         );
         return Ok(ExitCode::from(1));
     }
@@ -381,30 +389,7 @@ fn attribute<M: EpkModel>(args: &AttributeArgs, reader: &StoreReader) -> Result<
 
 fn layers<M: EpkModel>(args: &LayersArgs, reader: &StoreReader) -> Result<ExitCode> {
     let a = reader.attrs();
-    if a.steps == 0 {
-        bail!(
-            "{}: the store has no committed step",
-            reader.path().display()
-        );
-    }
-    let eval = reader.eval()?;
-    if args.point >= eval.len() {
-        bail!(
-            "--point {}: the store holds {} held-out points",
-            args.point,
-            eval.len()
-        );
-    }
-    if let Some(k) = args.output
-        && k >= a.outputs
-    {
-        bail!("--output {k}: the model has {} outputs", a.outputs);
-    }
-    let device = flex_f64().map_err(anyhow::Error::msg)?;
-    let net = Network::<M>::new(a, &device)?;
-    let x = eval.input(args.point);
-    let mut options = ReplayOptions {
-        rule: args.rule,
+    let options = ReplayOptions {
         groups: a
             .params
             .iter()
@@ -412,20 +397,9 @@ fn layers<M: EpkModel>(args: &LayersArgs, reader: &StoreReader) -> Result<ExitCo
             .collect(),
         ..ReplayOptions::default()
     };
-    if let Some(t) = args.threads {
-        options.threads = t.max(1);
-    }
-    let bar = progress_bar(a.steps, args.json);
-    let machine = replay(reader, &net, x, &options, |s| bar.set_position(s as u64))
-        .context("replay failed")?;
-    bar.finish_and_clear();
+    let (x, machine, net) = replay_point::<M>(&args.point, reader, options, args.json)?;
     let f = machine.network.row(0);
-    let k = args.output.unwrap_or_else(|| {
-        f.iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i)
-    });
+    let k = args.point.output.unwrap_or_else(|| crate::argmax(f));
     let train = reader.train()?;
     let w = reader.weights(a.steps)?;
     let shares = crate::layers::split(
@@ -434,7 +408,7 @@ fn layers<M: EpkModel>(args: &LayersArgs, reader: &StoreReader) -> Result<ExitCo
         k,
         &net,
         &w,
-        x,
+        &x,
         &train.inputs,
         &train.targets,
     )
@@ -447,7 +421,7 @@ fn layers<M: EpkModel>(args: &LayersArgs, reader: &StoreReader) -> Result<ExitCo
             path,
             &format!(
                 "held-out point {}, output {k}: f − b = {learned:.4} by layer",
-                args.point
+                args.point.point
             ),
             &names,
             &values,
@@ -455,7 +429,7 @@ fn layers<M: EpkModel>(args: &LayersArgs, reader: &StoreReader) -> Result<ExitCo
     }
     if args.json {
         let v = serde_json::json!({
-            "point": args.point,
+            "point": args.point.point,
             "output": k,
             "network": f[k],
             "bias": machine.bias[[0, k]],
@@ -468,7 +442,7 @@ fn layers<M: EpkModel>(args: &LayersArgs, reader: &StoreReader) -> Result<ExitCo
     } else {
         println!(
             "held-out point {}: output {k} = {:.6e} = b {:.6e} + Σ_layers Σ_i A + non-data {:.3e} + residual {:.3e}  (|error| {:.1e})",
-            args.point,
+            args.point.point,
             f[k],
             machine.bias[[0, k]],
             machine.nondata[[0, k]],

@@ -178,11 +178,7 @@ pub fn compare<M: EpkModel>(
         let logits = machine.prediction();
         if s == Surrogate::Epk {
             let f = machine.network.row(0);
-            let class = f
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i);
+            let class = crate::argmax(f);
             let values = machine.attributions.slice(s![0, .., class]).to_vec();
             first_point = Some((class, values, reader.train()?.targets));
         }
@@ -273,17 +269,8 @@ fn row(
     } else {
         affine_max_error(&x, &y)
     };
-    let argmax = |z: &Array2<f64>| -> Vec<usize> {
-        z.rows()
-            .into_iter()
-            .map(|r| {
-                r.iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map_or(0, |(i, _)| i)
-            })
-            .collect()
-    };
+    let argmax =
+        |z: &Array2<f64>| -> Vec<usize> { z.rows().into_iter().map(crate::argmax).collect() };
     let (ps, pn) = (argmax(logits), argmax(network));
     let n = targets.len().max(1) as f64;
     let right = |p: &[usize]| p.iter().zip(targets).filter(|(a, b)| a == b).count() as f64 / n;

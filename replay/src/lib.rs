@@ -33,7 +33,7 @@ pub mod verify;
 
 pub use error::ReplayError;
 pub use machine::{
-    KernelMachine, ReplayOptions, StepCheck, path_kernel, path_kernel_diagonal, replay,
+    KernelMachine, ReplayOptions, StepCheck, argmax, path_kernel, path_kernel_diagonal, replay,
 };
 pub use network::Network;
 pub use optimizer::Optimizer;

@@ -81,6 +81,16 @@ pub struct KernelMachine {
     pub group_attributions: Option<ndarray::Array4<f64>>,
 }
 
+/// The index of the largest value (the last one on ties, as `Iterator::max_by`; 0 when empty):
+/// a predicted class.
+pub fn argmax<'a>(values: impl IntoIterator<Item = &'a f64>) -> usize {
+    values
+        .into_iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
+}
+
 impl KernelMachine {
     /// b + Σ_i A + N + R: the kernel machine's prediction with the non-data terms N and the
     /// decomposition residual R, `[points, outputs]`.
