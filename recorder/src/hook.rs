@@ -2,7 +2,8 @@
 //! optimizer step and the writer.
 
 use crate::RecordError;
-use crate::writer::Writer;
+use crate::params::Snapshot;
+use crate::writer::{PendingStep, Writer};
 use burn::data::dataset::DatasetError;
 use burn::train::Interrupter;
 use epk_store::{Fault, Loss, StepRecord};
@@ -84,9 +85,16 @@ impl Hook {
         self.lock().steps
     }
 
-    /// The first recording error, if any; recording stops at it.
+    /// The first recording error, if any; recording stops at it. A fault the writer thread
+    /// found (a write error, non-finite weights) counts from the moment it was found.
     pub(crate) fn error(&self) -> Option<String> {
-        self.lock().error.clone()
+        let mut s = self.lock();
+        if s.error.is_none()
+            && let Some(e) = s.writer.failure()
+        {
+            Self::stop(&mut s, e);
+        }
+        s.error.clone()
     }
 
     /// Notes a micro-batch's samples and dL/df; they join the next optimizer step.
@@ -96,22 +104,14 @@ impl Hook {
         s.dloss.extend(dloss);
     }
 
-    /// Records one optimizer step that left the weights `after`.
-    pub(crate) fn commit(&self, after: Vec<f64>, lr: f64) {
+    /// Records one optimizer step that left the weights `after`; the writer thread reads them.
+    pub(crate) fn commit(&self, after: Snapshot, lr: f64) {
         let mut s = self.lock();
         if s.error.is_some() {
             return;
         }
         if let Err(e) = Self::commit_locked(&mut s, after, lr) {
             Self::stop(&mut s, e);
-        }
-    }
-
-    /// Stops recording with `error`.
-    pub(crate) fn fail(&self, error: RecordError) {
-        let mut s = self.lock();
-        if s.error.is_none() {
-            Self::stop(&mut s, error);
         }
     }
 
@@ -124,7 +124,7 @@ impl Hook {
         s.error = Some(message);
     }
 
-    fn commit_locked(s: &mut State, after: Vec<f64>, lr: f64) -> Result<(), RecordError> {
+    fn commit_locked(s: &mut State, after: Snapshot, lr: f64) -> Result<(), RecordError> {
         let indices = std::mem::take(&mut s.indices);
         let dloss = std::mem::take(&mut s.dloss);
         if indices.is_empty() {
@@ -140,7 +140,7 @@ impl Hook {
             )));
         }
         debug_assert_eq!(dloss.len(), indices.len() * s.config.outputs);
-        let fault = non_finite(&dloss, &after, lr).map(|message| Fault {
+        let fault = non_finite(&dloss, lr).map(|message| Fault {
             step: s.steps,
             message,
         });
@@ -150,11 +150,17 @@ impl Hook {
                 return Err(RecordError::NonFinite(fault.message.clone()));
             }
         }
-        s.writer.step(StepRecord {
-            lr,
-            indices,
-            dloss,
-            weights_after: after,
+        s.writer.pending(PendingStep {
+            record: StepRecord {
+                lr,
+                indices,
+                dloss,
+                weights_after: Vec::new(),
+            },
+            weights: after,
+            step: s.steps,
+            // Weights are checked where they are read; one fault per step is enough.
+            check: fault.is_none().then_some(s.config.non_finite),
         })?;
         s.steps += 1;
         Ok(())
@@ -171,16 +177,14 @@ impl Hook {
     }
 }
 
-/// Describes the first non-finite value of a step, if there is one.
-fn non_finite(dloss: &[f64], weights: &[f64], lr: f64) -> Option<String> {
+/// Describes the first non-finite learning rate or dL/df of a step, if there is one (the
+/// writer thread checks the weights).
+fn non_finite(dloss: &[f64], lr: f64) -> Option<String> {
     if !lr.is_finite() {
         return Some(format!("learning rate is {lr}"));
     }
-    if let Some(i) = dloss.iter().position(|v| !v.is_finite()) {
-        return Some(format!("dL/df entry {i} is {}", dloss[i]));
-    }
-    weights
+    dloss
         .iter()
         .position(|v| !v.is_finite())
-        .map(|i| format!("weight {i} became {}", weights[i]))
+        .map(|i| format!("dL/df entry {i} is {}", dloss[i]))
 }

@@ -1,7 +1,7 @@
 //! A module's float parameters as one flat f64 vector, in the module's visiting order.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use burn::tensor::{DType, Device, Gradients, Tensor, TensorData, Transaction};
 use epk_store::ParamLayout;
 
 struct LayoutVisitor {
@@ -78,6 +78,85 @@ pub fn flatten<M: Module>(module: &M) -> Result<Vec<f64>, String> {
     };
     module.visit(&mut v);
     v.error.map_or(Ok(v.out), Err)
+}
+
+/// A module's weights captured without reading them: the reads happen later, on another thread.
+///
+/// Burn tensors are immutable values (an operation on a shared buffer writes a new one), so the
+/// snapshot keeps the weights exactly as they were when it was taken. Taking one costs the
+/// trainer a reference count per parameter, and on a GPU it queues the device-to-host copy
+/// instead of waiting for it.
+pub struct Snapshot {
+    transaction: Transaction,
+    len: usize,
+}
+
+struct SnapshotVisitor {
+    transaction: Option<Transaction>,
+    len: usize,
+}
+
+impl ModuleVisitor for SnapshotVisitor {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val().inner();
+        self.len += value.dims().iter().product::<usize>();
+        let t = self.transaction.take().unwrap_or_default();
+        self.transaction = Some(t.register(value));
+    }
+}
+
+/// Captures the module's weights for a later [`Snapshot::read_into`].
+pub fn snapshot<M: Module>(module: &M) -> Snapshot {
+    let mut v = SnapshotVisitor {
+        transaction: Some(Transaction::default()),
+        len: 0,
+    };
+    module.visit(&mut v);
+    Snapshot {
+        transaction: v.transaction.unwrap_or_default(),
+        len: v.len,
+    }
+}
+
+impl Snapshot {
+    /// The number of weights captured.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the module had no float parameters.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Reads the weights into `out` (cleared first) as f64, flat in layout order; exact for f32
+    /// and f64 parameters. `out`'s allocation is reused.
+    pub fn read_into(self, out: &mut Vec<f64>) -> Result<(), String> {
+        out.clear();
+        out.reserve(self.len);
+        let data = self
+            .transaction
+            .try_execute()
+            .map_err(|e| format!("{e:?}"))?;
+        for d in data {
+            match d.dtype() {
+                DType::F64 => {
+                    out.extend_from_slice(d.as_slice::<f64>().map_err(|e| format!("{e:?}"))?)
+                }
+                DType::F32 => out.extend(
+                    d.as_slice::<f32>()
+                        .map_err(|e| format!("{e:?}"))?
+                        .iter()
+                        .map(|&v| f64::from(v)),
+                ),
+                _ => out.extend(d.convert::<f64>().iter::<f64>()),
+            }
+        }
+        if out.len() != self.len {
+            return Err(format!("read {} weights, expected {}", out.len(), self.len));
+        }
+        Ok(())
+    }
 }
 
 /// The gradient of every parameter from `grads`, flat in layout order (zero where absent).

@@ -107,10 +107,7 @@ impl<M: EpkModel + 'static> TrainStep for Recorded<M> {
         let updated = optim.step(lr_module, self, grads);
         // Weights changed outside the optimizer between steps are not checked here (that
         // would read the weights twice per step): replay's decomposition residual exposes them.
-        match params::flatten(&updated.model) {
-            Ok(after) => updated.hook.commit(after, lr),
-            Err(e) => updated.hook.fail(RecordError::Tensor(e)),
-        }
+        updated.hook.commit(params::snapshot(&updated.model), lr);
         updated
     }
 }

@@ -2,6 +2,8 @@
 //! channel and waits only when the queue is full.
 
 use crate::RecordError;
+use crate::hook::NonFinite;
+use crate::params::Snapshot;
 use crossbeam_channel::{Sender, bounded};
 use epk_store::{Fault, StepRecord, StoreWriter};
 use std::sync::{Arc, Mutex};
@@ -27,54 +29,151 @@ impl Sink for StoreWriter {
     }
 }
 
+/// A step whose weights the writer thread reads: the trainer only takes a [`Snapshot`].
+pub(crate) struct PendingStep {
+    /// The step with `weights_after` still empty.
+    pub record: StepRecord,
+    pub weights: Snapshot,
+    /// The step's number, for a fault.
+    pub step: usize,
+    /// How to treat non-finite weights; `None` when the step's fault is already recorded.
+    pub check: Option<NonFinite>,
+}
+
 enum Msg {
-    Step(Box<StepRecord>),
+    Pending(Box<PendingStep>),
     Fault(Fault),
     Finish,
+}
+
+/// Why the writer thread stopped.
+#[derive(Clone, Debug)]
+enum Failure {
+    Io(String),
+    NonFinite(String),
+}
+
+impl From<Failure> for RecordError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Io(e) => RecordError::WriterGone(e),
+            Failure::NonFinite(e) => RecordError::NonFinite(e),
+        }
+    }
+}
+
+/// Weight buffers kept for reuse: a fresh multi-megabyte vector per step costs the writer a
+/// page fault per 4 KiB, which on two cores is time taken from training.
+const POOL: usize = 4;
+
+/// The writer thread's loop: group commits, weight reads, the non-finite check.
+struct Worker<S: Sink> {
+    store: S,
+    pool: Vec<Vec<f64>>,
+}
+
+impl<S: Sink> Worker<S> {
+    fn ready(&mut self, msg: Msg, steps: &mut Vec<StepRecord>) -> Result<(), Failure> {
+        match msg {
+            Msg::Pending(p) => {
+                let PendingStep {
+                    mut record,
+                    weights,
+                    step,
+                    check,
+                } = *p;
+                let mut buffer = self.pool.pop().unwrap_or_default();
+                weights.read_into(&mut buffer).map_err(|e| {
+                    Failure::Io(format!("cannot read the weights of step {step}: {e}"))
+                })?;
+                record.weights_after = buffer;
+                if let Some(policy) = check
+                    && let Some(i) = record.weights_after.iter().position(|v| !v.is_finite())
+                {
+                    let message = format!("weight {i} became {}", record.weights_after[i]);
+                    // Steps before this one are committed first, so the store ends at the last
+                    // finite step under `Stop`.
+                    self.flush(steps)?;
+                    self.store
+                        .fault(Fault {
+                            step,
+                            message: message.clone(),
+                        })
+                        .map_err(Failure::Io)?;
+                    if policy == NonFinite::Stop {
+                        return Err(Failure::NonFinite(format!("{message} at step {step}")));
+                    }
+                }
+                steps.push(record);
+            }
+            Msg::Fault(_) | Msg::Finish => unreachable!("only steps are batched"),
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, steps: &mut Vec<StepRecord>) -> Result<(), Failure> {
+        if steps.is_empty() {
+            return Ok(());
+        }
+        self.store.steps(steps).map_err(Failure::Io)?;
+        for s in steps.drain(..) {
+            if self.pool.len() < POOL {
+                self.pool.push(s.weights_after);
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, rx: crossbeam_channel::Receiver<Msg>) -> Result<(), Failure> {
+        let mut pending: Option<Msg> = None;
+        let mut steps = Vec::new();
+        loop {
+            let Some(msg) = pending.take().or_else(|| rx.recv().ok()) else {
+                return Ok(());
+            };
+            match msg {
+                Msg::Fault(fault) => self.store.fault(fault).map_err(Failure::Io)?,
+                Msg::Finish => self.store.finish().map_err(Failure::Io)?,
+                step => {
+                    // Group commit: whatever steps are already queued share one commit.
+                    self.ready(step, &mut steps)?;
+                    while let Ok(next) = rx.try_recv() {
+                        match next {
+                            Msg::Pending(_) => self.ready(next, &mut steps)?,
+                            other => {
+                                pending = Some(other);
+                                break;
+                            }
+                        }
+                    }
+                    self.flush(&mut steps)?;
+                }
+            }
+        }
+    }
 }
 
 pub(crate) struct Writer {
     tx: Option<Sender<Msg>>,
     handle: Option<JoinHandle<()>>,
-    error: Arc<Mutex<Option<String>>>,
+    error: Arc<Mutex<Option<Failure>>>,
 }
 
 impl Writer {
-    pub(crate) fn spawn(mut store: impl Sink, capacity: usize) -> Self {
+    pub(crate) fn spawn(store: impl Sink, capacity: usize) -> Self {
         let (tx, rx) = bounded::<Msg>(capacity.max(1));
         let error = Arc::new(Mutex::new(None));
         let slot = error.clone();
         let handle = std::thread::Builder::new()
             .name("epk-store-writer".into())
             .spawn(move || {
-                let mut pending: Option<Msg> = None;
-                loop {
-                    let Some(msg) = pending.take().or_else(|| rx.recv().ok()) else {
-                        return;
-                    };
-                    let result = match msg {
-                        Msg::Step(step) => {
-                            // Group commit: whatever steps are already queued share one commit.
-                            let mut steps = vec![*step];
-                            while let Ok(next) = rx.try_recv() {
-                                match next {
-                                    Msg::Step(s) => steps.push(*s),
-                                    other => {
-                                        pending = Some(other);
-                                        break;
-                                    }
-                                }
-                            }
-                            store.steps(&steps)
-                        }
-                        Msg::Fault(fault) => store.fault(fault),
-                        Msg::Finish => store.finish(),
-                    };
-                    if let Err(e) = result {
-                        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                        // Dropping the receiver makes every later send fail at once.
-                        return;
-                    }
+                let mut worker = Worker {
+                    store,
+                    pool: Vec::new(),
+                };
+                if let Err(e) = worker.run(rx) {
+                    // Returning drops the receiver, which makes every later send fail at once.
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                 }
             })
             .expect("spawning the store writer thread");
@@ -85,28 +184,32 @@ impl Writer {
         }
     }
 
-    fn failure(&self) -> Option<String> {
-        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// Why the writer thread stopped, if it did.
+    pub(crate) fn failure(&self) -> Option<RecordError> {
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .map(RecordError::from)
     }
 
     fn send(&self, msg: Msg) -> Result<(), RecordError> {
         if let Some(e) = self.failure() {
-            return Err(RecordError::WriterGone(e));
+            return Err(e);
         }
         let tx = self
             .tx
             .as_ref()
             .ok_or_else(|| RecordError::WriterGone("the recording was finished".into()))?;
         tx.send(msg).map_err(|_| {
-            RecordError::WriterGone(
-                self.failure()
-                    .unwrap_or_else(|| "the writer thread ended".into()),
-            )
+            self.failure()
+                .unwrap_or_else(|| RecordError::WriterGone("the writer thread ended".into()))
         })
     }
 
-    pub(crate) fn step(&self, step: StepRecord) -> Result<(), RecordError> {
-        self.send(Msg::Step(Box::new(step)))
+    /// Queues a step whose weights the writer thread reads from `step.weights`.
+    pub(crate) fn pending(&self, step: PendingStep) -> Result<(), RecordError> {
+        self.send(Msg::Pending(Box::new(step)))
     }
 
     pub(crate) fn fault(&self, fault: Fault) -> Result<(), RecordError> {
@@ -124,7 +227,7 @@ impl Writer {
             sent?;
         }
         match self.failure() {
-            Some(e) => Err(RecordError::WriterGone(e)),
+            Some(e) => Err(e),
             None => Ok(()),
         }
     }
@@ -143,7 +246,10 @@ impl Drop for Writer {
 
 #[cfg(test)]
 mod tests {
-    use super::{Sink, Writer};
+    use super::{NonFinite, PendingStep, RecordError, Sink, Writer};
+    use crate::params::snapshot;
+    use burn::module::Param;
+    use burn::tensor::Tensor;
     use epk_store::{Fault, StepRecord};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Barrier};
@@ -180,12 +286,19 @@ mod tests {
         }
     }
 
-    fn step() -> StepRecord {
-        StepRecord {
-            lr: 0.1,
-            indices: vec![0],
-            dloss: vec![0.0],
-            weights_after: vec![0.0],
+    fn step() -> PendingStep {
+        let device = crate::device::flex_f64().unwrap();
+        let weights = Param::from_tensor(Tensor::<1>::zeros([1], &device));
+        PendingStep {
+            record: StepRecord {
+                lr: 0.1,
+                indices: vec![0],
+                dloss: vec![0.0],
+                weights_after: Vec::new(),
+            },
+            weights: snapshot(&weights),
+            step: 0,
+            check: None,
         }
     }
 
@@ -198,7 +311,7 @@ mod tests {
         let trainer = std::thread::spawn(move || {
             let writer = writer;
             for _ in 0..20 {
-                writer.step(step()).unwrap();
+                writer.pending(step()).unwrap();
                 counter.fetch_add(1, Ordering::SeqCst);
             }
             writer
@@ -230,9 +343,72 @@ mod tests {
     #[test]
     fn a_write_error_reaches_the_next_send() {
         let writer = Writer::spawn(Failing, 1);
-        writer.step(step()).unwrap();
+        writer.pending(step()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
-        let err = writer.step(step()).unwrap_err().to_string();
+        let err = writer.pending(step()).unwrap_err().to_string();
         assert!(err.contains("No space left"), "{err}");
+    }
+
+    /// Records what reaches the disk.
+    #[derive(Default)]
+    struct Log(Arc<std::sync::Mutex<(Vec<Vec<f64>>, Vec<Fault>)>>);
+
+    impl Sink for Log {
+        fn steps(&mut self, steps: &[StepRecord]) -> Result<(), String> {
+            let mut log = self.0.lock().unwrap();
+            log.0.extend(steps.iter().map(|s| s.weights_after.clone()));
+            Ok(())
+        }
+        fn fault(&mut self, fault: Fault) -> Result<(), String> {
+            self.0.lock().unwrap().1.push(fault);
+            Ok(())
+        }
+        fn finish(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn step_with(weights: &[f64], number: usize, check: Option<NonFinite>) -> PendingStep {
+        let device = crate::device::flex_f64().unwrap();
+        let data = burn::tensor::TensorData::new(weights.to_vec(), [weights.len()]);
+        let weights = Param::from_tensor(Tensor::<1>::from_data(data, &device));
+        PendingStep {
+            weights: snapshot(&weights),
+            step: number,
+            check,
+            ..step()
+        }
+    }
+
+    #[test]
+    fn weights_are_read_exactly_and_non_finite_ones_stop_the_writer() {
+        for policy in [NonFinite::Stop, NonFinite::Record] {
+            let log = Log::default();
+            let seen = log.0.clone();
+            let mut writer = Writer::spawn(log, 8);
+            let tiny = [1.0 + f64::EPSILON, -3.5e-300];
+            writer.pending(step_with(&tiny, 0, Some(policy))).unwrap();
+            writer
+                .pending(step_with(&[f64::NAN, 2.0], 1, Some(policy)))
+                .unwrap();
+            // The trainer learns of the fault at a later send or at finish.
+            let result = writer.finish();
+            let (steps, faults) = std::mem::take(&mut *seen.lock().unwrap());
+            assert_eq!(steps[0], tiny.to_vec(), "f64 weights pass unrounded");
+            assert_eq!(faults.len(), 1, "{policy:?}");
+            assert_eq!(faults[0].step, 1);
+            assert!(faults[0].message.contains("weight 0 became NaN"));
+            match policy {
+                NonFinite::Stop => {
+                    assert_eq!(steps.len(), 1, "the non-finite step is not written");
+                    let e = result.unwrap_err();
+                    assert!(matches!(e, RecordError::NonFinite(_)), "{e}");
+                }
+                NonFinite::Record => {
+                    assert_eq!(steps.len(), 2);
+                    result.unwrap();
+                }
+            }
+        }
     }
 }
