@@ -3,7 +3,7 @@
 use crate::network::Network;
 use crate::optimizer::{Optimizer, State as OptimizerState, Transform};
 use crate::path::{Jbar, Segment, StepIntegral, integrate, integrate_fixed_batched};
-use crate::structured::{Factors, stack};
+use crate::structured::{LayerRows, Layers};
 use crate::{ReplayError, Rule};
 use epk_recorder::EpkModel;
 use epk_store::{Loss, StoreReader};
@@ -405,21 +405,15 @@ fn replay_plain<M: EpkModel>(
             let cb = &coeffs[b * block * k..(b * block + idx.len()) * k];
             // contrib[(point, output), sample in block]
             let contrib = match (&contraction, net.layers()) {
-                (
-                    Contraction::Gram {
-                        weights,
-                        owner,
-                        nodes,
-                    },
-                    Some(layers),
-                ) => {
+                (Contraction::Layered(rows), Some(layers)) => {
                     let f = net.factors(&start, &xb, cb);
                     add(&mut total, &layers.sum_dense(&f));
-                    let g = layers.gram(nodes, &f);
                     let mut c = Array2::<f64>::zeros((m * k, idx.len()));
-                    for (q, (&w, &pt)) in weights.iter().zip(owner).enumerate() {
-                        for o in 0..k {
-                            c.row_mut(pt * k + o).scaled_add(w, &g.row(q * k + o));
+                    for (l, r) in rows.iter().enumerate() {
+                        let g = layers.gram_layer(l, r, &f);
+                        for (q, &own) in r.owner.iter().enumerate() {
+                            let mut row = c.row_mut(own);
+                            row += &g.row(q);
                         }
                     }
                     c
@@ -435,7 +429,7 @@ fn replay_plain<M: EpkModel>(
                     // [m·k, p] · [p, n] → [m·k, n]
                     jbar.dot(&g.t())
                 }
-                (Contraction::Gram { .. }, None) => unreachable!("Gram needs probed layers"),
+                (Contraction::Layered(_), None) => unreachable!("Layered needs probed layers"),
             };
             scatter(&mut attributions, &contrib, idx, m, k);
         }
@@ -706,18 +700,10 @@ fn jbar_dot<M: EpkModel>(net: &Network<M>, r: &StepIntegral, v: &[f64]) -> Vec<f
                 })
                 .collect()
         }
-        Jbar::Nodes { weights, factors } => {
-            let layers = net.layers().expect("nodes come from probed layers");
-            (0..k)
-                .map(|o| {
-                    weights
-                        .iter()
-                        .zip(factors)
-                        .map(|(w, f)| w * layers.dot(f, o, v, false))
-                        .sum()
-                })
-                .collect()
-        }
+        Jbar::Layered(rows) => net
+            .layers()
+            .expect("layered rows come from probed layers")
+            .rows_dot(rows, v, k),
     }
 }
 
@@ -735,14 +721,10 @@ fn dense_jbar<M: EpkModel>(
             Jbar::Dense(d) => jbar
                 .slice_mut(ndarray::s![pt * k..(pt + 1) * k, ..])
                 .assign(&ArrayView2::from_shape((k, p), d).expect("jbar is [k, p]")),
-            Jbar::Nodes { weights, factors } => {
-                let layers = net.layers().expect("nodes come from probed layers");
-                for (w, f) in weights.iter().zip(factors) {
-                    for o in 0..k {
-                        let mut row = jbar.row_mut(pt * k + o);
-                        layers.add_dense(f, o, *w, row.as_slice_mut().expect("contiguous"));
-                    }
-                }
+            Jbar::Layered(rows) => {
+                let layers = net.layers().expect("layered rows come from probed layers");
+                let mut block = jbar.slice_mut(ndarray::s![pt * k..(pt + 1) * k, ..]);
+                layers.rows_add_dense(rows, block.as_slice_mut().expect("contiguous rows"));
             }
         }
     }
@@ -824,43 +806,53 @@ fn add(total: &mut [f64], v: &[f64]) {
 enum Contraction {
     /// Dense Jbar rows `[points·outputs, P]` against dense per-sample gradients.
     Dense(Array2<f64>),
-    /// Factored nodes against factored gradients: cost ∝ nodes·(in + out) instead of P.
-    Gram {
-        weights: Vec<f64>,
-        owner: Vec<usize>,
-        nodes: Factors,
-    },
+    /// Factored Jbar, per layer, against factored gradients: cost ∝ rows·(in + out) per
+    /// sample instead of P, where merging (see [`merge_terms`]) leaves one row per (point,
+    /// output) in a first layer and a last linear layer whatever the rule's node count.
+    Layered(Vec<LayerRows>),
 }
 
 impl Contraction {
     fn choose<M: EpkModel>(net: &Network<M>, results: &[StepIntegral], k: usize, p: usize) -> Self {
         let m = results.len();
-        let all_nodes = results.iter().all(|r| matches!(r.jbar, Jbar::Nodes { .. }));
+        let all_nodes = results.iter().all(|r| matches!(r.jbar, Jbar::Layered(_)));
         if let (true, Some(layers)) = (all_nodes, net.layers()) {
-            let q: usize = results.iter().map(|r| r.jbar.nodes()).sum();
-            let width: usize = layers.layers.iter().map(|l| l.inputs + k * l.outputs).sum();
-            // Gram costs q·width per sample, dense m·k·p (plus building dense rows).
-            if q * width < m * k * p {
-                let mut weights = Vec::with_capacity(q);
-                let mut owner = Vec::with_capacity(q);
-                let mut parts = Vec::with_capacity(m);
-                for (pt, r) in results.iter().enumerate() {
-                    if let Some((w, f)) = r.jbar.stacked() {
-                        owner.extend(std::iter::repeat_n(pt, w.len()));
-                        weights.extend(w);
-                        parts.push(f);
-                    }
-                }
-                let refs: Vec<&Factors> = parts.iter().collect();
-                return Contraction::Gram {
-                    weights,
-                    owner,
-                    nodes: stack(&refs),
-                };
+            let rows = layer_rows(layers, results, k);
+            let cost: usize = rows
+                .iter()
+                .zip(&layers.layers)
+                .map(|(r, l)| r.owner.len() * (l.inputs + l.outputs))
+                .sum();
+            // Dense costs m·k·p per sample (plus building the dense rows).
+            if cost < m * k * p {
+                return Contraction::Layered(rows);
             }
         }
         Contraction::Dense(dense_jbar(net, results, k, p))
     }
+}
+
+/// Every point's merged Jbar rows, per layer, owned by (point, output).
+fn layer_rows(layers: &Layers, results: &[StepIntegral], k: usize) -> Vec<LayerRows> {
+    (0..layers.layers.len())
+        .map(|l| {
+            let mut owner = Vec::new();
+            let (mut a, mut d) = (Vec::new(), Vec::new());
+            for (pt, r) in results.iter().enumerate() {
+                let Jbar::Layered(rows) = &r.jbar else {
+                    unreachable!("checked by the caller")
+                };
+                owner.extend(rows[l].owner.iter().map(|o| pt * k + o));
+                a.push(rows[l].a.view());
+                d.push(rows[l].d.view());
+            }
+            LayerRows {
+                owner,
+                a: ndarray::concatenate(Axis(0), &a).expect("rows of one layer share a width"),
+                d: ndarray::concatenate(Axis(0), &d).expect("rows of one layer share a width"),
+            }
+        })
+        .collect()
 }
 
 fn split(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {

@@ -2,7 +2,7 @@
 
 use crate::network::Network;
 use crate::rule::{AUTO_ORDERS, Rule};
-use crate::structured::{Factors, stack};
+use crate::structured::{Factors, LayerRows, Layers};
 use epk_recorder::EpkModel;
 
 /// One optimizer step's straight segment in weight space.
@@ -26,35 +26,11 @@ impl Segment<'_> {
     }
 }
 
-/// Jbar, as a dense `[outputs, num_params]` matrix or as weighted Jacobian nodes in factored
-/// form (the fast path), whose rows are (node, output).
+/// Jbar, as a dense `[outputs, num_params]` matrix or, on the fast path, as merged rank-one
+/// rows per layer (see [`Layers::merge`]), owned by output index.
 pub enum Jbar {
     Dense(Vec<f64>),
-    Nodes {
-        weights: Vec<f64>,
-        factors: Vec<Factors>,
-    },
-}
-
-impl Jbar {
-    /// The nodes stacked into one factor set, rows (node, output), with each node's weight.
-    pub fn stacked(&self) -> Option<(Vec<f64>, Factors)> {
-        match self {
-            Jbar::Dense(_) => None,
-            Jbar::Nodes { weights, factors } => {
-                let parts: Vec<&Factors> = factors.iter().collect();
-                Some((weights.clone(), stack(&parts)))
-            }
-        }
-    }
-
-    /// Number of nodes held (0 for dense).
-    pub fn nodes(&self) -> usize {
-        match self {
-            Jbar::Dense(_) => 0,
-            Jbar::Nodes { weights, .. } => weights.len(),
-        }
-    }
+    Layered(Vec<LayerRows>),
 }
 
 /// Jbar for one input over one step, with its bookkeeping.
@@ -156,14 +132,13 @@ impl Acc {
         }
     }
 
-    fn into_jbar(self, k: usize, p: usize) -> Jbar {
-        match self.dense {
-            Some(d) => Jbar::Dense(d),
-            None if self.factors.is_empty() => Jbar::Dense(vec![0.0; k * p]),
-            None => Jbar::Nodes {
-                weights: self.weights,
-                factors: self.factors,
-            },
+    fn into_jbar(self, k: usize, p: usize, layers: Option<&Layers>) -> Jbar {
+        match (self.dense, layers) {
+            (Some(d), _) => Jbar::Dense(d),
+            (None, Some(layers)) if !self.factors.is_empty() => {
+                Jbar::Layered(layers.merge(&self.weights, &self.factors, k))
+            }
+            _ => Jbar::Dense(vec![0.0; k * p]),
         }
     }
 }
@@ -217,7 +192,7 @@ pub fn integrate<M: EpkModel>(
         .map(|o| (f_end[o] - f_start[o] - acc.jdw[o]).abs())
         .fold(0.0, f64::max);
     StepIntegral {
-        jbar: acc.into_jbar(k, net.num_params()),
+        jbar: acc.into_jbar(k, net.num_params(), net.layers()),
         f_start,
         f_end,
         evals,
@@ -425,38 +400,32 @@ pub fn integrate_fixed_batched<M: EpkModel>(
     let f_end = net.forward(seg.end, xs);
     let m = f_start.len() / k;
     let nodes = rule.nodes(0.0, 1.0);
-    let mut accs: Vec<Acc> = (0..m).map(|_| Acc::new(k)).collect();
-    for &(t, w) in &nodes {
+    let mut per_point: Vec<Vec<Factors>> = (0..m).map(|_| Vec::new()).collect();
+    for &(t, _) in &nodes {
         let all = net.jacobian_factors(&seg.at(t), xs);
-        for (pt, acc) in accs.iter_mut().enumerate() {
+        for (pt, kept) in per_point.iter_mut().enumerate() {
             let rows = ndarray::s![pt * k..(pt + 1) * k, ..];
-            let f = Factors {
+            kept.push(Factors {
                 a: all.a.iter().map(|a| a.slice(rows).to_owned()).collect(),
                 d: all.d.iter().map(|d| d.slice(rows).to_owned()).collect(),
-            };
-            let jdw = (0..k)
-                .map(|o| layers.dot(&f, o, seg.delta, false))
-                .collect();
-            acc.add(
-                w,
-                Eval {
-                    node: Node::Factored(f),
-                    jdw,
-                    size: 0.0,
-                },
-            );
+            });
         }
     }
+    let weights: Vec<f64> = nodes.iter().map(|&(_, w)| w).collect();
     Some(
-        accs.into_iter()
+        per_point
+            .into_iter()
             .enumerate()
-            .map(|(pt, acc)| {
+            .map(|(pt, factors)| {
+                let rows = layers.merge(&weights, &factors, k);
+                // Jbar · Δw from the merged rows: the nodes are not dotted one by one.
+                let jdw = layers.rows_dot(&rows, seg.delta, k);
                 let (fs, fe) = (&f_start[pt * k..(pt + 1) * k], &f_end[pt * k..(pt + 1) * k]);
                 let certificate = (0..k)
-                    .map(|o| (fe[o] - fs[o] - acc.jdw[o]).abs())
+                    .map(|o| (fe[o] - fs[o] - jdw[o]).abs())
                     .fold(0.0, f64::max);
                 StepIntegral {
-                    jbar: acc.into_jbar(k, net.num_params()),
+                    jbar: Jbar::Layered(rows),
                     f_start: fs.to_vec(),
                     f_end: fe.to_vec(),
                     evals: nodes.len(),
