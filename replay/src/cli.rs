@@ -11,9 +11,10 @@
 use crate::attribute::PointAttribution;
 use crate::{KernelMachine, Network, ReplayOptions, Rule, VerifyReport, plot, replay};
 use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 use epk_recorder::EpkModel;
-use epk_recorder::device::flex_f64;
+use epk_recorder::device::select;
 use epk_store::StoreReader;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -31,6 +32,10 @@ use std::time::Instant;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Where replay computes (always in float64): cpu (Burn's flex backend), or cuda / cuda:N in
+    /// a build with the `cuda` feature.
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -200,7 +205,7 @@ fn parse_tolerance(s: &str) -> Result<f64, String> {
     }
 }
 
-type Runner = fn(&Command, &StoreReader) -> Result<ExitCode>;
+type Runner = fn(&Command, &StoreReader, &Device) -> Result<ExitCode>;
 
 /// The model kinds a `replay` binary can rebuild.
 pub struct Registry {
@@ -229,7 +234,7 @@ impl Registry {
 /// Parses the command line and runs it; the exit code follows the documented convention.
 pub fn main_with(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
-    match dispatch(&registry, &cli.command) {
+    match dispatch(&registry, &cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -238,7 +243,8 @@ pub fn main_with(registry: Registry) -> ExitCode {
     }
 }
 
-fn dispatch(registry: &Registry, command: &Command) -> Result<ExitCode> {
+fn dispatch(registry: &Registry, cli: &Cli) -> Result<ExitCode> {
+    let command = &cli.command;
     let path = match command {
         Command::Verify(a) => &a.store,
         Command::Attribute(a) => &a.point.store,
@@ -258,7 +264,10 @@ fn dispatch(registry: &Registry, command: &Command) -> Result<ExitCode> {
             path.display()
         );
     };
-    runner(command, &reader)
+    let device = select(&cli.device)
+        .map_err(anyhow::Error::msg)
+        .context("--device")?;
+    runner(command, &reader, &device)
 }
 
 fn info(reader: &StoreReader, json: bool) -> Result<ExitCode> {
@@ -293,12 +302,12 @@ fn info(reader: &StoreReader, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn run<M: EpkModel>(command: &Command, reader: &StoreReader) -> Result<ExitCode> {
+fn run<M: EpkModel>(command: &Command, reader: &StoreReader, device: &Device) -> Result<ExitCode> {
     match command {
-        Command::Verify(args) => verify::<M>(args, reader),
-        Command::Attribute(args) => attribute::<M>(args, reader),
-        Command::Compare(args) => compare::<M>(args, reader),
-        Command::Layers(args) => layers::<M>(args, reader),
+        Command::Verify(args) => verify::<M>(args, reader, device),
+        Command::Attribute(args) => attribute::<M>(args, reader, device),
+        Command::Compare(args) => compare::<M>(args, reader, device),
+        Command::Layers(args) => layers::<M>(args, reader, device),
         Command::Info(a) => info(reader, a.json),
     }
 }
@@ -308,6 +317,7 @@ fn run<M: EpkModel>(command: &Command, reader: &StoreReader) -> Result<ExitCode>
 fn replay_point<M: EpkModel>(
     args: &PointArgs,
     reader: &StoreReader,
+    device: &Device,
     mut options: ReplayOptions,
     json: bool,
 ) -> Result<(Vec<f64>, KernelMachine, Network<M>)> {
@@ -332,8 +342,7 @@ fn replay_point<M: EpkModel>(
     {
         bail!("--output {k}: the model has {} outputs", a.outputs);
     }
-    let device = flex_f64().map_err(anyhow::Error::msg)?;
-    let net = Network::<M>::new(a, &device)?;
+    let net = Network::<M>::new(a, device)?;
     let x = eval.input(args.point).to_vec();
     options.rule = args.rule;
     if let Some(t) = args.threads {
@@ -346,7 +355,11 @@ fn replay_point<M: EpkModel>(
     Ok((x, machine, net))
 }
 
-fn attribute<M: EpkModel>(args: &AttributeArgs, reader: &StoreReader) -> Result<ExitCode> {
+fn attribute<M: EpkModel>(
+    args: &AttributeArgs,
+    reader: &StoreReader,
+    device: &Device,
+) -> Result<ExitCode> {
     if args.top == 0 {
         bail!("--top must be at least 1");
     }
@@ -354,7 +367,7 @@ fn attribute<M: EpkModel>(args: &AttributeArgs, reader: &StoreReader) -> Result<
         tolerance: args.tolerance,
         ..ReplayOptions::default()
     };
-    let (x, machine, _) = replay_point::<M>(&args.point, reader, options, args.json)?;
+    let (x, machine, _) = replay_point::<M>(&args.point, reader, device, options, args.json)?;
     let eval = reader.eval()?;
     let train = reader.train()?;
     let ranked = PointAttribution::rank(
@@ -387,7 +400,11 @@ fn attribute<M: EpkModel>(args: &AttributeArgs, reader: &StoreReader) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
-fn layers<M: EpkModel>(args: &LayersArgs, reader: &StoreReader) -> Result<ExitCode> {
+fn layers<M: EpkModel>(
+    args: &LayersArgs,
+    reader: &StoreReader,
+    device: &Device,
+) -> Result<ExitCode> {
     let a = reader.attrs();
     let options = ReplayOptions {
         groups: a
@@ -397,7 +414,7 @@ fn layers<M: EpkModel>(args: &LayersArgs, reader: &StoreReader) -> Result<ExitCo
             .collect(),
         ..ReplayOptions::default()
     };
-    let (x, machine, net) = replay_point::<M>(&args.point, reader, options, args.json)?;
+    let (x, machine, net) = replay_point::<M>(&args.point, reader, device, options, args.json)?;
     let f = machine.network.row(0);
     let k = args.point.output.unwrap_or_else(|| crate::argmax(f));
     let train = reader.train()?;
@@ -474,7 +491,11 @@ fn layers<M: EpkModel>(args: &LayersArgs, reader: &StoreReader) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn compare<M: EpkModel>(args: &CompareArgs, reader: &StoreReader) -> Result<ExitCode> {
+fn compare<M: EpkModel>(
+    args: &CompareArgs,
+    reader: &StoreReader,
+    device: &Device,
+) -> Result<ExitCode> {
     let a = reader.attrs();
     if a.steps == 0 {
         bail!(
@@ -506,8 +527,7 @@ fn compare<M: EpkModel>(args: &CompareArgs, reader: &StoreReader) -> Result<Exit
         .map(|&t| usize::try_from(t).ok().filter(|&t| t < a.outputs))
         .collect::<Option<_>>()
         .context("held-out labels must be classes 0..outputs")?;
-    let device = flex_f64().map_err(anyhow::Error::msg)?;
-    let net = Network::<M>::new(a, &device)?;
+    let net = Network::<M>::new(a, device)?;
     if args.fit_samples == Some(0) {
         bail!("--fit-samples must be at least 1");
     }
@@ -587,7 +607,11 @@ fn progress_bar(steps: usize, json: bool) -> ProgressBar {
     bar
 }
 
-fn verify<M: EpkModel>(args: &VerifyArgs, reader: &StoreReader) -> Result<ExitCode> {
+fn verify<M: EpkModel>(
+    args: &VerifyArgs,
+    reader: &StoreReader,
+    device: &Device,
+) -> Result<ExitCode> {
     let a = reader.attrs();
     if a.steps == 0 {
         bail!(
@@ -611,8 +635,7 @@ fn verify<M: EpkModel>(args: &VerifyArgs, reader: &StoreReader) -> Result<ExitCo
         Some(n) => n,
         None => eval.len(),
     };
-    let device = flex_f64().map_err(anyhow::Error::msg)?;
-    let net = Network::<M>::new(a, &device)?;
+    let net = Network::<M>::new(a, device)?;
     let xs = &eval.inputs[..m * a.input_len()];
     let mut options = ReplayOptions {
         rule: args.rule,
