@@ -350,8 +350,11 @@ mod tests {
     }
 
     /// Records what reaches the disk.
+    /// Weights of each written step, and the faults.
+    type Written = (Vec<Vec<f64>>, Vec<Fault>);
+
     #[derive(Default)]
-    struct Log(Arc<std::sync::Mutex<(Vec<Vec<f64>>, Vec<Fault>)>>);
+    struct Log(Arc<std::sync::Mutex<Written>>);
 
     impl Sink for Log {
         fn steps(&mut self, steps: &[StepRecord]) -> Result<(), String> {

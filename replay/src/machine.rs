@@ -305,7 +305,26 @@ fn integrate_step<M: EpkModel>(
     let input_len = net.input_len();
     let m = xs.len() / input_len;
     let chunks = split(m, options.threads.max(1));
-    let batched = integrate_fixed_batched(net, seg, xs, options.rule);
+    let batched = (options.rule != Rule::Auto && net.layers().is_some()).then(|| {
+        // One batched pass per thread over its share of the points.
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .iter()
+                .map(|range| {
+                    let xs = &xs[range.start * input_len..range.end * input_len];
+                    let net = net.clone();
+                    scope.spawn(move || {
+                        integrate_fixed_batched(&net, seg, xs, options.rule)
+                            .expect("a fixed rule on probed layers")
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("worker"))
+                .collect::<Vec<_>>()
+        })
+    });
     let results: Vec<StepIntegral> = batched.unwrap_or_else(|| {
         std::thread::scope(|scope| {
             let handles: Vec<_> = chunks

@@ -136,7 +136,7 @@ impl Acc {
         match (self.dense, layers) {
             (Some(d), _) => Jbar::Dense(d),
             (None, Some(layers)) if !self.factors.is_empty() => {
-                Jbar::Layered(layers.merge(&self.weights, &self.factors, k))
+                Jbar::Layered(layers.merge(&self.weights, &self.factors, k, 0))
             }
             _ => Jbar::Dense(vec![0.0; k * p]),
         }
@@ -400,24 +400,16 @@ pub fn integrate_fixed_batched<M: EpkModel>(
     let f_end = net.forward(seg.end, xs);
     let m = f_start.len() / k;
     let nodes = rule.nodes(0.0, 1.0);
-    let mut per_point: Vec<Vec<Factors>> = (0..m).map(|_| Vec::new()).collect();
-    for &(t, _) in &nodes {
-        let all = net.jacobian_factors(&seg.at(t), xs);
-        for (pt, kept) in per_point.iter_mut().enumerate() {
-            let rows = ndarray::s![pt * k..(pt + 1) * k, ..];
-            kept.push(Factors {
-                a: all.a.iter().map(|a| a.slice(rows).to_owned()).collect(),
-                d: all.d.iter().map(|d| d.slice(rows).to_owned()).collect(),
-            });
-        }
-    }
+    // Every node's factors for all points at once; each point reads its own rows.
+    let all: Vec<Factors> = nodes
+        .iter()
+        .map(|&(t, _)| net.jacobian_factors(&seg.at(t), xs))
+        .collect();
     let weights: Vec<f64> = nodes.iter().map(|&(_, w)| w).collect();
     Some(
-        per_point
-            .into_iter()
-            .enumerate()
-            .map(|(pt, factors)| {
-                let rows = layers.merge(&weights, &factors, k);
+        (0..m)
+            .map(|pt| {
+                let rows = layers.merge(&weights, &all, k, pt * k);
                 // Jbar · Δw from the merged rows: the nodes are not dotted one by one.
                 let jdw = layers.rows_dot(&rows, seg.delta, k);
                 let (fs, fe) = (&f_start[pt * k..(pt + 1) * k], &f_end[pt * k..(pt + 1) * k]);

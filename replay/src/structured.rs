@@ -190,118 +190,129 @@ pub struct LayerRows {
     pub d: Array2<f64>,
 }
 
-/// A weighted rank-one term `w · a ⊗ d` (`a` augmented as in [`LayerRows`]).
-type Term = (f64, Array1<f64>, Array1<f64>);
-
-/// The fewest exact rank-one rows for `Σ_q w_q a_q ⊗ d_q`: nodes with bitwise-equal `a` merged
-/// into `a ⊗ Σ w_q d_q` (a first layer's input is the point itself at every node), or with
-/// equal `d` into `(Σ w_q a_q) ⊗ d` (a last linear layer without a nonlinearity after it), or
-/// the summed `[in, out]` block written as `min(in, out)` rows (a narrow layer, such as the
-/// three-class output layer under a log-softmax). Exact up to rounding; the contraction with
-/// training gradients then costs `rows · (in + out)` per sample whatever the rule's node count.
-fn merge_terms(terms: &[Term]) -> Vec<(Array1<f64>, Array1<f64>)> {
-    let q = terms.len();
-    let (width_a, width_d) = terms.first().map_or((0, 0), |(_, a, d)| (a.len(), d.len()));
-    let unique = |pick: &dyn Fn(&Term) -> &Array1<f64>| {
-        let mut seen = std::collections::HashSet::<Vec<u64>>::new();
-        for t in terms {
-            seen.insert(pick(t).iter().map(|v| v.to_bits()).collect());
-        }
-        seen.len()
+/// The fewest exact rank-one rows for `Σ_q w_q [a_q; 1] ⊗ d_q` (the `1` only with a bias),
+/// appended to `a_out`/`d_out`: one row `[a; 1] ⊗ Σ w_q d_q` when every node has the same `a`
+/// (a first layer's input is the point itself), one row `Σ w_q [a_q; 1] ⊗ d` when every node
+/// has the same `d` (a last linear layer), or the summed block written as `min(in + 1, out)`
+/// rows when that is fewer than the nodes (a narrow layer, such as a three-class output under a
+/// log-softmax). Exact up to rounding; the contraction with training gradients then costs
+/// `rows · (in + out)` per sample whatever the rule's node count.
+fn merge_into(
+    weights: &[f64],
+    a: &[ArrayView1<'_, f64>],
+    d: &[ArrayView1<'_, f64>],
+    bias: bool,
+    a_out: &mut Vec<f64>,
+    d_out: &mut Vec<f64>,
+) -> usize {
+    let q = weights.len();
+    let (n_in, n_out) = (a[0].len(), d[0].len());
+    let width = n_in + usize::from(bias);
+    let same = |v: &[ArrayView1<'_, f64>]| {
+        v[1..].iter().all(|x| {
+            x.iter()
+                .zip(v[0].iter())
+                .all(|(p, r)| p.to_bits() == r.to_bits())
+        })
     };
-    let (by_a, by_d) = (unique(&|t| &t.1), unique(&|t| &t.2));
-    let best = q.min(by_a).min(by_d).min(width_a).min(width_d);
-    if best == q {
-        return terms
-            .iter()
-            .map(|(w, a, d)| (a.clone(), d.mapv(|v| w * v)))
-            .collect();
-    }
-    if best == by_a || best == by_d {
-        let on_a = best == by_a;
-        let mut index = std::collections::HashMap::<Vec<u64>, usize>::new();
-        let mut out: Vec<(Array1<f64>, Array1<f64>)> = Vec::new();
-        for (w, a, d) in terms {
-            let (key, value) = if on_a { (a, d) } else { (d, a) };
-            let bits: Vec<u64> = key.iter().map(|v| v.to_bits()).collect();
-            let slot = *index.entry(bits).or_insert_with(|| {
-                out.push((key.clone(), Array1::zeros(value.len())));
-                out.len() - 1
-            });
-            out[slot].1.scaled_add(*w, value);
+    let push_a = |out: &mut Vec<f64>, row: &ArrayView1<'_, f64>, w: f64, bias_value: f64| {
+        out.extend(row.iter().map(|v| w * v));
+        if bias {
+            out.push(bias_value);
         }
-        return if on_a {
-            out
-        } else {
-            out.into_iter().map(|(d, a)| (a, d)).collect()
-        };
-    }
-    // The summed block B = Σ w_q a_q d_qᵀ, by columns or by rows.
-    let mut block = Array2::<f64>::zeros((width_a, width_d));
-    for (w, a, d) in terms {
-        for (i, &ai) in a.iter().enumerate() {
-            block.row_mut(i).scaled_add(w * ai, d);
-        }
-    }
-    let unit = |n: usize, j: usize| {
-        let mut e = Array1::zeros(n);
-        e[j] = 1.0;
-        e
     };
-    if width_d <= width_a {
-        (0..width_d)
-            .map(|j| (block.column(j).to_owned(), unit(width_d, j)))
-            .collect()
+    if same(a) {
+        push_a(a_out, &a[0], 1.0, 1.0);
+        let start = d_out.len();
+        d_out.resize(start + n_out, 0.0);
+        for (w, dq) in weights.iter().zip(d) {
+            for (o, v) in d_out[start..].iter_mut().zip(dq.iter()) {
+                *o += w * v;
+            }
+        }
+        return 1;
+    }
+    if same(d) {
+        let start = a_out.len();
+        a_out.resize(start + width, 0.0);
+        for (w, aq) in weights.iter().zip(a) {
+            let row = &mut a_out[start..];
+            for (o, v) in row.iter_mut().zip(aq.iter()) {
+                *o += w * v;
+            }
+            if bias {
+                row[n_in] += w;
+            }
+        }
+        d_out.extend(d[0].iter());
+        return 1;
+    }
+    if q <= n_out.min(width) {
+        for ((w, aq), dq) in weights.iter().zip(a).zip(d) {
+            push_a(a_out, aq, 1.0, 1.0);
+            d_out.extend(dq.iter().map(|v| w * v));
+        }
+        return q;
+    }
+    // The summed block B = Σ w_q [a_q; 1] d_qᵀ, `[width, out]`, by columns or by rows.
+    let mut block = vec![0.0; width * n_out];
+    for ((w, aq), dq) in weights.iter().zip(a).zip(d) {
+        for (i, ai) in aq.iter().chain(bias.then_some(&1.0)).enumerate() {
+            let c = w * ai;
+            for (b, v) in block[i * n_out..(i + 1) * n_out].iter_mut().zip(dq.iter()) {
+                *b += c * v;
+            }
+        }
+    }
+    if n_out <= width {
+        for j in 0..n_out {
+            a_out.extend((0..width).map(|i| block[i * n_out + j]));
+            d_out.extend((0..n_out).map(|o| f64::from(u8::from(o == j))));
+        }
+        n_out
     } else {
-        (0..width_a)
-            .map(|i| (unit(width_a, i), block.row(i).to_owned()))
-            .collect()
+        for i in 0..width {
+            a_out.extend((0..width).map(|r| f64::from(u8::from(r == i))));
+            d_out.extend_from_slice(&block[i * n_out..(i + 1) * n_out]);
+        }
+        width
     }
 }
 
 impl Layers {
-    /// Σ_q w_q J_q, with each J_q a single input's Jacobian factors (`[k, ·]` per layer), as
-    /// merged rows per layer owned by output index.
-    pub fn merge(&self, weights: &[f64], nodes: &[Factors], k: usize) -> Vec<LayerRows> {
+    /// Σ_q w_q J_q for one input, with J_q its Jacobian factors at rule node q (rows
+    /// `base..base + k` of `nodes[q]`, one per output), as merged rows per layer owned by
+    /// output index.
+    pub fn merge(
+        &self,
+        weights: &[f64],
+        nodes: &[Factors],
+        k: usize,
+        base: usize,
+    ) -> Vec<LayerRows> {
         self.layers
             .iter()
             .enumerate()
             .map(|(l, layer)| {
-                let mut owner = Vec::new();
-                let (mut a_rows, mut d_rows) = (Vec::new(), Vec::new());
+                let bias = layer.bias.is_some();
+                let width = layer.inputs + usize::from(bias);
+                let (mut a_out, mut d_out, mut owner) = (Vec::new(), Vec::new(), Vec::new());
                 for o in 0..k {
-                    let terms: Vec<Term> = weights
-                        .iter()
-                        .zip(nodes)
-                        .map(|(&w, f)| {
-                            let a = f.a[l].row(o);
-                            let a = if layer.bias.is_some() {
-                                a.iter().copied().chain([1.0]).collect()
-                            } else {
-                                a.to_owned()
-                            };
-                            (w, a, f.d[l].row(o).to_owned())
-                        })
-                        .collect();
-                    for (a, d) in merge_terms(&terms) {
-                        owner.push(o);
-                        a_rows.push(a);
-                        d_rows.push(d);
-                    }
-                }
-                let stack_rows = |rows: &[Array1<f64>], width: usize| {
-                    let views: Vec<_> = rows.iter().map(|r| r.view()).collect();
-                    if views.is_empty() {
-                        Array2::zeros((0, width))
+                    let a: Vec<_> = nodes.iter().map(|f| f.a[l].row(base + o)).collect();
+                    let d: Vec<_> = nodes.iter().map(|f| f.d[l].row(base + o)).collect();
+                    let rows = if weights.is_empty() {
+                        0
                     } else {
-                        ndarray::stack(Axis(0), &views).expect("rows of one layer share a width")
-                    }
-                };
-                let width_a = layer.inputs + usize::from(layer.bias.is_some());
+                        merge_into(weights, &a, &d, bias, &mut a_out, &mut d_out)
+                    };
+                    owner.extend(std::iter::repeat_n(o, rows));
+                }
+                let rows = owner.len();
                 LayerRows {
                     owner,
-                    a: stack_rows(&a_rows, width_a),
-                    d: stack_rows(&d_rows, layer.outputs),
+                    a: Array2::from_shape_vec((rows, width), a_out).expect("rows of width in + 1"),
+                    d: Array2::from_shape_vec((rows, layer.outputs), d_out)
+                        .expect("rows of width out"),
                 }
             })
             .collect()
@@ -366,8 +377,8 @@ impl Layers {
 
 #[cfg(test)]
 mod tests {
-    use super::{Term, merge_terms};
-    use ndarray::{Array1, Array2};
+    use super::merge_into;
+    use ndarray::{Array1, Array2, ArrayView1};
 
     fn pseudo(seed: &mut u64, n: usize) -> Array1<f64> {
         Array1::from_iter((0..n).map(|_| {
@@ -378,58 +389,63 @@ mod tests {
         }))
     }
 
-    fn dense(terms: &[(Array1<f64>, Array1<f64>)], scale: &[f64]) -> Array2<f64> {
-        let (n, m) = (terms[0].0.len(), terms[0].1.len());
-        let mut out = Array2::zeros((n, m));
-        for ((a, d), w) in terms.iter().zip(scale) {
-            for i in 0..n {
-                out.row_mut(i).scaled_add(w * a[i], d);
-            }
-        }
-        out
-    }
-
-    /// Merged rows add up to the same block as the terms, with the promised row counts.
+    /// Merged rows add up to the same block Σ w [a; 1] ⊗ d as the terms, with the promised
+    /// row counts.
     #[test]
     fn merging_is_exact_and_as_small_as_promised() {
         let mut seed = 7;
         let q = 9;
         let shared_a = pseudo(&mut seed, 6);
         let shared_d = pseudo(&mut seed, 5);
-        // (in, out, shared a?, shared d?, expected rows)
-        for (width_a, width_d, same_a, same_d, rows) in [
-            (6, 5, true, false, 1),
-            (6, 5, false, true, 1),
-            (12, 3, false, false, 3),
-            (2, 12, false, false, 2),
-            (20, 20, false, false, q),
+        // (in, out, shared a?, shared d?, bias, expected rows)
+        for (n_in, n_out, same_a, same_d, bias, rows) in [
+            (6, 5, true, false, true, 1),
+            (6, 5, false, true, true, 1),
+            (6, 5, false, true, false, 1),
+            (12, 3, false, false, true, 3),
+            (2, 12, false, false, true, 3),
+            (2, 12, false, false, false, 2),
+            (20, 20, false, false, true, q),
         ] {
-            let terms: Vec<Term> = (0..q)
-                .map(|i| {
-                    let a = if same_a {
+            let a: Vec<Array1<f64>> = (0..q)
+                .map(|_| {
+                    if same_a {
                         shared_a.clone()
                     } else {
-                        pseudo(&mut seed, width_a)
-                    };
-                    let d = if same_d {
-                        shared_d.clone()
-                    } else {
-                        pseudo(&mut seed, width_d)
-                    };
-                    (0.1 + i as f64, a, d)
+                        pseudo(&mut seed, n_in)
+                    }
                 })
                 .collect();
-            let merged = merge_terms(&terms);
-            assert_eq!(merged.len(), rows, "{width_a}×{width_d}");
-            let plain: Vec<_> = terms
-                .iter()
-                .map(|(_, a, d)| (a.clone(), d.clone()))
+            let d: Vec<Array1<f64>> = (0..q)
+                .map(|_| {
+                    if same_d {
+                        shared_d.clone()
+                    } else {
+                        pseudo(&mut seed, n_out)
+                    }
+                })
                 .collect();
-            let weights: Vec<f64> = terms.iter().map(|t| t.0).collect();
-            let want = dense(&plain, &weights);
-            let got = dense(&merged, &vec![1.0; merged.len()]);
+            let w: Vec<f64> = (0..q).map(|i| 0.1 + i as f64).collect();
+            let width = n_in + usize::from(bias);
+            let mut want = Array2::<f64>::zeros((width, n_out));
+            for i in 0..q {
+                let aug: Vec<f64> = a[i].iter().copied().chain(bias.then_some(1.0)).collect();
+                for (r, &ar) in aug.iter().enumerate() {
+                    want.row_mut(r).scaled_add(w[i] * ar, &d[i]);
+                }
+            }
+            let (av, dv): (Vec<ArrayView1<f64>>, Vec<ArrayView1<f64>>) = (
+                a.iter().map(|x| x.view()).collect(),
+                d.iter().map(|x| x.view()).collect(),
+            );
+            let (mut a_out, mut d_out) = (Vec::new(), Vec::new());
+            let n = merge_into(&w, &av, &dv, bias, &mut a_out, &mut d_out);
+            assert_eq!(n, rows, "{n_in}×{n_out}");
+            let a_rows = Array2::from_shape_vec((n, width), a_out).unwrap();
+            let d_rows = Array2::from_shape_vec((n, n_out), d_out).unwrap();
+            let got = a_rows.t().dot(&d_rows);
             let err = (&want - &got).iter().fold(0.0f64, |m, v| m.max(v.abs()));
-            assert!(err < 1e-14, "{width_a}×{width_d}: {err:e}");
+            assert!(err < 1e-13, "{n_in}×{n_out}: {err:e}");
         }
     }
 }
