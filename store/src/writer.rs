@@ -4,6 +4,7 @@ use crate::layout::ROOT_ATTRIBUTE;
 use crate::{ArrayName, Fault, RunAttributes, Samples, StoreError, StoreReader, TrainDType};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use zarrs::array::codec::{BloscCodec, BloscCompressionLevel, BloscCompressor, BloscShuffleMode};
 use zarrs::array::{Array, ArrayBuilder, data_type};
 use zarrs::filesystem::FilesystemStore;
 
@@ -481,17 +482,38 @@ impl StoreWriter {
     }
 }
 
+/// Blosc's compression level for float arrays (its own default).
+const BLOSC_LEVEL: u8 = 5;
+
 /// The training dtype as a zarr element type: values travel as f64 and are narrowed on write
 /// (exactly, since they came from that dtype).
 #[derive(Clone, Copy)]
 struct FloatType(TrainDType);
 
 impl FloatType {
+    /// Float arrays are compressed with blosc (LZ4 after a byte shuffle): cheap enough for the
+    /// writer thread to keep up with training, and read by zarr-python without plug-ins.
     fn builder(self, shape: Vec<u64>, chunk: Vec<u64>) -> ArrayBuilder {
-        match self.0 {
-            TrainDType::F64 => ArrayBuilder::new(shape, chunk, data_type::float64(), f64::NAN),
-            TrainDType::F32 => ArrayBuilder::new(shape, chunk, data_type::float32(), f32::NAN),
-        }
+        let (mut builder, typesize) = match self.0 {
+            TrainDType::F64 => (
+                ArrayBuilder::new(shape, chunk, data_type::float64(), f64::NAN),
+                8,
+            ),
+            TrainDType::F32 => (
+                ArrayBuilder::new(shape, chunk, data_type::float32(), f32::NAN),
+                4,
+            ),
+        };
+        let blosc = BloscCodec::new(
+            BloscCompressor::LZ4,
+            BloscCompressionLevel::try_from(BLOSC_LEVEL).expect("a level in 0..=9"),
+            None,
+            BloscShuffleMode::Shuffle,
+            Some(typesize),
+        )
+        .expect("c-blosc always has LZ4");
+        builder.bytes_to_bytes_codecs(vec![Arc::new(blosc)]);
+        builder
     }
 
     fn store_chunk(
