@@ -1,5 +1,6 @@
 //! Recording overhead: the same training with and without the epk recorder, interleaved in
-//! one run, on the paper's toy and on an MLP with about a million parameters.
+//! one run, on the paper's toy, on an MLP with about a million parameters and on the digits
+//! CNN (SGD with momentum and weight decay, as `examples/digits.rs`).
 //!
 //! ```text
 //! cargo run --release --example bench_record -- --repeats 5
@@ -7,38 +8,51 @@
 //!
 //! The baseline is an ordinary hand-written Burn loop (forward, cross-entropy, backward,
 //! optimizer step); the recorded run is the same loop on `model.with_recorder(...)`. Reported:
-//! median wall time of each, the overhead ratio, bytes written per step and the store's size.
+//! median wall time of each, the overhead ratio, bytes written per step, the store's size and
+//! its compression ratio (raw array bytes over bytes on disk).
 
 use anyhow::Result;
 use burn::data::dataloader::batcher::Batcher;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::train::TrainStep;
 use clap::Parser;
-use epk::recorder::models::{Mlp, MlpConfig};
+use epk::recorder::models::{Cnn, CnnConfig, Mlp, MlpConfig};
 use epk::recorder::{
     EpkModel, IndexedBatch, IndexedBatcher, IndexedItem, Loss, Recorder, Samples, Switches,
-    WithRecorder, device::flex_f64, loss,
+    TrainDType, WithRecorder, device::flex_f64, loss,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::path::Path;
 use std::time::Instant;
+
+mod common;
 
 #[derive(Parser, Debug)]
 struct Args {
     /// Interleaved repetitions of (baseline, recorded); medians are reported.
     #[arg(long, default_value_t = 5)]
     repeats: usize,
+    /// Print the table as JSON lines instead of Markdown.
+    #[arg(long)]
+    json: bool,
 }
 
-struct Case {
+/// One benchmark: a model, its data in batches, and how many optimizer steps to time.
+struct Case<M: EpkModel> {
     name: &'static str,
-    sizes: Vec<usize>,
-    samples: usize,
+    config: M::Config,
+    train: Samples,
     batch: usize,
     steps: usize,
+    sgd: SgdConfig,
+    lr: f64,
 }
 
-fn data(n: usize, dim: usize, classes: usize, rng: &mut StdRng) -> Samples {
+fn random_data(n: usize, dim: usize, classes: usize, seed: u64) -> Samples {
+    let mut rng = StdRng::seed_from_u64(seed);
     let inputs = (0..n * dim)
         .map(|_| (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
         .collect();
@@ -60,8 +74,9 @@ fn batches(samples: &Samples, batch: usize, device: &burn::tensor::Device) -> Ve
         .collect()
 }
 
-fn baseline(case: &Case, model: Mlp, data: &[IndexedBatch]) -> f64 {
-    let mut optim = SgdConfig::new().init();
+/// The loop without epk: forward, cross-entropy, backward, optimizer step.
+fn baseline<M: EpkModel>(case: &Case<M>, model: M, data: &[IndexedBatch]) -> f64 {
+    let mut optim = case.sgd.init();
     let mut model = model;
     let started = Instant::now();
     for s in 0..case.steps {
@@ -69,46 +84,58 @@ fn baseline(case: &Case, model: Mlp, data: &[IndexedBatch]) -> f64 {
         let f = model.epk_forward(b.inputs.clone(), &mut Switches::off());
         let l = loss::loss(Loss::CrossEntropy, f, b.targets.clone());
         let grads = GradientsParams::from_grads(l.backward(), &model);
-        model = optim.step(0.01, model, grads);
+        model = optim.step(case.lr, model, grads);
     }
     let _ = epk::recorder::params::flatten(&model); // wait for the last step's tensors
     started.elapsed().as_secs_f64()
 }
 
-/// (seconds in the training loop, seconds creating and finishing the store, store bytes)
-fn recorded(
-    case: &Case,
-    model: Mlp,
-    config: &MlpConfig,
-    train: &Samples,
+/// What one recorded run measured.
+struct Recorded {
+    /// Seconds in the training loop.
+    seconds: f64,
+    /// Seconds creating the store and flushing it at the end.
+    fixed: f64,
+    /// Bytes on disk: the whole store, and the weights array alone.
+    store: u64,
+    weights: u64,
+}
+
+fn recorded<M: EpkModel + 'static>(
+    case: &Case<M>,
+    model: M,
     data: &[IndexedBatch],
-) -> Result<(f64, f64, u64)> {
+) -> Result<Recorded> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("bench.zarr");
     let recorder = Recorder::builder(&path)
-        .model_config::<Mlp>(config)
+        .model_config::<M>(&case.config)
         .loss(Loss::CrossEntropy)
-        .sgd(&SgdConfig::new())
-        .train_data(train.clone())
+        .sgd(&case.sgd)
+        .train_data(case.train.clone())
         .max_batch(case.batch);
-    let mut optim = SgdConfig::new().init();
+    let mut optim = case.sgd.init();
     let created = Instant::now();
     let mut model = model.with_recorder(recorder)?;
     let create = created.elapsed().as_secs_f64();
     let started = Instant::now();
     for s in 0..case.steps {
         let out = TrainStep::step(&model, data[s % data.len()].clone());
-        model = TrainStep::optimize(model, &mut optim, 0.01.into(), out.grads);
+        model = TrainStep::optimize(model, &mut optim, case.lr.into(), out.grads);
     }
     let _ = epk::recorder::params::flatten(&model.model);
     let seconds = started.elapsed().as_secs_f64();
     let finishing = Instant::now();
     model.finish()?;
-    let fixed = create + finishing.elapsed().as_secs_f64();
-    Ok((seconds, fixed, dir_size(&path)))
+    Ok(Recorded {
+        seconds,
+        fixed: create + finishing.elapsed().as_secs_f64(),
+        store: dir_size(&path),
+        weights: dir_size(&path.join("weights")),
+    })
 }
 
-fn dir_size(path: &std::path::Path) -> u64 {
+fn dir_size(path: &Path) -> u64 {
     std::fs::read_dir(path)
         .map(|entries| {
             entries
@@ -130,65 +157,123 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn run<M: EpkModel + 'static>(
+    case: Case<M>,
+    repeats: usize,
+    json: bool,
+    device: &burn::tensor::Device,
+) -> Result<()> {
+    let batched = batches(&case.train, case.batch, device);
+    let model = M::init(&case.config, device);
+    let p = epk::recorder::params::layout(&model)
+        .iter()
+        .map(|l| l.len)
+        .sum::<usize>();
+    let (mut base, mut rec, mut fixed) = (Vec::new(), Vec::new(), Vec::new());
+    let mut last = None;
+    // One untimed round warms caches and the allocator.
+    let _ = baseline(&case, model.clone(), &batched);
+    for _ in 0..repeats {
+        base.push(baseline(&case, model.clone(), &batched));
+        let r = recorded(&case, model.clone(), &batched)?;
+        rec.push(r.seconds);
+        fixed.push(r.fixed);
+        last = Some(r);
+    }
+    let last = last.expect("at least one repeat");
+    let (b, r) = (median(base), median(rec));
+    let typesize = match TrainDType::F64 {
+        TrainDType::F64 => 8,
+        TrainDType::F32 => 4,
+    };
+    // What the weights take uncompressed: the initial state and one row per step.
+    let raw_weights = ((case.steps + 1) * p * typesize) as u64;
+    let data_bytes = (case.train.inputs.len() * 8 + case.train.len() * 8) as u64;
+    let per_step = last.store.saturating_sub(data_bytes) / case.steps as u64;
+    let overhead = 100.0 * (r / b - 1.0);
+    let ratio = raw_weights as f64 / last.weights as f64;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "case": case.name, "params": p, "steps": case.steps, "baseline_s": b,
+                "recorded_s": r, "overhead_percent": overhead, "fixed_s": median(fixed.clone()),
+                "bytes_per_step": per_step, "store_bytes": last.store,
+                "weights_compression": ratio,
+            })
+        );
+    } else {
+        println!(
+            "| {} | {p} | {} | {b:.3} | {r:.3} | {overhead:+.1} % | {:.3} | {per_step} | {:.1} | {ratio:.2} |",
+            case.name,
+            case.steps,
+            median(fixed),
+            last.store as f64 / 1e6,
+        );
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let device = flex_f64().map_err(anyhow::Error::msg)?;
-    let cases = [
+    if !args.json {
+        println!(
+            "| case | P | steps | baseline s | recorded s | overhead | store creation + final flush s | bytes/step | store MB | weights compression |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+    }
+    run::<Mlp>(
         Case {
             name: "toy (paper §4.1): 3000 × 100, width 64, full batch",
-            sizes: vec![100, 64, 3],
-            samples: 3000,
+            config: MlpConfig::new(vec![100, 64, 3]),
+            train: random_data(3000, 100, 3, 1),
             batch: 3000,
             steps: 50,
+            sgd: SgdConfig::new(),
+            lr: 0.01,
         },
+        args.repeats,
+        args.json,
+        &device,
+    )?;
+    let digits = common::load_digits(
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/data/digits/digits.csv"
+        )),
+        0,
+    )?;
+    // The digits recipe of examples/digits.rs: momentum 0.9, weight decay 5e-4, batch 64.
+    run::<Cnn>(
+        Case {
+            name: "digits CNN (examples/digits.rs): batch 64, momentum + decay",
+            config: CnnConfig::new(8, [8, 16], 10),
+            train: common::digit_samples(&digits[..1500])?,
+            batch: 64,
+            steps: 24,
+            sgd: SgdConfig::new()
+                .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+                .with_weight_decay(Some(WeightDecayConfig::new(5e-4))),
+            lr: 0.1,
+        },
+        args.repeats,
+        args.json,
+        &device,
+    )?;
+    run::<Mlp>(
         Case {
             name: "MLP 256-1024-768-10 (P ≈ 1.05e6), batch 256",
-            sizes: vec![256, 1024, 768, 10],
-            samples: 2048,
+            config: MlpConfig::new(vec![256, 1024, 768, 10]),
+            train: random_data(2048, 256, 10, 1),
             batch: 256,
             steps: 20,
+            sgd: SgdConfig::new(),
+            lr: 0.01,
         },
-    ];
-    println!(
-        "| case | P | steps | baseline s | recorded s | overhead per step | store creation + final flush s | bytes/step | store MB |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for case in &cases {
-        let mut rng = StdRng::seed_from_u64(1);
-        let train = data(
-            case.samples,
-            case.sizes[0],
-            *case.sizes.last().unwrap(),
-            &mut rng,
-        );
-        let config = MlpConfig::new(case.sizes.clone());
-        let batched = batches(&train, case.batch, &device);
-        let model = Mlp::new(&config, &device);
-        let p = epk::recorder::params::layout(&model)
-            .iter()
-            .map(|l| l.len)
-            .sum::<usize>();
-        let (mut base, mut rec, mut fixed, mut size) = (Vec::new(), Vec::new(), Vec::new(), 0);
-        // One untimed round warms caches and the allocator.
-        let _ = baseline(case, model.clone(), &batched);
-        for _ in 0..args.repeats {
-            base.push(baseline(case, model.clone(), &batched));
-            let (t, f, bytes) = recorded(case, model.clone(), &config, &train, &batched)?;
-            rec.push(t);
-            fixed.push(f);
-            size = bytes;
-        }
-        let (b, r) = (median(base), median(rec));
-        let data_bytes = (train.inputs.len() * 8 + train.len() * 8) as u64;
-        println!(
-            "| {} | {p} | {} | {b:.3} | {r:.3} | {:+.1} % | {:.3} | {} | {:.1} |",
-            case.name,
-            case.steps,
-            100.0 * (r / b - 1.0),
-            median(fixed),
-            (size - data_bytes) / case.steps as u64,
-            size as f64 / 1e6
-        );
-    }
+        args.repeats,
+        args.json,
+        &device,
+    )?;
     Ok(())
 }

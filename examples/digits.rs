@@ -34,9 +34,7 @@ use epk::recorder::{
     EpkModel, IndexedBatcher, IndexedDataset, Loss, Recorder, Samples, Switches, WithRecorder,
     device::flex_f64,
 };
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,42 +83,6 @@ struct Args {
     data: PathBuf,
 }
 
-/// Reads the CSV, scales pixels to [0, 1] and shuffles with `seed`.
-fn load(path: &Path, seed: u64) -> Result<Vec<(Vec<f64>, i64)>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut rows = Vec::new();
-    for (line, row) in text.lines().enumerate() {
-        let values: Vec<f64> = row
-            .split(',')
-            .map(|v| v.trim().parse::<f64>())
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("{} line {}: not numbers", path.display(), line + 1))?;
-        if values.len() != 65 || !(0.0..=9.0).contains(&values[64]) {
-            bail!(
-                "{} line {}: expected 64 pixels and a label 0–9",
-                path.display(),
-                line + 1
-            );
-        }
-        rows.push((
-            values[..64].iter().map(|v| v / 16.0).collect(),
-            values[64] as i64,
-        ));
-    }
-    let mut rng = StdRng::seed_from_u64(seed);
-    for i in (1..rows.len()).rev() {
-        rows.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
-    }
-    Ok(rows)
-}
-
-fn samples(rows: &[(Vec<f64>, i64)]) -> Result<Samples> {
-    let inputs = rows.iter().flat_map(|r| r.0.iter().copied()).collect();
-    let targets = rows.iter().map(|r| r.1).collect();
-    Samples::new(inputs, vec![8, 8], targets).map_err(anyhow::Error::msg)
-}
-
 fn accuracy(model: &Cnn, data: &Samples, device: &Device) -> f64 {
     let n = data.len();
     let x = float_tensor(data.inputs.clone(), [n, 64], device);
@@ -147,7 +109,7 @@ fn main() -> Result<()> {
     if args.channels.contains(&0) {
         bail!("--channels must be positive");
     }
-    let rows = load(&args.data, args.seed)?;
+    let rows = common::load_digits(&args.data, args.seed)?;
     if args.train + args.explain > rows.len() {
         bail!(
             "--train {} and --explain {} exceed the {} images",
@@ -157,9 +119,9 @@ fn main() -> Result<()> {
         );
     }
     common::prepare_store(&args.store, args.overwrite)?;
-    let train = samples(&rows[..args.train])?;
-    let held_out = samples(&rows[args.train..])?;
-    let explain = samples(&rows[args.train..args.train + args.explain])?;
+    let train = common::digit_samples(&rows[..args.train])?;
+    let held_out = common::digit_samples(&rows[args.train..])?;
+    let explain = common::digit_samples(&rows[args.train..args.train + args.explain])?;
 
     let device = if args.f32 {
         Device::flex().autodiff()

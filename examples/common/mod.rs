@@ -9,6 +9,8 @@ use epk::recorder::models::{Mlp, MlpConfig};
 use epk::recorder::{
     IndexedBatcher, IndexedItem, Loss, Recorder, Samples, WithRecorder, device::flex_f64,
 };
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::path::Path;
 
 /// The class means of Bell et al.'s toy, in its first two dimensions.
@@ -87,4 +89,41 @@ pub fn prepare_store(path: &Path, overwrite: bool) -> Result<()> {
         std::fs::create_dir_all(parent)?;
     }
     Ok(())
+}
+
+/// Reads the CSV, scales pixels to [0, 1] and shuffles with `seed`.
+pub fn load_digits(path: &Path, seed: u64) -> Result<Vec<(Vec<f64>, i64)>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (line, row) in text.lines().enumerate() {
+        let values: Vec<f64> = row
+            .split(',')
+            .map(|v| v.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("{} line {}: not numbers", path.display(), line + 1))?;
+        if values.len() != 65 || !(0.0..=9.0).contains(&values[64]) {
+            bail!(
+                "{} line {}: expected 64 pixels and a label 0–9",
+                path.display(),
+                line + 1
+            );
+        }
+        rows.push((
+            values[..64].iter().map(|v| v / 16.0).collect(),
+            values[64] as i64,
+        ));
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    for i in (1..rows.len()).rev() {
+        rows.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+    }
+    Ok(rows)
+}
+
+/// Digit rows as 8×8 samples.
+pub fn digit_samples(rows: &[(Vec<f64>, i64)]) -> Result<Samples> {
+    let inputs = rows.iter().flat_map(|r| r.0.iter().copied()).collect();
+    let targets = rows.iter().map(|r| r.1).collect();
+    Samples::new(inputs, vec![8, 8], targets).map_err(anyhow::Error::msg)
 }

@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Reproduces the README's benchmark table in one command.
+
+    python3 scripts/bench.py [--quick] [--out target/bench]
+
+1. Recording overhead: `examples/bench_record` (training with and without the recorder,
+   interleaved, medians) on the toy, the digits CNN and a 1e6-parameter MLP.
+2. Replay against the JAX float64 reference (`benches/peers/epk_jax.py`, jax.vmap of jax.jacrev,
+   XLA-compiled) on the same job: the paper's toy (3 Gaussian classes in 100 dimensions, 3000
+   training points, width 64, 100 full-batch steps, lr 0.1, 100 held-out points), rules mid:100
+   and gauss:8, both on this machine in this run; then epk's time to a verified 1e-12 with its
+   default rule (auto).
+3. Memory: peak RSS of `replay verify` on 50- and 500-step runs.
+4. Cores: the same replay with one worker thread and with all cores.
+
+Each figure is a ratio of two timings taken in the same run. JAX is installed into a virtual
+environment under --out on first use (pip, jax[cpu]==0.10.2); --no-jax skips it.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELEASE = ROOT / "target" / "release"
+
+
+def sh(cmd, **kw):
+    print("+", " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
+    return subprocess.run([str(c) for c in cmd], check=True, text=True, **kw)
+
+
+def timed(cmd):
+    """Runs cmd under /usr/bin/time; returns (stdout, wall seconds, peak RSS in MB)."""
+    t0 = time.perf_counter()
+    p = sh(["/usr/bin/time", "-f", "%M"] + cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - t0
+    rss_kb = int(p.stderr.strip().splitlines()[-1])
+    return p.stdout, wall, rss_kb / 1024
+
+
+def verify(store, rule, tolerance, extra=()):
+    out, wall, rss = timed([RELEASE / "replay", "verify", store, "--rule", rule,
+                            "--tolerance", tolerance, "--json", *extra])
+    report = json.loads(out[out.index("{"):out.rindex("}") + 1])
+    return report, wall, rss
+
+
+def train_toy(store, steps, extra=()):
+    sh([RELEASE / "examples" / "gaussians", "--store", store, "--overwrite", "--steps", steps,
+        *extra], stdout=subprocess.DEVNULL)
+
+
+def jax_python(out, skip):
+    if skip:
+        return None
+    venv = out / "jaxenv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        sh([sys.executable, "-m", "venv", venv])
+        sh([python, "-m", "pip", "install", "--quiet", "jax[cpu]==0.10.2", "numpy"])
+    return python
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=ROOT / "target" / "bench", type=Path)
+    ap.add_argument("--repeats", type=int, default=5, help="bench_record repetitions")
+    ap.add_argument("--no-jax", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="fewer points and repeats (a smoke run)")
+    a = ap.parse_args()
+    out = a.out
+    out.mkdir(parents=True, exist_ok=True)
+    points = ["--points", "10"] if a.quick else []
+    sh(["cargo", "build", "--release", "--locked", "--bin", "replay", "--example", "gaussians",
+        "--example", "bench_record"], cwd=ROOT)
+    rows = []
+    cpu = platform.processor() or platform.machine()
+    print(f"date {date.today()}, {os.cpu_count()} cores, {cpu}", file=sys.stderr)
+
+    # 1. Recording overhead.
+    rec = sh([RELEASE / "examples" / "bench_record", "--repeats", 2 if a.quick else a.repeats,
+              "--json"], stdout=subprocess.PIPE, cwd=ROOT).stdout
+    record = [json.loads(line) for line in rec.splitlines() if line.startswith("{")]
+
+    # 2. Replay against JAX on the same toy.
+    toy = out / "toy.zarr"
+    train_toy(toy, 100)
+    epk = {}
+    for rule in ["mid:100", "gauss:8"]:
+        report, wall, _ = verify(toy, rule, "1", points)
+        epk[rule] = (report, wall)
+    auto, auto_wall, _ = verify(toy, "auto", "1e-12", points)
+    python = jax_python(out, a.no_jax)
+    jax = {}
+    if python is not None:
+        test = ["--test", "10"] if a.quick else []
+        res = sh([python, ROOT / "benches" / "peers" / "epk_jax.py", "--rules", "mid:100,gauss:8",
+                  "--json", "--repeat", "2", *test], stdout=subprocess.PIPE).stdout
+        for line in res.splitlines():
+            if line.startswith("{"):
+                r = json.loads(line)
+                jax[r["rule"]] = r
+
+    # 3. Memory flat in steps (20 held-out points, gauss:8: the step loop is what is measured).
+    rss = {}
+    for steps in [50, 500]:
+        store = out / f"toy-{steps}.zarr"
+        train_toy(store, steps, ["--per-class", "300", "--test", "20"])
+        _, _, rss[steps] = verify(store, "gauss:8", "1")
+
+    # 4. Both cores: one worker thread against the default (all cores).
+    cores = {}
+    for threads in ["1", str(os.cpu_count())]:
+        _, cores[threads], _ = verify(toy, "auto", "1e-12", ["--points", "20", "--threads", threads])
+
+    print(f"Measured {date.today()} on {os.cpu_count()} cores ({cpu}); "
+          f"`python3 scripts/bench.py`{' --quick' if a.quick else ''}.\n")
+    print("| recording | P | steps | without s | with s | overhead | bytes/step | weights compression |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in record:
+        print(f"| {r['case']} | {r['params']} | {r['steps']} | {r['baseline_s']:.3f} | "
+              f"{r['recorded_s']:.3f} | {r['overhead_percent']:+.1f} % | {r['bytes_per_step']} | "
+              f"{r['weights_compression']:.2f}× |")
+    print()
+    print("| replay, toy (P = 6659, 3000 train, 100 steps) | points | epk s | JAX s (best of 2; first incl. compile) | JAX / epk | epk max error | JAX max error |")
+    print("|---|---|---|---|---|---|---|")
+    for rule, (report, wall) in epk.items():
+        j = jax.get(rule)
+        js = f"{j['seconds_best']:.1f} ({j['seconds_first']:.1f})" if j else "not run"
+        ratio = f"{j['seconds_best'] / wall:.2f}" if j else "–"
+        je = f"{j['max_abs_err']:.2e}" if j else "–"
+        print(f"| {rule} | {report['points']} | {wall:.1f} | {js} | {ratio} | "
+              f"{report['max_abs_error']:.2e} | {je} |")
+    print(f"| auto, verified at 1e-12 | {auto['points']} | {auto_wall:.1f} | – | "
+          f"{(jax['mid:100']['seconds_best'] / auto_wall) if 'mid:100' in jax else float('nan'):.2f} vs JAX mid:100 | "
+          f"{auto['max_abs_error']:.2e} (passed: {auto['passed']}) | – |")
+    print()
+    print(f"| memory: replay verify, 900 train, 20 points, gauss:8 | peak RSS MB |")
+    print("|---|---|")
+    for steps, mb in rss.items():
+        print(f"| {steps} steps | {mb:.1f} |")
+    print(f"| 500 / 50 | {rss[500] / rss[50]:.3f} |")
+    print()
+    one, all_ = cores["1"], cores[str(os.cpu_count())]
+    print(f"| cores: auto at 1e-12, 20 points | 1 thread s | {os.cpu_count()} threads s | speed-up |")
+    print("|---|---|---|---|")
+    print(f"| toy | {one:.1f} | {all_:.1f} | {one / all_:.2f}× |")
+    (out / "results.json").write_text(json.dumps({
+        "record": record, "epk": {k: {"seconds": w, **{x: r[x] for x in ("points", "max_abs_error")}}
+                                  for k, (r, w) in epk.items()},
+        "auto": {"seconds": auto_wall, "max_abs_error": auto["max_abs_error"], "passed": auto["passed"]},
+        "jax": jax, "rss_mb": rss, "threads_s": cores}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
