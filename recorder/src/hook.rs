@@ -115,6 +115,14 @@ impl Hook {
         }
     }
 
+    /// Stops recording with `error`.
+    pub(crate) fn fail(&self, error: RecordError) {
+        let mut s = self.lock();
+        if s.error.is_none() {
+            Self::stop(&mut s, error);
+        }
+    }
+
     fn stop(s: &mut State, error: RecordError) {
         let message = format!("epk recorder stopped at step {}: {error}", s.steps);
         eprintln!("{message}");

@@ -5,7 +5,6 @@ use crate::{RecordError, Recorder, loss, params};
 use burn::module::Module;
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use std::path::Path;
 
@@ -65,25 +64,25 @@ impl<M: EpkModel> Recorded<M> {
 
     /// Forward, loss and backward for one (micro-)batch, noting the per-sample dL/df.
     ///
-    /// The gradient is built from dL/df itself (backward of Σ f·dL/df), so what is recorded
-    /// is exactly what entered the optimizer.
+    /// A zero probe added to the outputs is a leaf whose gradient is dL/df, so one backward
+    /// pass gives both the parameters' gradients and what is recorded: what is recorded is
+    /// exactly what entered the optimizer, at the cost of one addition.
     fn forward_backward(&self, batch: IndexedBatch) -> TrainOutput<ClassificationOutput> {
         let f = self.model.epk_forward(batch.inputs, &mut Switches::off());
-        let leaf = f.clone().detach().require_grad();
-        let loss = loss::loss(self.hook.loss(), leaf.clone(), batch.targets.clone());
-        let loss_grads = loss.backward();
-        let dldf = leaf
-            .grad(&loss_grads)
-            .expect("the loss depends on every output")
-            .into_data();
-        let values = dldf
-            .clone()
-            .convert::<f64>()
-            .try_into_vec::<f64>()
-            .expect("dL/df converts to f64");
-        self.hook.micro_batch(&batch.indices, values);
-        let weight: Tensor<2> = Tensor::from_data(dldf, &f.device());
-        let grads = (f.clone() * weight).sum().backward();
+        let probe = f.zeros_like().detach().require_grad();
+        let loss = loss::loss(
+            self.hook.loss(),
+            f.clone() + probe.clone(),
+            batch.targets.clone(),
+        );
+        let grads = loss.backward();
+        match probe.grad(&grads).map(|g| g.try_into_vec_as::<f64>()) {
+            Some(Ok(values)) => self.hook.micro_batch(&batch.indices, values),
+            Some(Err(e)) => self.hook.fail(RecordError::Tensor(format!("{e:?}"))),
+            None => self.hook.fail(RecordError::Tensor(
+                "the loss does not depend on the outputs".into(),
+            )),
+        }
         let output = ClassificationOutput::new(loss.detach(), f.detach(), batch.targets);
         TrainOutput::new(self, grads, output)
     }
