@@ -37,9 +37,15 @@ unpack() { # wheel file, destination
   python3 -m zipfile -e "$1" "$2"
 }
 
+python=python3
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  python3 -m venv "$data_home/epk/venv"
+  python="$data_home/epk/venv/bin/python"
+fi
+
 mkdir -p "$wheels"
 if [ ! -e "$prefix/.tracel-llvm-installed" ] || [ ! -e "$cuda_home/nvvm/libdevice/libdevice.10.bc" ]; then
-  python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" \
+  "$python" -m pip download --quiet --no-deps --only-binary=:all: --dest "$wheels" \
     "mlc-llvm-static==$llvm_version" "mlc-llvm-static-extra-targets==$llvm_version" \
     "nvidia-cuda-nvcc-cu12==$nvcc_version"
 fi

@@ -40,9 +40,29 @@ pub fn select(name: &str) -> Result<Device, String> {
 
 #[cfg(feature = "cuda")]
 fn cuda_f64(index: usize) -> Result<Device, String> {
-    let mut device = Device::cuda(index);
-    configure_f64(&mut device)?;
-    Ok(device.autodiff())
+    // The CUDA runtime panics when there is no driver or no such GPU; a probe tensor read back
+    // here turns that into an error the caller can report.
+    let probe = std::panic::catch_unwind(move || {
+        let mut device = Device::cuda(index);
+        configure_f64(&mut device)?;
+        let t = burn::tensor::Tensor::<1>::ones([2], &device);
+        let sum = (t.clone() + t).sum().into_scalar::<f64>();
+        if sum != 4.0 {
+            return Err(format!("a float64 probe on cuda:{index} gave {sum}, not 4"));
+        }
+        Ok(device)
+    });
+    match probe {
+        Ok(result) => Ok(result?.autodiff()),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the CUDA runtime failed".into());
+            Err(format!("cuda:{index} is not usable: {why}"))
+        }
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
