@@ -99,6 +99,8 @@ struct Recorded {
     /// Bytes on disk: the whole store, and the weights array alone.
     store: u64,
     weights: u64,
+    /// Steps that waited for the writer.
+    stalls: usize,
 }
 
 fn recorded<M: EpkModel + 'static>(
@@ -125,6 +127,7 @@ fn recorded<M: EpkModel + 'static>(
     }
     let _ = epk::recorder::params::flatten(&model.model);
     let seconds = started.elapsed().as_secs_f64();
+    let stalls = model.stalls();
     let finishing = Instant::now();
     model.finish()?;
     Ok(Recorded {
@@ -132,6 +135,7 @@ fn recorded<M: EpkModel + 'static>(
         fixed: create + finishing.elapsed().as_secs_f64(),
         store: dir_size(&path),
         weights: dir_size(&path.join("weights")),
+        stalls,
     })
 }
 
@@ -199,16 +203,17 @@ fn run<M: EpkModel + 'static>(
                 "case": case.name, "params": p, "steps": case.steps, "baseline_s": b,
                 "recorded_s": r, "overhead_percent": overhead, "fixed_s": median(fixed.clone()),
                 "bytes_per_step": per_step, "store_bytes": last.store,
-                "weights_compression": ratio,
+                "weights_compression": ratio, "stalls": last.stalls,
             })
         );
     } else {
         println!(
-            "| {} | {p} | {} | {b:.3} | {r:.3} | {overhead:+.1} % | {:.3} | {per_step} | {:.1} | {ratio:.2} |",
+            "| {} | {p} | {} | {b:.3} | {r:.3} | {overhead:+.1} % | {:.3} | {per_step} | {:.1} | {ratio:.2} | {} |",
             case.name,
             case.steps,
             median(fixed),
             last.store as f64 / 1e6,
+            last.stalls,
         );
     }
     Ok(())
@@ -219,9 +224,9 @@ fn main() -> Result<()> {
     let device = flex_f64().map_err(anyhow::Error::msg)?;
     if !args.json {
         println!(
-            "| case | P | steps | baseline s | recorded s | overhead | store creation + final flush s | bytes/step | store MB | weights compression |"
+            "| case | P | steps | baseline s | recorded s | overhead | store creation + final flush s | bytes/step | store MB | weights compression | stalls |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
     }
     run::<Mlp>(
         Case {

@@ -85,6 +85,10 @@ impl Hook {
         self.lock().steps
     }
 
+    pub(crate) fn stalls(&self) -> usize {
+        self.lock().writer.stalls()
+    }
+
     /// The first recording error, if any; recording stops at it. A fault the writer thread
     /// found (a write error, non-finite weights) counts from the moment it was found.
     pub(crate) fn error(&self) -> Option<String> {

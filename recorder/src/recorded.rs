@@ -38,6 +38,13 @@ impl<M: EpkModel> Recorded<M> {
         self.hook.steps()
     }
 
+    /// How many optimizer steps had to wait for the store writer because its queue was full
+    /// (the disk or the writer thread fell behind training). Zero means recording never
+    /// stalled training.
+    pub fn stalls(&self) -> usize {
+        self.hook.stalls()
+    }
+
     /// The store being written.
     pub fn store_path(&self) -> &Path {
         self.hook.path()

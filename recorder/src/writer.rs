@@ -155,6 +155,8 @@ impl<S: Sink> Worker<S> {
 
 pub(crate) struct Writer {
     tx: Option<Sender<Msg>>,
+    /// Sends that found the queue full and had to wait for the disk.
+    stalls: usize,
     handle: Option<JoinHandle<()>>,
     error: Arc<Mutex<Option<Failure>>>,
 }
@@ -179,6 +181,7 @@ impl Writer {
             .expect("spawning the store writer thread");
         Writer {
             tx: Some(tx),
+            stalls: 0,
             handle: Some(handle),
             error,
         }
@@ -193,7 +196,12 @@ impl Writer {
             .map(RecordError::from)
     }
 
-    fn send(&self, msg: Msg) -> Result<(), RecordError> {
+    /// How many sends found the queue full: each is a wait of the trainer for the disk.
+    pub(crate) fn stalls(&self) -> usize {
+        self.stalls
+    }
+
+    fn send(&mut self, msg: Msg) -> Result<(), RecordError> {
         if let Some(e) = self.failure() {
             return Err(e);
         }
@@ -201,6 +209,14 @@ impl Writer {
             .tx
             .as_ref()
             .ok_or_else(|| RecordError::WriterGone("the recording was finished".into()))?;
+        let msg = match tx.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(crossbeam_channel::TrySendError::Full(msg)) => {
+                self.stalls += 1;
+                msg
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(msg)) => msg,
+        };
         tx.send(msg).map_err(|_| {
             self.failure()
                 .unwrap_or_else(|| RecordError::WriterGone("the writer thread ended".into()))
@@ -208,11 +224,11 @@ impl Writer {
     }
 
     /// Queues a step whose weights the writer thread reads from `step.weights`.
-    pub(crate) fn pending(&self, step: PendingStep) -> Result<(), RecordError> {
+    pub(crate) fn pending(&mut self, step: PendingStep) -> Result<(), RecordError> {
         self.send(Msg::Pending(Box::new(step)))
     }
 
-    pub(crate) fn fault(&self, fault: Fault) -> Result<(), RecordError> {
+    pub(crate) fn fault(&mut self, fault: Fault) -> Result<(), RecordError> {
         self.send(Msg::Fault(fault))
     }
 
@@ -305,11 +321,11 @@ mod tests {
     #[test]
     fn a_stalled_disk_blocks_training_once_the_queue_is_full() {
         let release = Arc::new(Barrier::new(2));
-        let writer = Writer::spawn(Stalled(release.clone()), 3);
+        let mut writer = Writer::spawn(Stalled(release.clone()), 3);
         let sent = Arc::new(AtomicUsize::new(0));
         let counter = sent.clone();
         let trainer = std::thread::spawn(move || {
-            let writer = writer;
+            let mut writer = writer;
             for _ in 0..20 {
                 writer.pending(step()).unwrap();
                 counter.fetch_add(1, Ordering::SeqCst);
@@ -337,12 +353,13 @@ mod tests {
         }
         let mut writer = trainer.join().unwrap();
         assert_eq!(sent.load(Ordering::SeqCst), 20);
+        assert!(writer.stalls() > 0, "a full queue counts as a stall");
         writer.finish().unwrap();
     }
 
     #[test]
     fn a_write_error_reaches_the_next_send() {
-        let writer = Writer::spawn(Failing, 1);
+        let mut writer = Writer::spawn(Failing, 1);
         writer.pending(step()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
         let err = writer.pending(step()).unwrap_err().to_string();
