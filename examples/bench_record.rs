@@ -35,6 +35,12 @@ struct Args {
     /// Interleaved repetitions of (baseline, recorded); medians are reported.
     #[arg(long, default_value_t = 5)]
     repeats: usize,
+    /// The recorder's commit interval in milliseconds (its default is 0).
+    #[arg(long, default_value_t = 0)]
+    commit_ms: u64,
+    /// Run only the cases whose name contains this text.
+    #[arg(long)]
+    only: Option<String>,
     /// Print the table as JSON lines instead of Markdown.
     #[arg(long)]
     json: bool,
@@ -101,12 +107,15 @@ struct Recorded {
     weights: u64,
     /// Steps that waited for the writer.
     stalls: usize,
+    /// Bytes on disk per step: the store less its data and the initial weights, over steps.
+    per_step: u64,
 }
 
 fn recorded<M: EpkModel + 'static>(
     case: &Case<M>,
     model: M,
     data: &[IndexedBatch],
+    commit_ms: u64,
 ) -> Result<Recorded> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("bench.zarr");
@@ -115,7 +124,8 @@ fn recorded<M: EpkModel + 'static>(
         .loss(Loss::CrossEntropy)
         .sgd(&case.sgd)
         .train_data(case.train.clone())
-        .max_batch(case.batch);
+        .max_batch(case.batch)
+        .commit_interval(std::time::Duration::from_millis(commit_ms));
     let mut optim = case.sgd.init();
     let created = Instant::now();
     let mut model = model.with_recorder(recorder)?;
@@ -136,6 +146,12 @@ fn recorded<M: EpkModel + 'static>(
         store: dir_size(&path),
         weights: dir_size(&path.join("weights")),
         stalls,
+        per_step: {
+            let fixed = dir_size(&path.join("train"))
+                + dir_size(&path.join("eval"))
+                + dir_size(&path.join("weights/c/0"));
+            (dir_size(&path) - fixed) / case.steps as u64
+        },
     })
 }
 
@@ -163,10 +179,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn run<M: EpkModel + 'static>(
     case: Case<M>,
+    commit_ms: u64,
     repeats: usize,
     json: bool,
     device: &burn::tensor::Device,
+    only: Option<&str>,
 ) -> Result<()> {
+    if only.is_some_and(|o| !case.name.contains(o)) {
+        return Ok(());
+    }
     let batched = batches(&case.train, case.batch, device);
     let model = M::init(&case.config, device);
     let p = epk::recorder::params::layout(&model)
@@ -179,7 +200,7 @@ fn run<M: EpkModel + 'static>(
     let _ = baseline(&case, model.clone(), &batched);
     for _ in 0..repeats {
         base.push(baseline(&case, model.clone(), &batched));
-        let r = recorded(&case, model.clone(), &batched)?;
+        let r = recorded(&case, model.clone(), &batched, commit_ms)?;
         rec.push(r.seconds);
         fixed.push(r.fixed);
         last = Some(r);
@@ -192,8 +213,7 @@ fn run<M: EpkModel + 'static>(
     };
     // What the weights take uncompressed: the initial state and one row per step.
     let raw_weights = ((case.steps + 1) * p * typesize) as u64;
-    let data_bytes = (case.train.inputs.len() * 8 + case.train.len() * 8) as u64;
-    let per_step = last.store.saturating_sub(data_bytes) / case.steps as u64;
+    let per_step = last.per_step;
     let overhead = 100.0 * (r / b - 1.0);
     let ratio = raw_weights as f64 / last.weights as f64;
     if json {
@@ -238,9 +258,11 @@ fn main() -> Result<()> {
             sgd: SgdConfig::new(),
             lr: 0.01,
         },
+        args.commit_ms,
         args.repeats,
         args.json,
         &device,
+        args.only.as_deref(),
     )?;
     let digits = common::load_digits(
         Path::new(concat!(
@@ -262,9 +284,11 @@ fn main() -> Result<()> {
                 .with_weight_decay(Some(WeightDecayConfig::new(5e-4))),
             lr: 0.1,
         },
+        args.commit_ms,
         args.repeats,
         args.json,
         &device,
+        args.only.as_deref(),
     )?;
     run::<Mlp>(
         Case {
@@ -276,9 +300,11 @@ fn main() -> Result<()> {
             sgd: SgdConfig::new(),
             lr: 0.01,
         },
+        args.commit_ms,
         args.repeats,
         args.json,
         &device,
+        args.only.as_deref(),
     )?;
     Ok(())
 }

@@ -22,6 +22,7 @@ pub struct Recorder {
     train: Option<Samples>,
     eval: Option<Samples>,
     queue: usize,
+    commit_interval: std::time::Duration,
     max_batch: Option<usize>,
     non_finite: NonFinite,
     interrupter: Option<Interrupter>,
@@ -51,6 +52,7 @@ impl Recorder {
             train: None,
             eval: None,
             queue: 8,
+            commit_interval: std::time::Duration::ZERO,
             max_batch: None,
             non_finite: NonFinite::Stop,
             interrupter: None,
@@ -190,6 +192,17 @@ impl Recorder {
         self
     }
 
+    /// Shortest time between two commits of the store (default zero: every step is committed
+    /// as soon as the writer has written it, and steps that queued up meanwhile share one
+    /// commit). With an interval, steps finished in between are written with the next commit:
+    /// a kill loses at most the last interval's steps, and the store stays valid. Writes then
+    /// come in bursts, which on a machine whose cores all train can cost more than they save
+    /// (see the README's benchmarks).
+    pub fn commit_interval(mut self, interval: std::time::Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
     /// Most samples one optimizer step can use (default: the training set's size).
     pub fn max_batch(mut self, samples: usize) -> Self {
         self.max_batch = Some(samples);
@@ -217,7 +230,10 @@ impl Recorder {
                 non_finite: self.non_finite,
                 interrupter: self.interrupter,
             };
-            return Ok(Hook::new(config, Writer::spawn(store, self.queue)));
+            return Ok(Hook::new(
+                config,
+                Writer::spawn(store, self.queue, self.commit_interval),
+            ));
         }
         let missing = |what: &str| RecordError::Config(format!("{what} is not set"));
         let info = self.model.ok_or_else(|| missing("model_config"))?;
@@ -275,7 +291,10 @@ impl Recorder {
             non_finite: self.non_finite,
             interrupter: self.interrupter,
         };
-        Ok(Hook::new(config, Writer::spawn(store, self.queue)))
+        Ok(Hook::new(
+            config,
+            Writer::spawn(store, self.queue, self.commit_interval),
+        ))
     }
 }
 

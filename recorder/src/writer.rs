@@ -8,6 +8,7 @@ use crossbeam_channel::{Sender, bounded};
 use epk_store::{Fault, StepRecord, StoreWriter};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// Where the writer thread puts steps: the store, or a stand-in in tests.
 pub(crate) trait Sink: Send + 'static {
@@ -66,10 +67,15 @@ impl From<Failure> for RecordError {
 /// page fault per 4 KiB, which on two cores is time taken from training.
 const POOL: usize = 4;
 
+/// Most steps one commit holds (their weights are in memory until it is written).
+const MAX_GROUP: usize = 64;
+
 /// The writer thread's loop: group commits, weight reads, the non-finite check.
 struct Worker<S: Sink> {
     store: S,
     pool: Vec<Vec<f64>>,
+    /// Shortest time between two commits.
+    interval: Duration,
 }
 
 impl<S: Sink> Worker<S> {
@@ -127,6 +133,7 @@ impl<S: Sink> Worker<S> {
     fn run(&mut self, rx: crossbeam_channel::Receiver<Msg>) -> Result<(), Failure> {
         let mut pending: Option<Msg> = None;
         let mut steps = Vec::new();
+        let mut last_commit: Option<Instant> = None;
         loop {
             let Some(msg) = pending.take().or_else(|| rx.recv().ok()) else {
                 return Ok(());
@@ -135,18 +142,27 @@ impl<S: Sink> Worker<S> {
                 Msg::Fault(fault) => self.store.fault(fault).map_err(Failure::Io)?,
                 Msg::Finish => self.store.finish().map_err(Failure::Io)?,
                 step => {
-                    // Group commit: whatever steps are already queued share one commit.
+                    // Group commit: steps that arrive before the commit interval is over share
+                    // one commit (a commit replaces a metadata file, which costs the file
+                    // system far more than writing a step's chunks).
                     self.ready(step, &mut steps)?;
-                    while let Ok(next) = rx.try_recv() {
+                    let deadline = last_commit.map(|t| t + self.interval);
+                    while steps.len() < MAX_GROUP {
+                        let next = match deadline {
+                            Some(d) => rx.recv_deadline(d).ok(),
+                            None => rx.try_recv().ok(),
+                        };
                         match next {
-                            Msg::Pending(_) => self.ready(next, &mut steps)?,
-                            other => {
+                            Some(Msg::Pending(p)) => self.ready(Msg::Pending(p), &mut steps)?,
+                            Some(other) => {
                                 pending = Some(other);
                                 break;
                             }
+                            None => break,
                         }
                     }
                     self.flush(&mut steps)?;
+                    last_commit = Some(Instant::now());
                 }
             }
         }
@@ -162,7 +178,9 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn spawn(store: impl Sink, capacity: usize) -> Self {
+    /// Starts the writer thread: `capacity` steps may wait in the queue, and commits are at
+    /// least `interval` apart (steps arriving in between join the next commit).
+    pub(crate) fn spawn(store: impl Sink, capacity: usize, interval: Duration) -> Self {
         let (tx, rx) = bounded::<Msg>(capacity.max(1));
         let error = Arc::new(Mutex::new(None));
         let slot = error.clone();
@@ -172,6 +190,7 @@ impl Writer {
                 let mut worker = Worker {
                     store,
                     pool: Vec::new(),
+                    interval,
                 };
                 if let Err(e) = worker.run(rx) {
                     // Returning drops the receiver, which makes every later send fail at once.
@@ -269,6 +288,7 @@ mod tests {
     use epk_store::{Fault, StepRecord};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Barrier};
+    use std::time::Duration;
 
     /// A disk that stalls on its first write until released.
     struct Stalled(Arc<Barrier>);
@@ -321,7 +341,7 @@ mod tests {
     #[test]
     fn a_stalled_disk_blocks_training_once_the_queue_is_full() {
         let release = Arc::new(Barrier::new(2));
-        let mut writer = Writer::spawn(Stalled(release.clone()), 3);
+        let writer = Writer::spawn(Stalled(release.clone()), 3, Duration::ZERO);
         let sent = Arc::new(AtomicUsize::new(0));
         let counter = sent.clone();
         let trainer = std::thread::spawn(move || {
@@ -359,7 +379,7 @@ mod tests {
 
     #[test]
     fn a_write_error_reaches_the_next_send() {
-        let mut writer = Writer::spawn(Failing, 1);
+        let mut writer = Writer::spawn(Failing, 1, Duration::ZERO);
         writer.pending(step()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(100));
         let err = writer.pending(step()).unwrap_err().to_string();
@@ -405,7 +425,7 @@ mod tests {
         for policy in [NonFinite::Stop, NonFinite::Record] {
             let log = Log::default();
             let seen = log.0.clone();
-            let mut writer = Writer::spawn(log, 8);
+            let mut writer = Writer::spawn(log, 8, Duration::from_millis(50));
             let tiny = [1.0 + f64::EPSILON, -3.5e-300];
             writer.pending(step_with(&tiny, 0, Some(policy))).unwrap();
             writer

@@ -491,14 +491,15 @@ const BLOSC_LEVEL: u8 = 5;
 struct FloatType(TrainDType);
 
 impl FloatType {
-    /// Float arrays are compressed with blosc (LZ4 after a byte shuffle): cheap enough for the
-    /// writer thread to keep up with training, and read by zarr-python without plug-ins.
+    /// f32 arrays are compressed with blosc (LZ4 after a byte shuffle), which zarr-python reads
+    /// without plug-ins. f64 arrays are not: trained f64 weights compress by about 1.07× (see
+    /// the README's benchmarks), not worth the writer's CPU time on a machine whose cores all
+    /// train.
     fn builder(self, shape: Vec<u64>, chunk: Vec<u64>) -> ArrayBuilder {
         let (mut builder, typesize) = match self.0 {
-            TrainDType::F64 => (
-                ArrayBuilder::new(shape, chunk, data_type::float64(), f64::NAN),
-                8,
-            ),
+            TrainDType::F64 => {
+                return ArrayBuilder::new(shape, chunk, data_type::float64(), f64::NAN);
+            }
             TrainDType::F32 => (
                 ArrayBuilder::new(shape, chunk, data_type::float32(), f32::NAN),
                 4,
@@ -582,6 +583,10 @@ fn remove_leftovers(root: &Path, steps: u64) -> Result<(), StoreError> {
 
 /// zarrs erases a chunk that equals the fill value; every chunk of a committed step must
 /// exist (an all-zero weight row is real data, and a missing chunk means damage).
+/// Every chunk is stored (a fill-valued chunk is data here), and encoded on the calling thread:
+/// zarrs would otherwise encode on rayon's global pool, which Burn's CPU backend trains on.
 fn keep_all() -> zarrs::array::CodecOptions {
-    zarrs::array::CodecOptions::default().with_store_empty_chunks(true)
+    zarrs::array::CodecOptions::default()
+        .with_store_empty_chunks(true)
+        .with_concurrent_target(1)
 }
