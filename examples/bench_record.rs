@@ -109,6 +109,10 @@ struct Recorded {
     stalls: usize,
     /// Bytes on disk per step: the store less its data and the initial weights, over steps.
     per_step: u64,
+    /// The store's folder, removed when dropped: kept to the end of the benchmark, because
+    /// deleting thousands of files slows the file system's next allocations for a while, which
+    /// a real training run does not pay.
+    _dir: tempfile::TempDir,
 }
 
 fn recorded<M: EpkModel + 'static>(
@@ -152,6 +156,7 @@ fn recorded<M: EpkModel + 'static>(
                 + dir_size(&path.join("weights/c/0"));
             (dir_size(&path) - fixed) / case.steps as u64
         },
+        _dir: dir,
     })
 }
 
@@ -196,6 +201,7 @@ fn run<M: EpkModel + 'static>(
         .sum::<usize>();
     let (mut base, mut rec, mut fixed) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
+    let mut kept = Vec::new();
     // One untimed round warms caches and the allocator.
     let _ = baseline(&case, model.clone(), &batched);
     for _ in 0..repeats {
@@ -203,7 +209,9 @@ fn run<M: EpkModel + 'static>(
         let r = recorded(&case, model.clone(), &batched, commit_ms)?;
         rec.push(r.seconds);
         fixed.push(r.fixed);
-        last = Some(r);
+        if let Some(previous) = last.replace(r) {
+            kept.push(previous);
+        }
     }
     let last = last.expect("at least one repeat");
     let (b, r) = (median(base), median(rec));

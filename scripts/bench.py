@@ -37,13 +37,18 @@ def sh(cmd, **kw):
     return subprocess.run([str(c) for c in cmd], check=True, text=True, **kw)
 
 
+LAST_CPU = {}
+
+
 def timed(cmd):
-    """Runs cmd under /usr/bin/time; returns (stdout, wall seconds, peak RSS in MB)."""
+    """Runs cmd under /usr/bin/time; returns (stdout, wall seconds, peak RSS in MB) and keeps
+    the CPU time (user + system) over wall time in LAST_CPU["use"]."""
     t0 = time.perf_counter()
-    p = sh(["/usr/bin/time", "-f", "%M"] + cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = sh(["/usr/bin/time", "-f", "%M %U %S"] + cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     wall = time.perf_counter() - t0
-    rss_kb = int(p.stderr.strip().splitlines()[-1])
-    return p.stdout, wall, rss_kb / 1024
+    rss_kb, user, system = p.stderr.strip().splitlines()[-1].split()
+    LAST_CPU["use"] = (float(user) + float(system)) / wall
+    return p.stdout, wall, int(rss_kb) / 1024
 
 
 def verify(store, rule, tolerance, extra=()):
@@ -85,19 +90,28 @@ def main():
     cpu = platform.processor() or platform.machine()
     print(f"date {date.today()}, {os.cpu_count()} cores, {cpu}", file=sys.stderr)
 
-    # 1. Recording overhead.
-    rec = sh([RELEASE / "examples" / "bench_record", "--repeats", 2 if a.quick else a.repeats,
-              "--json"], stdout=subprocess.PIPE, cwd=ROOT).stdout
-    record = [json.loads(line) for line in rec.splitlines() if line.startswith("{")]
+    # 1. Recording overhead: the store on the working disk, and in memory (tmpfs), which
+    # separates what the recorder costs the training threads from what the file system costs.
+    record = []
+    places = [("disk", None)] + ([("tmpfs", "/dev/shm")] if Path("/dev/shm").is_dir() else [])
+    for place, tmp in places:
+        env = dict(os.environ, **({"TMPDIR": tmp} if tmp else {}))
+        rec = sh([RELEASE / "examples" / "bench_record", "--repeats", 2 if a.quick else a.repeats,
+                  "--json"], stdout=subprocess.PIPE, cwd=ROOT, env=env).stdout
+        record += [dict(json.loads(line), store=place) for line in rec.splitlines()
+                   if line.startswith("{")]
 
     # 2. Replay against JAX on the same toy.
     toy = out / "toy.zarr"
     train_toy(toy, 100)
     epk = {}
+    cpu = {}
     for rule in ["mid:100", "gauss:8"]:
         report, wall, _ = verify(toy, rule, "1", points)
         epk[rule] = (report, wall)
+        cpu[rule] = LAST_CPU["use"]
     auto, auto_wall, _ = verify(toy, "auto", "1e-12", points)
+    cpu["auto"] = LAST_CPU["use"]
     python = jax_python(out, a.no_jax)
     jax = {}
     if python is not None:
@@ -123,12 +137,12 @@ def main():
 
     print(f"Measured {date.today()} on {os.cpu_count()} cores ({cpu}); "
           f"`python3 scripts/bench.py`{' --quick' if a.quick else ''}.\n")
-    print("| recording | P | steps | without s | with s | overhead | bytes/step | weights compression |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| recording | store on | P | steps | without s | with s | overhead | stalls | bytes/step | weights compression |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in record:
-        print(f"| {r['case']} | {r['params']} | {r['steps']} | {r['baseline_s']:.3f} | "
-              f"{r['recorded_s']:.3f} | {r['overhead_percent']:+.1f} % | {r['bytes_per_step']} | "
-              f"{r['weights_compression']:.2f}× |")
+        print(f"| {r['case']} | {r['store']} | {r['params']} | {r['steps']} | {r['baseline_s']:.3f} | "
+              f"{r['recorded_s']:.3f} | {r['overhead_percent']:+.1f} % | {r['stalls']} | "
+              f"{r['bytes_per_step']} | {r['weights_compression']:.2f}× |")
     print()
     print("| replay, toy (P = 6659, 3000 train, 100 steps) | points | epk s | JAX s (best of 2; first incl. compile) | JAX / epk | epk max error | JAX max error |")
     print("|---|---|---|---|---|---|---|")
@@ -150,14 +164,17 @@ def main():
     print(f"| 500 / 50 | {rss[500] / rss[50]:.3f} |")
     print()
     one, all_ = cores["1"], cores[str(os.cpu_count())]
-    print(f"| cores: auto at 1e-12, 20 points | 1 thread s | {os.cpu_count()} threads s | speed-up |")
-    print("|---|---|---|---|")
-    print(f"| toy | {one:.1f} | {all_:.1f} | {one / all_:.2f}× |")
+    print(f"| cores ({os.cpu_count()}) | CPU time / wall time |")
+    print("|---|---|")
+    for rule, use in cpu.items():
+        print(f"| replay verify, {rule}, all points | {use:.2f} |")
+    print(f"| auto, 20 points: `--threads 1` vs `--threads {os.cpu_count()}` (points split across "
+          f"workers; Burn and ndarray keep their own threads) | {one:.1f} s vs {all_:.1f} s |")
     (out / "results.json").write_text(json.dumps({
         "record": record, "epk": {k: {"seconds": w, **{x: r[x] for x in ("points", "max_abs_error")}}
                                   for k, (r, w) in epk.items()},
         "auto": {"seconds": auto_wall, "max_abs_error": auto["max_abs_error"], "passed": auto["passed"]},
-        "jax": jax, "rss_mb": rss, "threads_s": cores}, indent=1))
+        "jax": jax, "rss_mb": rss, "threads_s": cores, "cpu_use": cpu}, indent=1))
 
 
 if __name__ == "__main__":
