@@ -146,11 +146,20 @@ impl<S: Sink> Worker<S> {
                     // one commit (a commit replaces a metadata file, which costs the file
                     // system far more than writing a step's chunks).
                     self.ready(step, &mut steps)?;
-                    let deadline = last_commit.map(|t| t + self.interval);
+                    let deadline = last_commit
+                        .map(|t| t + self.interval)
+                        .filter(|&d| d > Instant::now());
+                    // Past the deadline, only what is queued now joins: a trainer that keeps
+                    // the queue busy must not postpone the commit (or a write error) forever.
+                    let mut queued = rx.len();
                     while steps.len() < MAX_GROUP {
                         let next = match deadline {
                             Some(d) => rx.recv_deadline(d).ok(),
-                            None => rx.try_recv().ok(),
+                            None if queued > 0 => {
+                                queued -= 1;
+                                rx.try_recv().ok()
+                            }
+                            None => None,
                         };
                         match next {
                             Some(Msg::Pending(p)) => self.ready(Msg::Pending(p), &mut steps)?,
