@@ -109,10 +109,6 @@ struct Recorded {
     stalls: usize,
     /// Bytes on disk per step: the store less its data and the initial weights, over steps.
     per_step: u64,
-    /// The store's folder, removed when dropped: kept to the end of the benchmark, because
-    /// deleting thousands of files slows the file system's next allocations for a while, which
-    /// a real training run does not pay.
-    _dir: tempfile::TempDir,
 }
 
 fn recorded<M: EpkModel + 'static>(
@@ -156,7 +152,6 @@ fn recorded<M: EpkModel + 'static>(
                 + dir_size(&path.join("weights/c/0"));
             (dir_size(&path) - fixed) / case.steps as u64
         },
-        _dir: dir,
     })
 }
 
@@ -184,13 +179,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn run<M: EpkModel + 'static>(
     case: Case<M>,
-    commit_ms: u64,
-    repeats: usize,
-    json: bool,
+    args: &Args,
     device: &burn::tensor::Device,
-    only: Option<&str>,
 ) -> Result<()> {
-    if only.is_some_and(|o| !case.name.contains(o)) {
+    let (commit_ms, repeats, json) = (args.commit_ms, args.repeats, args.json);
+    if args.only.as_deref().is_some_and(|o| !case.name.contains(o)) {
         return Ok(());
     }
     let batched = batches(&case.train, case.batch, device);
@@ -201,7 +194,6 @@ fn run<M: EpkModel + 'static>(
         .sum::<usize>();
     let (mut base, mut rec, mut fixed) = (Vec::new(), Vec::new(), Vec::new());
     let mut last = None;
-    let mut kept = Vec::new();
     // One untimed round warms caches and the allocator.
     let _ = baseline(&case, model.clone(), &batched);
     for _ in 0..repeats {
@@ -209,9 +201,7 @@ fn run<M: EpkModel + 'static>(
         let r = recorded(&case, model.clone(), &batched, commit_ms)?;
         rec.push(r.seconds);
         fixed.push(r.fixed);
-        if let Some(previous) = last.replace(r) {
-            kept.push(previous);
-        }
+        last = Some(r);
     }
     let last = last.expect("at least one repeat");
     let (b, r) = (median(base), median(rec));
@@ -266,11 +256,8 @@ fn main() -> Result<()> {
             sgd: SgdConfig::new(),
             lr: 0.01,
         },
-        args.commit_ms,
-        args.repeats,
-        args.json,
+        &args,
         &device,
-        args.only.as_deref(),
     )?;
     let digits = common::load_digits(
         Path::new(concat!(
@@ -292,11 +279,8 @@ fn main() -> Result<()> {
                 .with_weight_decay(Some(WeightDecayConfig::new(5e-4))),
             lr: 0.1,
         },
-        args.commit_ms,
-        args.repeats,
-        args.json,
+        &args,
         &device,
-        args.only.as_deref(),
     )?;
     run::<Mlp>(
         Case {
@@ -308,11 +292,8 @@ fn main() -> Result<()> {
             sgd: SgdConfig::new(),
             lr: 0.01,
         },
-        args.commit_ms,
-        args.repeats,
-        args.json,
+        &args,
         &device,
-        args.only.as_deref(),
     )?;
     Ok(())
 }

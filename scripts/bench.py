@@ -105,13 +105,13 @@ def main():
     toy = out / "toy.zarr"
     train_toy(toy, 100)
     epk = {}
-    cpu = {}
+    cpu_use = {}
     for rule in ["mid:100", "gauss:8"]:
         report, wall, _ = verify(toy, rule, "1", points)
         epk[rule] = (report, wall)
-        cpu[rule] = LAST_CPU["use"]
+        cpu_use[rule] = LAST_CPU["use"]
     auto, auto_wall, _ = verify(toy, "auto", "1e-12", points)
-    cpu["auto"] = LAST_CPU["use"]
+    cpu_use["auto"] = LAST_CPU["use"]
     python = jax_python(out, a.no_jax)
     jax = {}
     if python is not None:
@@ -166,7 +166,7 @@ def main():
     one, all_ = cores["1"], cores[str(os.cpu_count())]
     print(f"| cores ({os.cpu_count()}) | CPU time / wall time |")
     print("|---|---|")
-    for rule, use in cpu.items():
+    for rule, use in cpu_use.items():
         print(f"| replay verify, {rule}, all points | {use:.2f} |")
     print(f"| auto, 20 points: `--threads 1` vs `--threads {os.cpu_count()}` (points split across "
           f"workers; Burn and ndarray keep their own threads) | {one:.1f} s vs {all_:.1f} s |")
@@ -174,7 +174,7 @@ def main():
         "record": record, "epk": {k: {"seconds": w, **{x: r[x] for x in ("points", "max_abs_error")}}
                                   for k, (r, w) in epk.items()},
         "auto": {"seconds": auto_wall, "max_abs_error": auto["max_abs_error"], "passed": auto["passed"]},
-        "jax": jax, "rss_mb": rss, "threads_s": cores, "cpu_use": cpu}, indent=1))
+        "jax": jax, "rss_mb": rss, "threads_s": cores, "cpu_use": cpu_use}, indent=1))
 
 
 if __name__ == "__main__":

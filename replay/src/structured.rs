@@ -407,24 +407,19 @@ mod tests {
             (2, 12, false, false, false, 2),
             (20, 20, false, false, true, q),
         ] {
-            let a: Vec<Array1<f64>> = (0..q)
-                .map(|_| {
-                    if same_a {
-                        shared_a.clone()
-                    } else {
-                        pseudo(&mut seed, n_in)
-                    }
-                })
-                .collect();
-            let d: Vec<Array1<f64>> = (0..q)
-                .map(|_| {
-                    if same_d {
-                        shared_d.clone()
-                    } else {
-                        pseudo(&mut seed, n_out)
-                    }
-                })
-                .collect();
+            let mut vectors = |same: bool, shared: &Array1<f64>, n: usize| -> Vec<Array1<f64>> {
+                (0..q)
+                    .map(|_| {
+                        if same {
+                            shared.clone()
+                        } else {
+                            pseudo(&mut seed, n)
+                        }
+                    })
+                    .collect()
+            };
+            let a = vectors(same_a, &shared_a, n_in);
+            let d = vectors(same_d, &shared_d, n_out);
             let w: Vec<f64> = (0..q).map(|i| 0.1 + i as f64).collect();
             let width = n_in + usize::from(bias);
             let mut want = Array2::<f64>::zeros((width, n_out));

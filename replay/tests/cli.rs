@@ -78,7 +78,21 @@ fn bad_input_exits_2_with_one_line() {
             vec!["attribute", s, "--point", "0", "--top", "0"],
             "at least 1",
         ),
+        (vec!["verify", s, "--device", "tpu"], "unknown device"),
+        (vec!["verify", s, "--device", "cuda:x"], "cuda:N"),
     ];
+    // Without the cuda feature (or without a GPU) asking for CUDA is an error, not a panic.
+    let cuda = replay(&["verify", s, "--device", "cuda"]);
+    if cfg!(feature = "cuda") {
+        assert!(
+            matches!(cuda.status.code(), Some(0) | Some(2)),
+            "{}",
+            text(&cuda)
+        );
+    } else {
+        assert_eq!(cuda.status.code(), Some(2), "{}", text(&cuda));
+        assert!(text(&cuda).contains("--features cuda"), "{}", text(&cuda));
+    }
     for (args, needle) in cases {
         let o = replay(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
