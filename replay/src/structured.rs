@@ -150,34 +150,6 @@ impl Layers {
         }
         out
     }
-
-    /// Kernel values between node gradients and sample gradients:
-    /// `out[q, r] = Σ_l (a_q·a_r + [bias]) (d_q·d_r)` for `nodes` `[Q]` and `samples` `[N]`.
-    pub fn gram(&self, nodes: &Factors, samples: &Factors) -> Array2<f64> {
-        let mut out = Array2::<f64>::zeros((nodes.rows(), samples.rows()));
-        for (i, l) in self.layers.iter().enumerate() {
-            let mut ga = nodes.a[i].dot(&samples.a[i].t());
-            if l.bias.is_some() {
-                ga += 1.0;
-            }
-            let gd = nodes.d[i].dot(&samples.d[i].t());
-            out += &(ga * gd);
-        }
-        out
-    }
-}
-
-/// Stacks factors of several batches row-wise.
-pub fn stack(parts: &[&Factors]) -> Factors {
-    let layers = parts.first().map_or(0, |p| p.a.len());
-    let cat = |pick: &dyn Fn(&Factors, usize) -> &Array2<f64>, l: usize| {
-        let views: Vec<_> = parts.iter().map(|p| pick(p, l).view()).collect();
-        ndarray::concatenate(Axis(0), &views).expect("same layer widths")
-    };
-    Factors {
-        a: (0..layers).map(|l| cat(&|p, l| &p.a[l], l)).collect(),
-        d: (0..layers).map(|l| cat(&|p, l| &p.d[l], l)).collect(),
-    }
 }
 
 /// One layer's part of a factored Jbar: row r contributes `a[r] ⊗ d[r]` to output row
