@@ -40,8 +40,24 @@ pub fn select(name: &str) -> Result<Device, String> {
 
 #[cfg(feature = "cuda")]
 fn cuda_f64(index: usize) -> Result<Device, String> {
-    // The CUDA runtime panics when there is no driver or no such GPU; a probe tensor read back
-    // here turns that into an error the caller can report.
+    use std::sync::{Arc, Mutex};
+    // The CUDA runtime panics (on its own threads too) when there is no driver or no such GPU;
+    // a probe tensor read back here turns that into an error naming the first cause, and the
+    // default panic output is held back meanwhile.
+    let first = Arc::new(Mutex::new(None::<String>));
+    let seen = first.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "the CUDA runtime failed".into());
+        seen.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(message);
+    }));
     let probe = std::panic::catch_unwind(move || {
         let mut device = Device::cuda(index);
         configure_f64(&mut device)?;
@@ -52,13 +68,14 @@ fn cuda_f64(index: usize) -> Result<Device, String> {
         }
         Ok(device)
     });
+    std::panic::set_hook(previous);
     match probe {
         Ok(result) => Ok(result?.autodiff()),
-        Err(panic) => {
-            let why = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        Err(_) => {
+            let why = first
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
                 .unwrap_or_else(|| "the CUDA runtime failed".into());
             Err(format!("cuda:{index} is not usable: {why}"))
         }
