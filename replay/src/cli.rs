@@ -504,15 +504,7 @@ fn compare<M: EpkModel>(
         );
     }
     let eval = reader.eval()?;
-    let m = match args.points {
-        Some(0) => bail!("--points must be at least 1"),
-        Some(n) if n > eval.len() => bail!(
-            "--points {n}: the store holds {} held-out points",
-            eval.len()
-        ),
-        Some(n) => n,
-        None => eval.len(),
-    };
+    let m = held_out_points(args.points, eval.len())?;
     if m < 2 {
         bail!("compare needs at least 2 held-out points (Kendall's tau ranks them)");
     }
@@ -594,6 +586,18 @@ fn compare<M: EpkModel>(
 }
 
 /// A progress bar over steps on a terminal; hidden for JSON output or when piped.
+/// How many held-out points `--points` asks for (all of them by default).
+fn held_out_points(points: Option<usize>, available: usize) -> Result<usize> {
+    match points {
+        Some(0) => bail!("--points must be at least 1"),
+        Some(n) if n > available => {
+            bail!("--points {n}: the store holds {available} held-out points")
+        }
+        Some(n) => Ok(n),
+        None => Ok(available),
+    }
+}
+
 fn progress_bar(steps: usize, json: bool) -> ProgressBar {
     let bar = if json || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
@@ -626,15 +630,7 @@ fn verify<M: EpkModel>(
             reader.path().display()
         );
     }
-    let m = match args.points {
-        Some(0) => bail!("--points must be at least 1"),
-        Some(n) if n > eval.len() => bail!(
-            "--points {n}: the store holds {} held-out points",
-            eval.len()
-        ),
-        Some(n) => n,
-        None => eval.len(),
-    };
+    let m = held_out_points(args.points, eval.len())?;
     let net = Network::<M>::new(a, device)?;
     let xs = &eval.inputs[..m * a.input_len()];
     let mut options = ReplayOptions {
