@@ -21,7 +21,7 @@ use clap::Parser;
 use epk::recorder::models::{Cnn, CnnConfig, Mlp, MlpConfig};
 use epk::recorder::{
     EpkModel, IndexedBatch, IndexedBatcher, IndexedItem, Loss, Recorder, Samples, Switches,
-    TrainDType, WithRecorder, device::flex_f64, loss,
+    WithRecorder, device::flex_f64, loss,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -205,12 +205,8 @@ fn run<M: EpkModel + 'static>(
     }
     let last = last.expect("at least one repeat");
     let (b, r) = (median(base), median(rec));
-    let typesize = match TrainDType::F64 {
-        TrainDType::F64 => 8,
-        TrainDType::F32 => 4,
-    };
     // What the weights take uncompressed: the initial state and one row per step.
-    let raw_weights = ((case.steps + 1) * p * typesize) as u64;
+    let raw_weights = ((case.steps + 1) * p * size_of::<f64>()) as u64; // f64 training
     let per_step = last.per_step;
     let overhead = 100.0 * (r / b - 1.0);
     let ratio = raw_weights as f64 / last.weights as f64;
