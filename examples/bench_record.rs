@@ -7,9 +7,11 @@
 //! ```
 //!
 //! The baseline is an ordinary hand-written Burn loop (forward, cross-entropy, backward,
-//! optimizer step); the recorded run is the same loop on `model.with_recorder(...)`. Reported:
-//! median wall time of each, the overhead ratio, bytes written per step, the store's size and
-//! its compression ratio (raw array bytes over bytes on disk).
+//! optimizer step); the recorded run is the same loop on `model.with_recorder(...)`, with the
+//! store in `$TMPDIR` (set it to put the store on another file system). Reported: median wall
+//! time of each, the overhead (the median over back-to-back pairs of recorded / baseline),
+//! bytes written per step, the store's size and its compression ratio (raw array bytes over
+//! bytes on disk).
 
 use anyhow::Result;
 use burn::data::dataloader::batcher::Batcher;
@@ -35,8 +37,8 @@ struct Args {
     /// Interleaved repetitions of (baseline, recorded); medians are reported.
     #[arg(long, default_value_t = 5)]
     repeats: usize,
-    /// The recorder's commit interval in milliseconds (its default is 0).
-    #[arg(long, default_value_t = 0)]
+    /// The recorder's commit interval in milliseconds (the recorder's default is 100).
+    #[arg(long, default_value_t = 100)]
     commit_ms: u64,
     /// Run only the cases whose name contains this text.
     #[arg(long)]
@@ -44,6 +46,9 @@ struct Args {
     /// Print the table as JSON lines instead of Markdown.
     #[arg(long)]
     json: bool,
+    /// Multiplies every case's step count (longer runs average out a shared machine's noise).
+    #[arg(long, default_value_t = 1)]
+    scale: usize,
 }
 
 /// One benchmark: a model, its data in batches, and how many optimizer steps to time.
@@ -107,8 +112,8 @@ struct Recorded {
     weights: u64,
     /// Steps that waited for the writer.
     stalls: usize,
-    /// Bytes on disk per step: the store less its data and the initial weights, over steps.
-    per_step: u64,
+    /// Bytes on disk besides the data sets (the per-step arrays and metadata).
+    recorded: u64,
 }
 
 fn recorded<M: EpkModel + 'static>(
@@ -146,12 +151,7 @@ fn recorded<M: EpkModel + 'static>(
         store: dir_size(&path),
         weights: dir_size(&path.join("weights")),
         stalls,
-        per_step: {
-            let fixed = dir_size(&path.join("train"))
-                + dir_size(&path.join("eval"))
-                + dir_size(&path.join("weights/c/0"));
-            (dir_size(&path) - fixed) / case.steps as u64
-        },
+        recorded: dir_size(&path) - dir_size(&path.join("train")) - dir_size(&path.join("eval")),
     })
 }
 
@@ -178,7 +178,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn run<M: EpkModel + 'static>(
-    case: Case<M>,
+    mut case: Case<M>,
     args: &Args,
     device: &burn::tensor::Device,
 ) -> Result<()> {
@@ -186,20 +186,30 @@ fn run<M: EpkModel + 'static>(
     if args.only.as_deref().is_some_and(|o| !case.name.contains(o)) {
         return Ok(());
     }
+    case.steps *= args.scale.max(1);
     let batched = batches(&case.train, case.batch, device);
     let model = M::init(&case.config, device);
     let p = epk::recorder::params::layout(&model)
         .iter()
         .map(|l| l.len)
         .sum::<usize>();
-    let (mut base, mut rec, mut fixed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut base, mut rec, mut fixed, mut ratios) = (vec![], vec![], vec![], vec![]);
     let mut last = None;
     // One untimed round warms caches and the allocator.
     let _ = baseline(&case, model.clone(), &batched);
-    for _ in 0..repeats {
-        base.push(baseline(&case, model.clone(), &batched));
-        let r = recorded(&case, model.clone(), &batched, commit_ms)?;
+    for i in 0..repeats {
+        // Pairs alternate their order, so that what one run leaves behind (dirty pages being
+        // written back, a warm cache) weighs on both sides alike.
+        let (b, r) = if i % 2 == 0 {
+            let b = baseline(&case, model.clone(), &batched);
+            (b, recorded(&case, model.clone(), &batched, commit_ms)?)
+        } else {
+            let r = recorded(&case, model.clone(), &batched, commit_ms)?;
+            (baseline(&case, model.clone(), &batched), r)
+        };
+        base.push(b);
         rec.push(r.seconds);
+        ratios.push(r.seconds / b);
         fixed.push(r.fixed);
         last = Some(r);
     }
@@ -207,8 +217,11 @@ fn run<M: EpkModel + 'static>(
     let (b, r) = (median(base), median(rec));
     // What the weights take uncompressed: the initial state and one row per step.
     let raw_weights = ((case.steps + 1) * p * size_of::<f64>()) as u64; // f64 training
-    let per_step = last.per_step;
-    let overhead = 100.0 * (r / b - 1.0);
+    // Bytes on disk per step: what recording wrote less the initial weights, over steps.
+    let per_step = (last.recorded - (p * size_of::<f64>()) as u64) / case.steps as u64;
+    // The median of the pairs' ratios: a pair runs back to back, so a slow phase of a shared
+    // machine slows both of its runs.
+    let overhead = 100.0 * (median(ratios) - 1.0);
     let ratio = raw_weights as f64 / last.weights as f64;
     if json {
         println!(
@@ -248,7 +261,7 @@ fn main() -> Result<()> {
             config: MlpConfig::new(vec![100, 64, 3]),
             train: random_data(3000, 100, 3, 1),
             batch: 3000,
-            steps: 50,
+            steps: 200,
             sgd: SgdConfig::new(),
             lr: 0.01,
         },
@@ -269,7 +282,7 @@ fn main() -> Result<()> {
             config: CnnConfig::new(8, [8, 16], 10),
             train: common::digit_samples(&digits[..1500])?,
             batch: 64,
-            steps: 24,
+            steps: 96,
             sgd: SgdConfig::new()
                 .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
                 .with_weight_decay(Some(WeightDecayConfig::new(5e-4))),

@@ -171,14 +171,16 @@ fn tampered_store_fails_verification() {
     let (_, clean) = machine_for(&path, Rule::Auto);
     assert!(VerifyReport::new(&clean, Rule::Auto, 1e-12, true, 0.0).passed);
 
-    // Rewrite weights row 3 with one value nudged, through zarrs like any other tool would.
+    // Rewrite weights row 3 with one value nudged, through zarrs like any other tool would
+    // (zarrs rewrites the whole shard in its own layout, which the reader must still read).
     use std::sync::Arc;
-    use zarrs::array::Array;
+    use zarrs::array::{Array, ArraySubset};
     let store = Arc::new(zarrs::filesystem::FilesystemStore::new(&path).unwrap());
     let array = Array::open(store, "/weights").unwrap();
-    let mut row: Vec<f64> = array.retrieve_chunk(&[3, 0]).unwrap();
+    let row3 = ArraySubset::new_with_ranges(&[3..4, 0..array.shape()[1]]);
+    let mut row: Vec<f64> = array.retrieve_array_subset(&row3).unwrap();
     row[5] += 1e-6;
-    array.store_chunk(&[3, 0], &row[..]).unwrap();
+    array.store_array_subset(&row3, &row[..]).unwrap();
 
     let (_, tampered) = machine_for(&path, Rule::Auto);
     let report = VerifyReport::new(&tampered, Rule::Auto, 1e-12, true, 0.0);

@@ -5,7 +5,7 @@
 //! `EPK_FUZZ_SEEDS=DIR` set, the pristine files are written to DIR as seeds.
 #![no_main]
 
-use epk_store::{RunAttributes, Samples, StepRecord, StoreReader, StoreWriter};
+use epk_store::{RunAttributes, Samples, StepRecord, StoreOptions, StoreReader, StoreWriter};
 use libfuzzer_sys::fuzz_target;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -20,7 +20,7 @@ const FILES: [&str; 12] = [
     "train/inputs/zarr.json",
     "weights/c/1/0",
     "dloss/c/0/0/0",
-    "batch_index/c/1/0",
+    "batch_index/c/0/0",
     "batch_size/c/0",
     "train/inputs/c/0/0",
 ];
@@ -36,7 +36,11 @@ fn pristine() -> &'static PathBuf {
         let mut attrs = RunAttributes::example(3, 2, 2);
         attrs.input_shape = vec![2];
         let train = Samples::new(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![2], vec![0, 1, 1]).unwrap();
-        let mut w = StoreWriter::create(&path, attrs, &train, Some(&train), &[0.0, 0.5, -0.5]).unwrap();
+        // Two steps per shard: small shard files, and the weights span two of them.
+        let options = StoreOptions { steps_per_shard: Some(2) };
+        let mut w =
+            StoreWriter::create_with(&path, attrs, &train, Some(&train), &[0.0, 0.5, -0.5], options)
+                .unwrap();
         for s in 0..2 {
             w.append_step(&StepRecord {
                 lr: 0.1,

@@ -39,4 +39,4 @@ pub use error::RecordError;
 pub use hook::NonFinite;
 pub use model::{EpkModel, Probe, Switches};
 pub use recorded::{Recorded, WithRecorder};
-pub use recorder::Recorder;
+pub use recorder::{DEFAULT_COMMIT_INTERVAL, Recorder};

@@ -12,22 +12,40 @@ use std::time::{Duration, Instant};
 
 /// Where the writer thread puts steps: the store, or a stand-in in tests.
 pub(crate) trait Sink: Send + 'static {
-    /// Writes and commits the steps (several at once when training ran ahead of the disk).
-    fn steps(&mut self, steps: &[StepRecord]) -> Result<(), String>;
+    /// Writes a step without committing it.
+    fn write(&mut self, step: &StepRecord) -> Result<(), String>;
+    /// Commits every written step.
+    fn commit(&mut self) -> Result<(), String>;
+    /// Records a fault, committing every written step with it.
     fn fault(&mut self, fault: Fault) -> Result<(), String>;
     fn finish(&mut self) -> Result<(), String>;
 }
 
 impl Sink for StoreWriter {
-    fn steps(&mut self, steps: &[StepRecord]) -> Result<(), String> {
-        self.append_steps(steps).map_err(|e| e.to_string())
+    fn write(&mut self, step: &StepRecord) -> Result<(), String> {
+        self.write_step(step).map_err(|e| chain(&e))
+    }
+    fn commit(&mut self) -> Result<(), String> {
+        StoreWriter::commit(self).map_err(|e| chain(&e))
     }
     fn fault(&mut self, fault: Fault) -> Result<(), String> {
-        self.record_fault(fault).map_err(|e| e.to_string())
+        self.record_fault(fault).map_err(|e| chain(&e))
     }
     fn finish(&mut self) -> Result<(), String> {
-        StoreWriter::finish(self).map_err(|e| e.to_string())
+        StoreWriter::finish(self).map_err(|e| chain(&e))
     }
+}
+
+/// An error with its causes (the operating system's reason for an I/O error), on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// A step whose weights the writer thread reads: the trainer only takes a [`Snapshot`].
@@ -63,115 +81,113 @@ impl From<Failure> for RecordError {
     }
 }
 
-/// Weight buffers kept for reuse: a fresh multi-megabyte vector per step costs the writer a
-/// page fault per 4 KiB, which on two cores is time taken from training.
-const POOL: usize = 4;
-
-/// Most steps one commit holds (their weights are in memory until it is written).
+/// Most written steps one commit waits for while more keep arriving: bounds how far the
+/// committed count can lag behind a writer that is busy.
 const MAX_GROUP: usize = 64;
 
-/// The writer thread's loop: group commits, weight reads, the non-finite check.
+/// The writer thread's loop: reads each step's weights, checks them, appends the step to the
+/// store at once and commits when the commit interval is over and no step is waiting.
 struct Worker<S: Sink> {
     store: S,
-    pool: Vec<Vec<f64>>,
+    /// Reused for every step's weights: a fresh multi-megabyte vector per step costs the
+    /// writer a page fault per 4 KiB, which on two cores is time taken from training.
+    buffer: Vec<f64>,
     /// Shortest time between two commits.
     interval: Duration,
+    /// Steps written since the last commit.
+    uncommitted: usize,
+    last_commit: Instant,
 }
 
 impl<S: Sink> Worker<S> {
-    fn ready(&mut self, msg: Msg, steps: &mut Vec<StepRecord>) -> Result<(), Failure> {
-        match msg {
-            Msg::Pending(p) => {
-                let PendingStep {
-                    mut record,
-                    weights,
+    fn write(&mut self, pending: PendingStep) -> Result<(), Failure> {
+        let PendingStep {
+            mut record,
+            weights,
+            step,
+            check,
+        } = pending;
+        let mut buffer = std::mem::take(&mut self.buffer);
+        weights
+            .read_into(&mut buffer)
+            .map_err(|e| Failure::Io(format!("cannot read the weights of step {step}: {e}")))?;
+        record.weights_after = buffer;
+        if let Some(policy) = check
+            && let Some(i) = record.weights_after.iter().position(|v| !v.is_finite())
+        {
+            let message = format!("weight {i} became {}", record.weights_after[i]);
+            // The fault is committed with the steps before this one, so under `Stop` the
+            // store ends at the last finite step.
+            self.store
+                .fault(Fault {
                     step,
-                    check,
-                } = *p;
-                let mut buffer = self.pool.pop().unwrap_or_default();
-                weights.read_into(&mut buffer).map_err(|e| {
-                    Failure::Io(format!("cannot read the weights of step {step}: {e}"))
-                })?;
-                record.weights_after = buffer;
-                if let Some(policy) = check
-                    && let Some(i) = record.weights_after.iter().position(|v| !v.is_finite())
-                {
-                    let message = format!("weight {i} became {}", record.weights_after[i]);
-                    // Steps before this one are committed first, so the store ends at the last
-                    // finite step under `Stop`.
-                    self.flush(steps)?;
-                    self.store
-                        .fault(Fault {
-                            step,
-                            message: message.clone(),
-                        })
-                        .map_err(Failure::Io)?;
-                    if policy == NonFinite::Stop {
-                        return Err(Failure::NonFinite(format!("{message} at step {step}")));
-                    }
-                }
-                steps.push(record);
+                    message: message.clone(),
+                })
+                .map_err(Failure::Io)?;
+            self.committed();
+            if policy == NonFinite::Stop {
+                return Err(Failure::NonFinite(format!("{message} at step {step}")));
             }
-            Msg::Fault(_) | Msg::Finish => unreachable!("only steps are batched"),
         }
+        if let Err(e) = self.store.write(&record) {
+            // Steps written in full before the failure are still committed, if the disk lets.
+            if self.uncommitted > 0 {
+                let _ = self.commit();
+            }
+            return Err(Failure::Io(e));
+        }
+        self.uncommitted += 1;
+        self.buffer = record.weights_after;
         Ok(())
     }
 
-    fn flush(&mut self, steps: &mut Vec<StepRecord>) -> Result<(), Failure> {
-        if steps.is_empty() {
-            return Ok(());
-        }
-        self.store.steps(steps).map_err(Failure::Io)?;
-        for s in steps.drain(..) {
-            if self.pool.len() < POOL {
-                self.pool.push(s.weights_after);
-            }
-        }
+    fn commit(&mut self) -> Result<(), Failure> {
+        self.store.commit().map_err(Failure::Io)?;
+        self.committed();
         Ok(())
+    }
+
+    fn committed(&mut self) {
+        self.uncommitted = 0;
+        self.last_commit = Instant::now();
     }
 
     fn run(&mut self, rx: crossbeam_channel::Receiver<Msg>) -> Result<(), Failure> {
-        let mut pending: Option<Msg> = None;
-        let mut steps = Vec::new();
-        let mut last_commit: Option<Instant> = None;
+        use crossbeam_channel::RecvTimeoutError;
         loop {
-            let Some(msg) = pending.take().or_else(|| rx.recv().ok()) else {
-                return Ok(());
+            let msg = if self.uncommitted > 0 {
+                match rx.recv_deadline(self.last_commit + self.interval) {
+                    Ok(msg) => msg,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.commit()?;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return self.commit(),
+                }
+            } else {
+                match rx.recv() {
+                    Ok(msg) => msg,
+                    Err(_) => return Ok(()),
+                }
             };
             match msg {
-                Msg::Fault(fault) => self.store.fault(fault).map_err(Failure::Io)?,
-                Msg::Finish => self.store.finish().map_err(Failure::Io)?,
-                step => {
-                    // Group commit: steps that arrive before the commit interval is over share
-                    // one commit (a commit replaces a metadata file, which costs the file
-                    // system far more than writing a step's chunks).
-                    self.ready(step, &mut steps)?;
-                    let deadline = last_commit
-                        .map(|t| t + self.interval)
-                        .filter(|&d| d > Instant::now());
-                    // Past the deadline, only what is queued now joins: a trainer that keeps
-                    // the queue busy must not postpone the commit (or a write error) forever.
-                    let mut queued = rx.len();
-                    while steps.len() < MAX_GROUP {
-                        let next = match deadline {
-                            Some(d) => rx.recv_deadline(d).ok(),
-                            None if queued > 0 => {
-                                queued -= 1;
-                                rx.try_recv().ok()
-                            }
-                            None => None,
-                        };
-                        match next {
-                            Some(Msg::Pending(p)) => self.ready(Msg::Pending(p), &mut steps)?,
-                            Some(other) => {
-                                pending = Some(other);
-                                break;
-                            }
-                            None => break,
-                        }
+                Msg::Fault(fault) => {
+                    self.store.fault(fault).map_err(Failure::Io)?;
+                    self.committed();
+                }
+                Msg::Finish => {
+                    self.store.finish().map_err(Failure::Io)?;
+                    self.committed();
+                }
+                Msg::Pending(pending) => {
+                    self.write(*pending)?;
+                    // Group commit: steps already queued join this one's commit (a commit
+                    // replaces the root metadata, which costs the file system more than
+                    // appending a step), up to a bound so that the count keeps moving.
+                    let due = Instant::now() >= self.last_commit + self.interval;
+                    if due && (rx.is_empty() || self.uncommitted >= MAX_GROUP) {
+                        self.commit()?;
                     }
-                    self.flush(&mut steps)?;
-                    last_commit = Some(Instant::now());
                 }
             }
         }
@@ -198,8 +214,10 @@ impl Writer {
             .spawn(move || {
                 let mut worker = Worker {
                     store,
-                    pool: Vec::new(),
+                    buffer: Vec::new(),
                     interval,
+                    uncommitted: 0,
+                    last_commit: Instant::now(),
                 };
                 if let Err(e) = worker.run(rx) {
                     // Returning drops the receiver, which makes every later send fail at once.
@@ -303,10 +321,11 @@ mod tests {
     struct Stalled(Arc<Barrier>);
 
     impl Sink for Stalled {
-        fn steps(&mut self, steps: &[StepRecord]) -> Result<(), String> {
-            for _ in steps {
-                self.0.wait();
-            }
+        fn write(&mut self, _: &StepRecord) -> Result<(), String> {
+            self.0.wait();
+            Ok(())
+        }
+        fn commit(&mut self) -> Result<(), String> {
             Ok(())
         }
         fn fault(&mut self, _: Fault) -> Result<(), String> {
@@ -320,8 +339,11 @@ mod tests {
     struct Failing;
 
     impl Sink for Failing {
-        fn steps(&mut self, _: &[StepRecord]) -> Result<(), String> {
+        fn write(&mut self, _: &StepRecord) -> Result<(), String> {
             Err("No space left on device".into())
+        }
+        fn commit(&mut self) -> Result<(), String> {
+            Ok(())
         }
         fn fault(&mut self, _: Fault) -> Result<(), String> {
             Ok(())
@@ -362,13 +384,9 @@ mod tests {
             writer
         });
         std::thread::sleep(std::time::Duration::from_millis(300));
-        // The writer holds at most one queue's worth (what it drained for a group commit), the
-        // queue another three; then sends block.
+        // The writer holds the step it is writing, the queue another three; then sends block.
         let stalled = sent.load(Ordering::SeqCst);
-        assert!(
-            (4..=7).contains(&stalled),
-            "{stalled} steps went through a stalled disk"
-        );
+        assert_eq!(stalled, 4, "{stalled} steps went through a stalled disk");
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert_eq!(
             sent.load(Ordering::SeqCst),
@@ -403,9 +421,11 @@ mod tests {
     struct Log(Arc<std::sync::Mutex<Written>>);
 
     impl Sink for Log {
-        fn steps(&mut self, steps: &[StepRecord]) -> Result<(), String> {
-            let mut log = self.0.lock().unwrap();
-            log.0.extend(steps.iter().map(|s| s.weights_after.clone()));
+        fn write(&mut self, step: &StepRecord) -> Result<(), String> {
+            self.0.lock().unwrap().0.push(step.weights_after.clone());
+            Ok(())
+        }
+        fn commit(&mut self) -> Result<(), String> {
             Ok(())
         }
         fn fault(&mut self, fault: Fault) -> Result<(), String> {

@@ -27,6 +27,12 @@ fn edit_json(file: &Path, f: impl FnOnce(&mut serde_json::Value)) {
 
 type Damage = fn(&Path);
 
+/// Where entry `row` of a shard starts (its index entry's offset).
+fn entry_offset(shard: &Path, row: usize) -> usize {
+    let bytes = std::fs::read(shard).unwrap();
+    u64::from_le_bytes(bytes[16 * row..16 * row + 8].try_into().unwrap()) as usize
+}
+
 #[test]
 fn damaged_stores_give_a_clear_error_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,20 +40,38 @@ fn damaged_stores_give_a_clear_error_and_exit_2() {
     record(&pristine);
     let cases: Vec<(&str, Damage, &str, &str)> = vec![
         (
-            "truncated chunk",
+            "truncated shard",
             |p| {
-                let f = p.join("weights/c/2/0");
+                let f = p.join("weights/c/0/0");
+                let cut = entry_offset(&f, 2) + 5;
                 let bytes = std::fs::read(&f).unwrap();
-                std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+                std::fs::write(&f, &bytes[..cut]).unwrap();
             },
-            "weights/c/2/0",
-            "cannot read chunk",
+            "weights/c/0/0",
+            "entry 2 claims bytes",
         ),
         (
-            "missing chunk",
-            |p| std::fs::remove_file(p.join("dloss/c/1/0/0")).unwrap(),
-            "dloss/c/1/0/0",
-            "chunk is missing",
+            "shard shorter than its index",
+            |p| std::fs::write(p.join("lr/c/0"), [0u8; 40]).unwrap(),
+            "lr/c/0",
+            "less than its",
+        ),
+        (
+            "entry marked absent",
+            |p| {
+                let f = p.join("dloss/c/0/0/0");
+                let mut bytes = std::fs::read(&f).unwrap();
+                bytes[16..32].fill(0xff);
+                std::fs::write(&f, bytes).unwrap();
+            },
+            "dloss/c/0/0/0",
+            "entry 1 is missing",
+        ),
+        (
+            "missing shard",
+            |p| std::fs::remove_file(p.join("batch_size/c/0")).unwrap(),
+            "batch_size/c/0",
+            "entry 0 is missing",
         ),
         (
             "empty root metadata",
@@ -78,14 +102,24 @@ fn damaged_stores_give_a_clear_error_and_exit_2() {
             "shape is",
         ),
         (
-            "wrong chunking",
+            "wrong shard shape",
             |p| {
                 edit_json(&p.join("weights/zarr.json"), |v| {
-                    v["chunk_grid"]["configuration"]["chunk_shape"][0] = 4.into()
+                    v["chunk_grid"]["configuration"]["chunk_shape"][0] = 4096.into()
                 })
             },
             "weights/zarr.json",
-            "chunk shape",
+            "shard shape is [4096",
+        ),
+        (
+            "index at the end of the shard",
+            |p| {
+                edit_json(&p.join("dloss/zarr.json"), |v| {
+                    v["codecs"][0]["configuration"]["index_location"] = "end".into()
+                })
+            },
+            "dloss/zarr.json",
+            "the format needs sharding_indexed",
         ),
         (
             "unknown format version",
@@ -131,9 +165,10 @@ fn damaged_stores_give_a_clear_error_and_exit_2() {
         (
             "sample index out of range",
             |p| {
-                let f = p.join("batch_index/c/3/0");
+                let f = p.join("batch_index/c/0/0");
+                let at = entry_offset(&f, 3);
                 let mut bytes = std::fs::read(&f).unwrap();
-                bytes[..8].copy_from_slice(&999i64.to_le_bytes());
+                bytes[at..at + 8].copy_from_slice(&999i64.to_le_bytes());
                 std::fs::write(&f, bytes).unwrap();
             },
             "batch_index",
@@ -175,6 +210,7 @@ fn damaged_stores_give_a_clear_error_and_exit_2() {
         assert!(t.contains(file), "{what} should name {file}: {t}");
         assert_eq!(t.trim().lines().count(), 1, "{what}: one line, got {t}");
         assert!(!t.contains("panicked"), "{what}: {t}");
+        eprintln!("{what}: {}", t.trim());
     }
-    assert_eq!(seen, 14);
+    assert_eq!(seen, 17);
 }

@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 /// Value of `format` in the root attributes; anything else is not an epk store.
 pub const FORMAT_NAME: &str = "epk";
 /// The layout version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Element type of the arrays that hold training-dtype values (weights, dloss, inputs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,7 @@ mod error;
 mod layout;
 mod reader;
 mod samples;
+mod shard;
 mod writer;
 
 pub use attrs::{
@@ -40,4 +41,5 @@ pub use error::StoreError;
 pub use layout::{ArrayName, ROOT_ATTRIBUTE};
 pub use reader::{StepBatch, StoreReader};
 pub use samples::Samples;
-pub use writer::{StepRecord, StoreWriter};
+pub use shard::MAX_STEPS_PER_SHARD;
+pub use writer::{StepRecord, StoreOptions, StoreWriter};

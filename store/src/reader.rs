@@ -1,10 +1,14 @@
 use crate::layout::ROOT_ATTRIBUTE;
+use crate::shard::{MAX_STEPS_PER_SHARD, ShardFiles};
+use crate::writer::blosc;
 use crate::{
     ArrayName, FORMAT_NAME, FORMAT_VERSION, RunAttributes, Samples, StoreError, TrainDType,
 };
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use zarrs::array::Array;
+use zarrs::array::codec::api::{BytesRepresentation, BytesToBytesCodecTraits};
+use zarrs::array::{Array, ElementOwned};
 use zarrs::filesystem::FilesystemStore;
 
 /// The samples that built one step and their recorded dL/df.
@@ -21,6 +25,15 @@ pub struct StoreReader {
     root: PathBuf,
     attrs: RunAttributes,
     store: Arc<FilesystemStore>,
+    /// The per-step arrays, in [`ArrayName::PER_STEP`] order.
+    lanes: Vec<Lane>,
+}
+
+/// Where a per-step array's rows are and how they are encoded.
+struct Lane {
+    files: ShardFiles,
+    /// Rows pass through blosc after the little-endian bytes.
+    blosc: bool,
 }
 
 impl StoreReader {
@@ -73,13 +86,18 @@ impl StoreReader {
         let store = Arc::new(
             FilesystemStore::new(path).map_err(|e| StoreError::zarr(path, "cannot open", e))?,
         );
-        let reader = StoreReader {
+        let mut reader = StoreReader {
             root: path.to_path_buf(),
             attrs,
             store,
+            lanes: Vec::new(),
         };
         for name in ArrayName::PER_STEP {
-            reader.check_array(name)?;
+            let array = reader.check_array(name)?;
+            let steps = reader.chunk_shape(name, &array)?[0];
+            let files = ShardFiles::new(&reader.file(name), array.dimensionality(), steps);
+            let blosc = reader.check_sharding(name, &array)?;
+            reader.lanes.push(Lane { files, blosc });
         }
         Ok(reader)
     }
@@ -109,8 +127,8 @@ impl StoreReader {
         })
     }
 
-    /// Checks an array's element type and shape against the attributes.
-    fn check_array(&self, name: ArrayName) -> Result<(), StoreError> {
+    /// Opens an array and checks its element type, shape and chunking against the attributes.
+    fn check_array(&self, name: ArrayName) -> Result<Array<FilesystemStore>, StoreError> {
         let a = &self.attrs;
         let array = self.open_array(name)?;
         let (s, p, k, b) = (
@@ -176,27 +194,151 @@ impl StoreReader {
             ));
         }
         // The format fixes the chunking; anything else could ask for absurd allocations.
-        let want: Vec<u64> = min_shape
-            .iter()
-            .enumerate()
-            .map(|(i, &d)| if i == 0 && grows { 1 } else { d.max(1) })
-            .collect();
-        let zero = vec![0u64; want.len()];
+        let chunk = self.chunk_shape(name, &array)?;
+        let metadata = self.file(name).join("zarr.json");
+        if grows {
+            // Per-step arrays: shards of 1..=MAX steps; `check_sharding` checks the codecs.
+            let row = &min_shape[1..];
+            if !(1..=MAX_STEPS_PER_SHARD).contains(&chunk[0]) || chunk[1..] != *row {
+                return Err(StoreError::invalid(
+                    metadata,
+                    format!(
+                        "shard shape is {chunk:?}, the format needs [steps] + {row:?} with 1 ≤ steps ≤ {MAX_STEPS_PER_SHARD}"
+                    ),
+                ));
+            }
+        } else {
+            let want: Vec<u64> = min_shape.iter().map(|&d| d.max(1)).collect();
+            if chunk != want {
+                return Err(StoreError::invalid(
+                    metadata,
+                    format!("chunk shape is {chunk:?}, the format needs {want:?}"),
+                ));
+            }
+        }
+        Ok(array)
+    }
+
+    /// The shape of the array's first chunk (for a sharded array, its shard).
+    fn chunk_shape(
+        &self,
+        name: ArrayName,
+        array: &Array<FilesystemStore>,
+    ) -> Result<Vec<u64>, StoreError> {
+        let zero = vec![0u64; array.dimensionality()];
         let chunk = array.chunk_shape(&zero).map_err(|e| {
             StoreError::zarr(self.file(name).join("zarr.json"), "bad chunk grid", e)
         })?;
-        let chunk: Vec<u64> = chunk.iter().map(|d| d.get()).collect();
-        if chunk != want {
+        Ok(chunk.iter().map(|d| d.get()).collect())
+    }
+
+    /// Checks that a per-step array is sharded the way the recorder writes it (rows of one
+    /// entry, little-endian, index first and without checksum) and says whether its rows are
+    /// blosc-compressed. Rows are read without zarrs' sharding decoder, which cannot tell a
+    /// missing row from a fill value.
+    fn check_sharding(
+        &self,
+        name: ArrayName,
+        array: &Array<FilesystemStore>,
+    ) -> Result<bool, StoreError> {
+        let metadata = serde_json::to_value(array.metadata()).unwrap_or_default();
+        let codecs = &metadata["codecs"];
+        let little = serde_json::json!({"name": "bytes", "configuration": {"endian": "little"}});
+        let sharding = &codecs[0]["configuration"];
+        let inner = sharding["codecs"].as_array().cloned().unwrap_or_default();
+        let blosc = inner.len() == 2 && inner[1]["name"] == "blosc";
+        let ok = codecs.as_array().is_some_and(|c| c.len() == 1)
+            && codecs[0]["name"] == "sharding_indexed"
+            && sharding["index_location"] == "start"
+            && sharding["index_codecs"] == serde_json::json!([little])
+            && inner.first() == Some(&little)
+            && (inner.len() == 1 || blosc);
+        if !ok {
             return Err(StoreError::invalid(
                 self.file(name).join("zarr.json"),
-                format!("chunk shape is {chunk:?}, the format needs {want:?}"),
+                "the format needs sharding_indexed (index at the start, bytes little-endian, no index checksum) over bytes little-endian and optionally blosc",
             ));
         }
-        Ok(())
+        Ok(blosc)
+    }
+
+    /// The bytes of entry `row` of a per-step array, decoded to `width`-byte little-endian
+    /// values; an error if the entry is missing from its shard (zarr would fill it) or does not
+    /// hold `len` values.
+    fn row_bytes(
+        &self,
+        name: ArrayName,
+        row: u64,
+        len: usize,
+        width: usize,
+    ) -> Result<Vec<u8>, StoreError> {
+        let i = ArrayName::PER_STEP
+            .iter()
+            .position(|&n| n == name)
+            .expect("a per-step array");
+        let lane = &self.lanes[i];
+        let file = lane.files.file_of(row);
+        let want = (len * width) as u64;
+        // Blosc adds at most a 16-byte header to incompressible data.
+        let max = if lane.blosc { want + 16 } else { want };
+        let bytes = lane.files.read_row(row, max)?.ok_or_else(|| {
+            StoreError::invalid(&file, format!("entry {row} is missing from its shard"))
+        })?;
+        let bytes = if lane.blosc {
+            // A blosc frame describes itself, so any blosc configuration decodes.
+            blosc(width)
+                .decode(
+                    Cow::Owned(bytes),
+                    &BytesRepresentation::FixedSize(want),
+                    &one_thread(),
+                )
+                .map_err(|e| StoreError::zarr(&file, &format!("cannot decode entry {row}"), e))?
+                .into_owned()
+        } else {
+            bytes
+        };
+        if bytes.len() as u64 != want {
+            return Err(StoreError::invalid(
+                &file,
+                format!("entry {row} holds {} bytes, expected {want}", bytes.len()),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Entry `row` of an int64 per-step array.
+    fn row_i64(&self, name: ArrayName, row: u64, len: usize) -> Result<Vec<i64>, StoreError> {
+        let bytes = self.row_bytes(name, row, len, 8)?;
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect())
+    }
+
+    /// Entry `row` of a float per-step array as f64 (f32 widens exactly).
+    fn row_f64(
+        &self,
+        name: ArrayName,
+        row: u64,
+        len: usize,
+        dtype: TrainDType,
+    ) -> Result<Vec<f64>, StoreError> {
+        Ok(match dtype {
+            TrainDType::F64 => self
+                .row_bytes(name, row, len, 8)?
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect(),
+            TrainDType::F32 => self
+                .row_bytes(name, row, len, 4)?
+                .chunks_exact(4)
+                .map(|b| f64::from(f32::from_le_bytes(b.try_into().expect("4 bytes"))))
+                .collect(),
+        })
     }
 
     /// Reads one chunk, failing if it is missing (zarr would fill it) or has the wrong length.
-    fn chunk<T: zarrs::array::ElementOwned>(
+    fn chunk<T: ElementOwned>(
         &self,
         array: &Array<FilesystemStore>,
         name: ArrayName,
@@ -261,28 +403,25 @@ impl StoreReader {
     /// Weights before step `state` (`state == steps()` gives the final weights).
     pub fn weights(&self, state: usize) -> Result<Vec<f64>, StoreError> {
         self.check_step(state, true)?;
-        let array = self.open_array(ArrayName::Weights)?;
-        self.chunk_f64(
-            &array,
+        self.row_f64(
             ArrayName::Weights,
-            &[state as u64, 0],
+            state as u64,
             self.attrs.num_params,
+            self.attrs.dtype,
         )
     }
 
     /// Learning rate applied at `step`.
     pub fn lr(&self, step: usize) -> Result<f64, StoreError> {
         self.check_step(step, false)?;
-        let array = self.open_array(ArrayName::Lr)?;
-        Ok(self.chunk_f64(&array, ArrayName::Lr, &[step as u64], 1)?[0])
+        Ok(self.row_f64(ArrayName::Lr, step as u64, 1, TrainDType::F64)?[0])
     }
 
     /// The samples of `step` and their dL/df.
     pub fn batch(&self, step: usize) -> Result<StepBatch, StoreError> {
         self.check_step(step, false)?;
         let (k, b) = (self.attrs.outputs, self.attrs.max_batch);
-        let sizes = self.open_array(ArrayName::BatchSize)?;
-        let n = self.chunk_i64(&sizes, ArrayName::BatchSize, &[step as u64], 1)?[0];
+        let n = self.row_i64(ArrayName::BatchSize, step as u64, 1)?[0];
         let n = usize::try_from(n)
             .ok()
             .filter(|&n| n >= 1 && n <= b)
@@ -292,8 +431,7 @@ impl StoreReader {
                     format!("step {step} has batch size {n}, outside 1..={b}"),
                 )
             })?;
-        let idx = self.open_array(ArrayName::BatchIndex)?;
-        let raw = self.chunk_i64(&idx, ArrayName::BatchIndex, &[step as u64, 0], b)?;
+        let raw = self.row_i64(ArrayName::BatchIndex, step as u64, b)?;
         let mut indices = Vec::with_capacity(n);
         for &i in &raw[..n] {
             match usize::try_from(i) {
@@ -309,8 +447,7 @@ impl StoreReader {
                 }
             }
         }
-        let dl = self.open_array(ArrayName::Dloss)?;
-        let mut dloss = self.chunk_f64(&dl, ArrayName::Dloss, &[step as u64, 0, 0], b * k)?;
+        let mut dloss = self.row_f64(ArrayName::Dloss, step as u64, b * k, self.attrs.dtype)?;
         dloss.truncate(n * k);
         Ok(StepBatch { indices, dloss })
     }
@@ -329,12 +466,10 @@ impl StoreReader {
                 targets: vec![],
             });
         }
-        self.check_array(inputs)?;
-        self.check_array(targets)?;
-        let x = self.open_array(inputs)?;
+        let x = self.check_array(inputs)?;
+        let y = self.check_array(targets)?;
         let zero = vec![0u64; shape.len() + 1];
         let values = self.chunk_f64(&x, inputs, &zero, n * self.attrs.input_len())?;
-        let y = self.open_array(targets)?;
         let labels = self.chunk_i64(&y, targets, &[0], n)?;
         if let Some(bad) = labels
             .iter()
@@ -365,4 +500,9 @@ impl StoreReader {
             self.attrs.eval_samples,
         )
     }
+}
+
+/// Decodes on the calling thread: a row is small, and replay's own threads read in parallel.
+fn one_thread() -> zarrs::array::CodecOptions {
+    zarrs::array::CodecOptions::default().with_concurrent_target(1)
 }

@@ -1,11 +1,18 @@
 use crate::atomic::TEMP_SUFFIX;
 use crate::atomic::write_atomic;
 use crate::layout::ROOT_ATTRIBUTE;
+use crate::shard::{MAX_STEPS_PER_SHARD, ShardAppender, ShardFiles, steps_per_shard};
 use crate::{ArrayName, Fault, RunAttributes, Samples, StoreError, StoreReader, TrainDType};
+use std::borrow::Cow;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use zarrs::array::codec::{BloscCodec, BloscCompressionLevel, BloscCompressor, BloscShuffleMode};
-use zarrs::array::{Array, ArrayBuilder, data_type};
+use zarrs::array::codec::api::BytesToBytesCodecTraits;
+use zarrs::array::codec::{
+    BloscCodec, BloscCompressionLevel, BloscCompressor, BloscShuffleMode, BytesCodec,
+    ShardingCodecBuilder, ShardingIndexLocation,
+};
+use zarrs::array::{Array, ArrayBuilder, DataType, data_type};
 use zarrs::filesystem::FilesystemStore;
 
 /// One optimizer step as the recorder hands it to the store.
@@ -22,21 +29,49 @@ pub struct StepRecord {
     pub weights_after: Vec<f64>,
 }
 
+/// Store-wide choices that are not run attributes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Steps per shard file of the per-step arrays (1 to 1024); `None` sizes shards to about
+    /// 64 MiB (at most 1024 steps).
+    pub steps_per_shard: Option<u64>,
+}
+
 /// Creates a store and appends committed steps to it.
 ///
-/// Crash consistency: every step writes its chunks first (new files only), then rewrites
-/// the per-step arrays' metadata and finally the root attributes, each through a temporary
-/// file and a rename. A reader trusts `steps` in the root attributes, so a kill at any point
-/// leaves the committed prefix readable.
+/// Crash consistency: a step's rows are appended to the per-step arrays' shard files (a
+/// committed row is never rewritten); a commit then rewrites the per-step arrays' metadata
+/// when they need room and finally the root attributes, each through a temporary file and a
+/// rename. A reader trusts `steps` in the root attributes, so a kill at any point leaves the
+/// committed prefix readable.
 pub struct StoreWriter {
     root: PathBuf,
     attrs: RunAttributes,
-    arrays: Vec<(ArrayName, Array<FilesystemStore>)>,
+    lanes: Vec<Lane>,
+    encoder: Encoder,
     /// Rows written to `weights` (steps + 1 once the initial weights are in).
     weight_rows: u64,
+    /// Steps whose rows are written (≥ committed steps).
+    written: u64,
     /// Steps the per-step arrays' metadata currently has room for (≥ committed steps): the
     /// shapes grow ahead in doubling blocks so that a step rewrites only the root metadata.
     capacity: u64,
+    /// Reused for encoding rows.
+    scratch: Vec<u8>,
+}
+
+/// One per-step array: its metadata and the shard file being appended to.
+struct Lane {
+    name: ArrayName,
+    array: Array<FilesystemStore>,
+    shards: ShardAppender,
+}
+
+impl Lane {
+    /// The shard file that holds `row`, for errors.
+    fn file(&self, row: u64) -> PathBuf {
+        self.shards.files().file_of(row)
+    }
 }
 
 impl StoreWriter {
@@ -51,6 +86,33 @@ impl StoreWriter {
         eval: Option<&Samples>,
         initial_weights: &[f64],
     ) -> Result<Self, StoreError> {
+        Self::create_with(
+            path,
+            attrs,
+            train,
+            eval,
+            initial_weights,
+            StoreOptions::default(),
+        )
+    }
+
+    /// [`StoreWriter::create`] with store-wide options.
+    pub fn create_with(
+        path: &Path,
+        attrs: RunAttributes,
+        train: &Samples,
+        eval: Option<&Samples>,
+        initial_weights: &[f64],
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        if let Some(steps) = options.steps_per_shard
+            && !(1..=MAX_STEPS_PER_SHARD).contains(&steps)
+        {
+            return Err(StoreError::invalid(
+                path,
+                format!("{steps} steps per shard; choose 1 to {MAX_STEPS_PER_SHARD}"),
+            ));
+        }
         if path.exists() {
             return Err(StoreError::Exists {
                 path: path.to_path_buf(),
@@ -69,7 +131,7 @@ impl StoreWriter {
             std::fs::remove_dir_all(&tmp)
                 .map_err(|e| io(e, "cannot remove a stale temporary store"))?;
         }
-        let mut building = Self::build_new(&tmp, attrs, train, eval)?;
+        let mut building = Self::build_new(&tmp, attrs, train, eval, options)?;
         building.write_initial_weights(initial_weights)?;
         drop(building);
         std::fs::rename(&tmp, path).map_err(|e| io(e, "cannot move the new store into place"))?;
@@ -81,6 +143,7 @@ impl StoreWriter {
         mut attrs: RunAttributes,
         train: &Samples,
         eval: Option<&Samples>,
+        options: StoreOptions,
     ) -> Result<Self, StoreError> {
         attrs.train_samples = train.len();
         attrs.eval_samples = eval.map_or(0, Samples::len);
@@ -108,12 +171,16 @@ impl StoreWriter {
         let store = Arc::new(
             FilesystemStore::new(path).map_err(|e| StoreError::zarr(path, "cannot open", e))?,
         );
+        let encoder = Encoder::new(attrs.dtype);
         let mut writer = StoreWriter {
             root: path.to_path_buf(),
             attrs,
-            arrays: Vec::new(),
+            lanes: Vec::new(),
+            encoder,
             weight_rows: 0,
+            written: 0,
             capacity: 0,
+            scratch: Vec::new(),
         };
         // The root goes first so that even an empty store says what it is.
         writer.commit_root()?;
@@ -126,30 +193,67 @@ impl StoreWriter {
         if let Some(eval) = eval {
             writer.write_samples(&store, eval, ArrayName::EvalInputs, ArrayName::EvalTargets)?;
         }
-        let (p, k, b) = (
-            writer.attrs.num_params as u64,
-            writer.attrs.outputs as u64,
-            writer.attrs.max_batch as u64,
-        );
         let float = writer.float_type();
+        let steps = options.steps_per_shard.unwrap_or_else(|| {
+            let rows = ArrayName::PER_STEP.map(|name| {
+                let values: u64 = writer.row_shape(name).iter().product();
+                values * 8
+            });
+            steps_per_shard(rows.into_iter().max().unwrap_or(8))
+        });
         for name in ArrayName::PER_STEP {
-            let (shape, chunk): (Vec<u64>, Vec<u64>) = match name {
-                ArrayName::Weights => (vec![0, p], vec![1, p]),
-                ArrayName::Lr | ArrayName::BatchSize => (vec![0], vec![1]),
-                ArrayName::BatchIndex => (vec![0, b], vec![1, b]),
-                ArrayName::Dloss => (vec![0, b, k], vec![1, b, k]),
-                _ => unreachable!("not a per-step array"),
+            let row = writer.row_shape(name);
+            let shape: Vec<u64> = [0].into_iter().chain(row.iter().copied()).collect();
+            let shard: Vec<u64> = [steps].into_iter().chain(row.iter().copied()).collect();
+            let subchunk: Vec<u64> = [1].into_iter().chain(row.iter().copied()).collect();
+            let (mut builder, data_type, compress) = match name {
+                ArrayName::Lr => (
+                    ArrayBuilder::new(shape, shard, data_type::float64(), 0.0f64),
+                    data_type::float64(),
+                    false,
+                ),
+                ArrayName::BatchSize => (
+                    ArrayBuilder::new(shape, shard, data_type::int64(), 0i64),
+                    data_type::int64(),
+                    false,
+                ),
+                ArrayName::BatchIndex => (
+                    ArrayBuilder::new(shape, shard, data_type::int64(), -1i64),
+                    data_type::int64(),
+                    false,
+                ),
+                _ => (
+                    float.plain_builder(shape, shard),
+                    float.data_type(),
+                    float.compressed(),
+                ),
             };
-            let builder = match name {
-                ArrayName::Lr => ArrayBuilder::new(shape, chunk, data_type::float64(), 0.0f64),
-                ArrayName::BatchSize => ArrayBuilder::new(shape, chunk, data_type::int64(), 0i64),
-                ArrayName::BatchIndex => ArrayBuilder::new(shape, chunk, data_type::int64(), -1i64),
-                _ => float.builder(shape, chunk),
-            };
+            let codecs = compress.then(|| float.blosc()).into_iter().collect();
+            builder.array_to_bytes_codec(sharding(&subchunk, &data_type, codecs));
             let array = writer.build(&store, name, builder)?;
-            writer.arrays.push((name, array));
+            let files = ShardFiles::new(&path.join(name.path()), subchunk.len(), steps);
+            writer.lanes.push(Lane {
+                name,
+                array,
+                shards: ShardAppender::new(files),
+            });
         }
         Ok(writer)
+    }
+
+    /// A per-step array's entry for one step (the array's shape without its step axis).
+    fn row_shape(&self, name: ArrayName) -> Vec<u64> {
+        let (p, k, b) = (
+            self.attrs.num_params as u64,
+            self.attrs.outputs as u64,
+            self.attrs.max_batch as u64,
+        );
+        match name {
+            ArrayName::Weights => vec![p],
+            ArrayName::BatchIndex => vec![b],
+            ArrayName::Dloss => vec![b, k],
+            _ => vec![],
+        }
     }
 
     /// Reopens a store to append after its last committed step and returns the weights that
@@ -160,33 +264,54 @@ impl StoreWriter {
         let mut attrs = reader.attrs().clone();
         let steps = attrs.steps as u64;
         let last = reader.weights(attrs.steps)?;
-        remove_leftovers(path, steps)?;
+        drop(reader);
+        remove_temporaries(path)?;
         let store = Arc::new(
             FilesystemStore::new(path).map_err(|e| StoreError::zarr(path, "cannot open", e))?,
         );
-        let mut arrays = Vec::new();
+        let mut lanes = Vec::new();
         for name in ArrayName::PER_STEP {
+            let dir = path.join(name.path());
             let array = Array::open(store.clone(), &name.zarr_path())
-                .map_err(|e| StoreError::zarr(path.join(name.path()), "cannot open array", e))?;
-            arrays.push((name, array));
+                .map_err(|e| StoreError::zarr(&dir, "cannot open array", e))?;
+            // The reader checked the sharding; its first axis is the steps per shard.
+            let shard = array
+                .chunk_shape(&vec![0; array.dimensionality()])
+                .map_err(|e| StoreError::zarr(dir.join("zarr.json"), "bad chunk grid", e))?;
+            let files = ShardFiles::new(&dir, array.dimensionality(), shard[0].get());
+            let keep = if name == ArrayName::Weights {
+                steps + 1
+            } else {
+                steps
+            };
+            files.keep_rows(keep)?;
+            lanes.push(Lane {
+                name,
+                array,
+                shards: ShardAppender::new(files),
+            });
         }
         attrs.finished = false;
+        let encoder = Encoder::new(attrs.dtype);
         let mut writer = StoreWriter {
             root: path.to_path_buf(),
             attrs,
-            arrays,
+            lanes,
+            encoder,
             weight_rows: steps + 1,
+            written: steps,
             capacity: steps,
+            scratch: Vec::new(),
         };
         writer.resize_all(steps)?;
         writer.commit_root()?;
         Ok((writer, last))
     }
 
-    /// Notes a numerical fault at a step; `replay verify` reports it.
+    /// Notes a numerical fault at a step, with every written step; `replay verify` reports it.
     pub fn record_fault(&mut self, fault: Fault) -> Result<(), StoreError> {
         self.attrs.faults.push(fault);
-        self.commit_root()
+        self.commit()
     }
 
     fn float_type(&self) -> FloatType {
@@ -292,39 +417,29 @@ impl StoreWriter {
         self.append_steps(std::slice::from_ref(step))
     }
 
-    /// Appends several steps with one commit: their chunks first, then (when the arrays need
-    /// room) the arrays' shapes, then the root's step count.
+    /// Appends several steps with one commit. Steps written in full before a failure are
+    /// still committed.
     pub fn append_steps(&mut self, steps: &[StepRecord]) -> Result<(), StoreError> {
+        let mut failure = None;
+        for step in steps {
+            if let Err(e) = self.write_step(step) {
+                failure = Some(e);
+                break;
+            }
+        }
+        self.commit()?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Writes the next step's rows without committing it: readers see it after the next
+    /// [`StoreWriter::commit`]. A kill before then loses the step, never the store.
+    pub fn write_step(&mut self, step: &StepRecord) -> Result<(), StoreError> {
         if self.weight_rows == 0 {
             return Err(StoreError::invalid(
                 &self.root,
                 "a step was recorded before the initial weights",
             ));
         }
-        let first = self.attrs.steps as u64;
-        let mut written = 0;
-        let mut failure = None;
-        for step in steps {
-            if let Err(e) = self.write_step_chunks(first + written, step) {
-                failure = Some(e);
-                break;
-            }
-            written += 1;
-        }
-        // Steps written in full before a failure are still committed.
-        if written > 0 {
-            let end = first + written;
-            if end > self.capacity {
-                self.capacity = end.max(2 * self.capacity).max(16);
-                self.resize_all(self.capacity)?;
-            }
-            self.attrs.steps = end as usize;
-            self.commit_root()?;
-        }
-        failure.map_or(Ok(()), Err)
-    }
-
-    fn write_step_chunks(&mut self, s: u64, step: &StepRecord) -> Result<(), StoreError> {
         self.check_weights(&step.weights_after)?;
         let (k, b) = (self.attrs.outputs, self.attrs.max_batch);
         let n = step.indices.len();
@@ -343,33 +458,56 @@ impl StoreWriter {
                 ),
             ));
         }
+        let s = self.written;
+        self.write_weight_row(s + 1, &step.weights_after)?;
         let mut index = vec![-1i64; b];
         for (slot, &i) in index.iter_mut().zip(&step.indices) {
             *slot = i as i64;
         }
         let mut dloss = vec![f64::NAN; b * k];
         dloss[..n * k].copy_from_slice(&step.dloss);
-        self.write_weight_row(s + 1, &step.weights_after)?;
-        let float = self.float_type();
-        for (name, array) in &self.arrays {
-            let result = match name {
-                ArrayName::Lr => array.store_chunk_opt(&[s], &[step.lr][..], &keep_all()),
-                ArrayName::BatchSize => array.store_chunk_opt(&[s], &[n as i64][..], &keep_all()),
-                ArrayName::BatchIndex => array.store_chunk_opt(&[s, 0], &index[..], &keep_all()),
-                ArrayName::Dloss => float.store_chunk(array, &[s, 0, 0], &dloss),
-                _ => Ok(()),
+        let (lr, size) = ([step.lr], [n as i64]);
+        for lane in 1..self.lanes.len() {
+            let name = self.lanes[lane].name;
+            let bytes = match name {
+                ArrayName::Lr => Cow::Borrowed(le_f64(&lr, &mut self.scratch)),
+                ArrayName::BatchSize => Cow::Borrowed(le_i64(&size, &mut self.scratch)),
+                ArrayName::BatchIndex => Cow::Borrowed(le_i64(&index, &mut self.scratch)),
+                ArrayName::Dloss => self
+                    .encoder
+                    .encode(&dloss, &mut self.scratch)
+                    .map_err(|e| StoreError::zarr(self.lanes[lane].file(s), "cannot encode", e))?,
+                _ => unreachable!("weights are lane 0"),
             };
-            result.map_err(|e| {
-                StoreError::zarr(self.chunk_file(*name, s), "cannot write chunk", e)
-            })?;
+            self.lanes[lane].shards.append(s, &bytes)?;
         }
+        self.written = s + 1;
         self.weight_rows = s + 2;
         Ok(())
     }
 
-    /// Trims the arrays to the committed steps and marks the run as finished normally.
+    /// Commits every written step: the per-step arrays' shapes when they need room, then the
+    /// root's step count.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        let end = self.written;
+        if end > self.capacity {
+            self.capacity = end.max(2 * self.capacity).max(16);
+            self.resize_all(self.capacity)?;
+        }
+        self.attrs.steps = end as usize;
+        self.commit_root()
+    }
+
+    /// Steps written but not yet committed.
+    pub fn uncommitted(&self) -> usize {
+        (self.written - self.attrs.steps as u64) as usize
+    }
+
+    /// Commits what is written, trims the arrays to the committed steps and marks the run as
+    /// finished normally.
     pub fn finish(&mut self) -> Result<(), StoreError> {
-        self.capacity = self.attrs.steps as u64;
+        self.attrs.steps = self.written as usize;
+        self.capacity = self.written;
         self.resize_all(self.capacity)?;
         self.attrs.finished = true;
         self.commit_root()
@@ -390,59 +528,33 @@ impl StoreWriter {
     }
 
     fn write_weight_row(&mut self, row: u64, weights: &[f64]) -> Result<(), StoreError> {
-        let float = self.float_type();
-        let (_, array) = self
-            .arrays
-            .iter()
-            .find(|(n, _)| *n == ArrayName::Weights)
-            .expect("weights array exists");
-        float.store_chunk(array, &[row, 0], weights).map_err(|e| {
-            StoreError::zarr(
-                self.chunk_file(ArrayName::Weights, row),
-                "cannot write chunk",
-                e,
-            )
-        })
+        let lane = &mut self.lanes[0];
+        debug_assert_eq!(lane.name, ArrayName::Weights);
+        let bytes = self
+            .encoder
+            .encode(weights, &mut self.scratch)
+            .map_err(|e| StoreError::zarr(lane.file(row), "cannot encode", e))?;
+        lane.shards.append(row, &bytes)
     }
 
     /// Sets every per-step array to `steps` entries (weights to `steps + 1`).
     fn resize_all(&mut self, steps: u64) -> Result<(), StoreError> {
-        let (p, k, b) = (
-            self.attrs.num_params as u64,
-            self.attrs.outputs as u64,
-            self.attrs.max_batch as u64,
-        );
-        for i in 0..self.arrays.len() {
-            let name = self.arrays[i].0;
-            let shape = match name {
-                ArrayName::Weights => vec![steps + 1, p],
-                ArrayName::Lr | ArrayName::BatchSize => vec![steps],
-                ArrayName::BatchIndex => vec![steps, b],
-                ArrayName::Dloss => vec![steps, b, k],
-                _ => continue,
+        for i in 0..self.lanes.len() {
+            let name = self.lanes[i].name;
+            let first = if name == ArrayName::Weights {
+                steps + 1
+            } else {
+                steps
             };
+            let shape: Vec<u64> = [first].into_iter().chain(self.row_shape(name)).collect();
             let file = self.file(name);
-            let array = &mut self.arrays[i].1;
-            array
+            let lane = &mut self.lanes[i];
+            lane.array
                 .set_shape(shape)
                 .map_err(|e| StoreError::zarr(&file, "cannot resize", e))?;
-            let array = &self.arrays[i].1;
-            self.store_array_metadata(name, array)?;
+            self.store_array_metadata(name, &self.lanes[i].array)?;
         }
         Ok(())
-    }
-
-    /// The file of a per-step chunk (all trailing chunk indices are 0).
-    fn chunk_file(&self, name: ArrayName, index: u64) -> PathBuf {
-        let mut file = self
-            .root
-            .join(name.path())
-            .join("c")
-            .join(index.to_string());
-        for _ in 1..name.leading_dims().len() {
-            file.push("0");
-        }
-        file
     }
 
     fn file(&self, name: ArrayName) -> PathBuf {
@@ -485,35 +597,79 @@ impl StoreWriter {
 /// Blosc's compression level for float arrays (its own default).
 const BLOSC_LEVEL: u8 = 5;
 
+/// Blosc with LZ4 after a byte shuffle of `typesize`-byte elements, which zarr-python reads
+/// without plug-ins.
+pub(crate) fn blosc(typesize: usize) -> BloscCodec {
+    BloscCodec::new(
+        BloscCompressor::LZ4,
+        BloscCompressionLevel::try_from(BLOSC_LEVEL).expect("a level in 0..=9"),
+        None,
+        BloscShuffleMode::Shuffle,
+        Some(typesize),
+    )
+    .expect("c-blosc always has LZ4")
+}
+
+/// The sharding codec of a per-step array: rows of `subchunk` shape, little-endian, then
+/// `inner` (blosc for f32 floats); the index at the start of the file, without a checksum
+/// because the recorder rewrites one entry in place per step and a live reader may read the
+/// index while an uncommitted entry changes (only that entry can differ from what it saw).
+fn sharding(
+    subchunk: &[u64],
+    data_type: &DataType,
+    inner: Vec<Arc<dyn BytesToBytesCodecTraits>>,
+) -> Arc<zarrs::array::codec::ShardingCodec> {
+    let shape = subchunk
+        .iter()
+        .map(|&d| NonZeroU64::new(d).expect("the attributes check nonzero sizes"))
+        .collect();
+    ShardingCodecBuilder::new(shape, data_type)
+        .array_to_bytes_codec(Arc::new(BytesCodec::little()))
+        .bytes_to_bytes_codecs(inner)
+        .index_array_to_bytes_codec(Arc::new(BytesCodec::little()))
+        .index_bytes_to_bytes_codecs(Vec::new())
+        .index_location(ShardingIndexLocation::Start)
+        .build_arc()
+}
+
 /// The training dtype as a zarr element type: values travel as f64 and are narrowed on write
 /// (exactly, since they came from that dtype).
 #[derive(Clone, Copy)]
 struct FloatType(TrainDType);
 
 impl FloatType {
-    /// f32 arrays are compressed with blosc (LZ4 after a byte shuffle), which zarr-python reads
-    /// without plug-ins. f64 arrays are not: trained f64 weights compress by about 1.07× (see
-    /// the README's benchmarks), not worth the writer's CPU time on a machine whose cores all
-    /// train.
+    fn data_type(self) -> DataType {
+        match self.0 {
+            TrainDType::F64 => data_type::float64(),
+            TrainDType::F32 => data_type::float32(),
+        }
+    }
+
+    /// f32 arrays are compressed with blosc; f64 arrays are not: trained f64 weights compress
+    /// by about 1.07× (see the README's benchmarks), not worth the writer's CPU time on a
+    /// machine whose cores all train.
+    fn compressed(self) -> bool {
+        self.0 == TrainDType::F32
+    }
+
+    fn blosc(self) -> Arc<dyn BytesToBytesCodecTraits> {
+        Arc::new(blosc(4))
+    }
+
+    /// A builder with the dtype's fill value and no codecs chosen.
+    fn plain_builder(self, shape: Vec<u64>, chunk: Vec<u64>) -> ArrayBuilder {
+        match self.0 {
+            TrainDType::F64 => ArrayBuilder::new(shape, chunk, data_type::float64(), f64::NAN),
+            TrainDType::F32 => ArrayBuilder::new(shape, chunk, data_type::float32(), f32::NAN),
+        }
+    }
+
+    /// A builder for a one-chunk array (the data sets), blosc-compressed when f32.
     fn builder(self, shape: Vec<u64>, chunk: Vec<u64>) -> ArrayBuilder {
-        let (mut builder, typesize) = match self.0 {
-            TrainDType::F64 => {
-                return ArrayBuilder::new(shape, chunk, data_type::float64(), f64::NAN);
-            }
-            TrainDType::F32 => (
-                ArrayBuilder::new(shape, chunk, data_type::float32(), f32::NAN),
-                4,
-            ),
-        };
-        let blosc = BloscCodec::new(
-            BloscCompressor::LZ4,
-            BloscCompressionLevel::try_from(BLOSC_LEVEL).expect("a level in 0..=9"),
-            None,
-            BloscShuffleMode::Shuffle,
-            Some(typesize),
-        )
-        .expect("c-blosc always has LZ4");
-        builder.bytes_to_bytes_codecs(vec![Arc::new(blosc)]);
+        let mut builder = self.plain_builder(shape, chunk);
+        if self.compressed() {
+            builder.bytes_to_bytes_codecs(vec![self.blosc()]);
+        }
         builder
     }
 
@@ -533,9 +689,65 @@ impl FloatType {
     }
 }
 
-/// Removes temporary metadata files anywhere in the store, and chunks of per-step arrays at
-/// or past the committed count (past it for `weights`, which has one more row).
-fn remove_leftovers(root: &Path, steps: u64) -> Result<(), StoreError> {
+/// Encodes rows of training-dtype values the way the per-step arrays' inner codecs decode them.
+struct Encoder {
+    dtype: TrainDType,
+    blosc: BloscCodec,
+}
+
+impl Encoder {
+    fn new(dtype: TrainDType) -> Self {
+        Encoder {
+            dtype,
+            blosc: blosc(4),
+        }
+    }
+
+    fn encode<'a>(
+        &self,
+        values: &'a [f64],
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<Cow<'a, [u8]>, zarrs::array::codec::api::CodecError> {
+        match self.dtype {
+            TrainDType::F64 => Ok(Cow::Borrowed(le_f64(values, scratch))),
+            TrainDType::F32 => {
+                scratch.clear();
+                scratch.extend(values.iter().flat_map(|&v| (v as f32).to_le_bytes()));
+                let encoded = self
+                    .blosc
+                    .encode(Cow::Borrowed(scratch), &keep_all())?
+                    .into_owned();
+                Ok(Cow::Owned(encoded))
+            }
+        }
+    }
+}
+
+/// The little-endian bytes of `values`: the values themselves on a little-endian machine
+/// (no copy of a million-weight row), else a copy in `scratch`.
+fn le_f64<'a>(values: &'a [f64], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+    if cfg!(target_endian = "little") {
+        bytemuck::cast_slice(values)
+    } else {
+        scratch.clear();
+        scratch.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        scratch
+    }
+}
+
+fn le_i64<'a>(values: &'a [i64], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+    if cfg!(target_endian = "little") {
+        bytemuck::cast_slice(values)
+    } else {
+        scratch.clear();
+        scratch.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        scratch
+    }
+}
+
+/// Removes temporary metadata files anywhere in the store (a kill between writing one and
+/// renaming it leaves it behind).
+fn remove_temporaries(root: &Path) -> Result<(), StoreError> {
     let io = |path: &Path, source| StoreError::Io {
         path: path.to_path_buf(),
         message: "cannot clean up after an interrupted run".into(),
@@ -553,38 +765,12 @@ fn remove_leftovers(root: &Path, steps: u64) -> Result<(), StoreError> {
             }
         }
     }
-    for name in ArrayName::PER_STEP {
-        let keep = if name == ArrayName::Weights {
-            steps + 1
-        } else {
-            steps
-        };
-        let chunks = root.join(name.path()).join("c");
-        let Ok(entries) = std::fs::read_dir(&chunks) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.map_err(|e| io(&chunks, e))?.path();
-            let index = path
-                .file_name()
-                .and_then(|n| n.to_str()?.parse::<u64>().ok());
-            if index.is_some_and(|i| i >= keep) {
-                let removed = if path.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                removed.map_err(|e| io(&path, e))?;
-            }
-        }
-    }
     Ok(())
 }
 
-/// zarrs erases a chunk that equals the fill value; every chunk of a committed step must
-/// exist (an all-zero weight row is real data, and a missing chunk means damage).
-/// Every chunk is stored (a fill-valued chunk is data here), and encoded on the calling thread:
-/// zarrs would otherwise encode on rayon's global pool, which Burn's CPU backend trains on.
+/// Every chunk is stored (a fill-valued chunk is data here: an all-zero weight row is real,
+/// and a missing chunk means damage), and encoded on the calling thread: zarrs would
+/// otherwise encode on rayon's global pool, which Burn's CPU backend trains on.
 fn keep_all() -> zarrs::array::CodecOptions {
     zarrs::array::CodecOptions::default()
         .with_store_empty_chunks(true)

@@ -1,5 +1,6 @@
 use epk_store::{
-    RunAttributes, Samples, StepRecord, StoreError, StoreReader, StoreWriter, TrainDType,
+    RunAttributes, Samples, StepRecord, StoreError, StoreOptions, StoreReader, StoreWriter,
+    TrainDType,
 };
 
 fn data() -> (Samples, Samples) {
@@ -38,11 +39,18 @@ fn steps() -> Vec<StepRecord> {
 }
 
 fn write(path: &std::path::Path, dtype: TrainDType) {
+    write_sharded(path, dtype, None);
+}
+
+fn write_sharded(path: &std::path::Path, dtype: TrainDType, steps_per_shard: Option<u64>) {
     let mut attrs = RunAttributes::example(3, 2, 2);
     attrs.input_shape = vec![2, 2];
     attrs.dtype = dtype;
     let (train, eval) = data();
-    let mut w = StoreWriter::create(path, attrs, &train, Some(&eval), &[0.0, 0.5, -0.5]).unwrap();
+    let options = StoreOptions { steps_per_shard };
+    let mut w =
+        StoreWriter::create_with(path, attrs, &train, Some(&eval), &[0.0, 0.5, -0.5], options)
+            .unwrap();
     for s in steps() {
         w.append_step(&s).unwrap();
     }
@@ -51,10 +59,13 @@ fn write(path: &std::path::Path, dtype: TrainDType) {
 
 #[test]
 fn everything_written_reads_back() {
-    for dtype in [TrainDType::F64, TrainDType::F32] {
+    let cases = [TrainDType::F64, TrainDType::F32]
+        .into_iter()
+        .flat_map(|d| [(d, None), (d, Some(1)), (d, Some(2))]);
+    for (dtype, steps_per_shard) in cases {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.zarr");
-        write(&path, dtype);
+        write_sharded(&path, dtype, steps_per_shard);
         let r = StoreReader::open(&path).unwrap();
         assert_eq!(r.steps(), 3);
         assert!(r.attrs().finished);
@@ -146,11 +157,85 @@ fn a_missing_chunk_is_an_error_not_a_fill_value() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.zarr");
     write(&path, TrainDType::F64);
-    std::fs::remove_file(path.join("weights/c/1/0")).unwrap();
+    // Row 1's index entry says "absent"; the dloss shard is gone altogether.
+    let shard = path.join("weights/c/0/0");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    bytes[16..32].fill(0xff);
+    std::fs::write(&shard, bytes).unwrap();
+    std::fs::remove_file(path.join("dloss/c/0/0/0")).unwrap();
     let r = StoreReader::open(&path).unwrap();
     let err = r.weights(1).err().unwrap().to_string();
     assert!(
-        err.contains("chunk is missing") && err.contains("weights"),
+        err.contains("entry 1 is missing") && err.contains("weights/c/0/0"),
         "{err}"
     );
+    assert_eq!(r.weights(2).unwrap(), steps()[1].weights_after);
+    let err = r.batch(0).err().unwrap().to_string();
+    assert!(
+        err.contains("entry 0 is missing") && err.contains("dloss/c/0/0/0"),
+        "{err}"
+    );
+}
+
+/// The shards are plain Zarr: zarrs' own whole-array read (its sharding decoder, not the
+/// reader's per-entry path) gives the same values.
+#[test]
+fn shards_read_back_through_the_generic_zarr_path() {
+    use zarrs::array::{Array, ArraySubset};
+    for steps_per_shard in [None, Some(2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.zarr");
+        write_sharded(&path, TrainDType::F64, steps_per_shard);
+        let store = std::sync::Arc::new(zarrs::filesystem::FilesystemStore::new(&path).unwrap());
+        let weights = Array::open(store.clone(), "/weights").unwrap();
+        let all: Vec<f64> = weights
+            .retrieve_array_subset(&ArraySubset::new_with_shape(vec![4, 3]))
+            .unwrap();
+        let mut want = vec![0.0, 0.5, -0.5];
+        for s in steps() {
+            want.extend(s.weights_after);
+        }
+        assert_eq!(all, want);
+        let lr = Array::open(store, "/lr").unwrap();
+        let lr: Vec<f64> = lr
+            .retrieve_array_subset(&ArraySubset::new_with_shape(vec![3]))
+            .unwrap();
+        assert_eq!(lr, vec![0.1, 0.05, 0.0]);
+    }
+}
+
+/// Steps written but not committed when the writer stopped (a kill) are dropped on resume,
+/// and appending goes on from the committed step, inside and across shards.
+#[test]
+fn resume_drops_uncommitted_rows_and_appends_after_the_committed_ones() {
+    for steps_per_shard in [None, Some(2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.zarr");
+        let (train, _) = data();
+        let mut attrs = RunAttributes::example(3, 2, 2);
+        attrs.input_shape = vec![2, 2];
+        let options = StoreOptions { steps_per_shard };
+        let mut w =
+            StoreWriter::create_with(&path, attrs, &train, None, &[0.0, 0.5, -0.5], options)
+                .unwrap();
+        let all = steps();
+        w.append_step(&all[0]).unwrap();
+        w.write_step(&all[1]).unwrap();
+        w.write_step(&all[2]).unwrap();
+        assert_eq!(w.uncommitted(), 2);
+        drop(w);
+        assert_eq!(StoreReader::open(&path).unwrap().steps(), 1);
+
+        let (mut w, last) = StoreWriter::resume(&path).unwrap();
+        assert_eq!(last, all[0].weights_after);
+        w.append_step(&all[2]).unwrap();
+        w.append_step(&all[1]).unwrap();
+        w.finish().unwrap();
+        let r = StoreReader::open(&path).unwrap();
+        assert_eq!(r.steps(), 3);
+        assert_eq!(r.weights(2).unwrap(), all[2].weights_after);
+        assert_eq!(r.weights(3).unwrap(), all[1].weights_after);
+        assert_eq!(r.lr(1).unwrap(), all[2].lr);
+        assert_eq!(r.batch(2).unwrap().indices, all[1].indices);
+    }
 }

@@ -12,7 +12,7 @@ def check(path):
     """Reads the committed prefix of the store at `path`; raises if it is not as documented."""
     root = zarr.open_group(path, mode="r")
     epk = root.attrs["epk"]
-    assert epk["format"] == "epk" and epk["version"] == 1, epk
+    assert epk["format"] == "epk" and epk["version"] == 2, epk
     steps, P, K, B = epk["steps"], epk["num_params"], epk["outputs"], epk["max_batch"]
 
     weights = root["weights"]
