@@ -3,8 +3,9 @@
 
     python3 scripts/bench.py [--quick] [--out target/bench]
 
-1. Recording overhead: `examples/bench_record` (training with and without the recorder,
-   interleaved, medians) on the toy, the digits CNN and a 1e6-parameter MLP.
+1. Recording overhead: `examples/bench_record` (training with and without the recorder in
+   back-to-back pairs; the median of the pairs' ratios) on the toy, the digits CNN and a
+   1e6-parameter MLP, with the store on the working disk and in memory (tmpfs).
 2. Replay against the JAX float64 reference (`benches/peers/epk_jax.py`, jax.vmap of jax.jacrev,
    XLA-compiled) on the same job: the paper's toy (3 Gaussian classes in 100 dimensions, 3000
    training points, width 64, 100 full-batch steps, lr 0.1, 100 held-out points), rules mid:100
@@ -77,7 +78,7 @@ def jax_python(out, skip):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=ROOT / "target" / "bench", type=Path)
-    ap.add_argument("--repeats", type=int, default=5, help="bench_record repetitions")
+    ap.add_argument("--repeats", type=int, default=7, help="bench_record repetitions")
     ap.add_argument("--no-jax", action="store_true")
     ap.add_argument("--quick", action="store_true", help="fewer points and repeats (a smoke run)")
     a = ap.parse_args()

@@ -77,7 +77,8 @@ pub fn prepare_store(path: &Path, overwrite: bool) -> Result<()> {
         if !overwrite {
             bail!("{} exists; pass --overwrite to replace it", path.display());
         }
-        if epk::store::StoreReader::open(path).is_err() && path.join("zarr.json").exists() {
+        // A damaged epk store or one of an older format may go; anything else stays.
+        if !epk::store::StoreReader::is_epk_store(path) && path.join("zarr.json").exists() {
             bail!(
                 "{} is not an epk store; refusing to overwrite it",
                 path.display()

@@ -102,6 +102,15 @@ impl StoreReader {
         Ok(reader)
     }
 
+    /// Whether `path` holds an epk store of any version, damaged or not (its root metadata
+    /// names the format): what a tool may replace when asked to overwrite.
+    pub fn is_epk_store(path: &Path) -> bool {
+        std::fs::read(path.join("zarr.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|root| root["attributes"][ROOT_ATTRIBUTE]["format"] == FORMAT_NAME)
+    }
+
     /// The run's attributes as committed.
     pub fn attrs(&self) -> &RunAttributes {
         &self.attrs

@@ -470,9 +470,9 @@ impl StoreWriter {
         for lane in 1..self.lanes.len() {
             let name = self.lanes[lane].name;
             let bytes = match name {
-                ArrayName::Lr => Cow::Borrowed(le_f64(&lr, &mut self.scratch)),
-                ArrayName::BatchSize => Cow::Borrowed(le_i64(&size, &mut self.scratch)),
-                ArrayName::BatchIndex => Cow::Borrowed(le_i64(&index, &mut self.scratch)),
+                ArrayName::Lr => Cow::Borrowed(le_bytes(&lr, &mut self.scratch)),
+                ArrayName::BatchSize => Cow::Borrowed(le_bytes(&size, &mut self.scratch)),
+                ArrayName::BatchIndex => Cow::Borrowed(le_bytes(&index, &mut self.scratch)),
                 ArrayName::Dloss => self
                     .encoder
                     .encode(&dloss, &mut self.scratch)
@@ -709,7 +709,7 @@ impl Encoder {
         scratch: &'a mut Vec<u8>,
     ) -> Result<Cow<'a, [u8]>, zarrs::array::codec::api::CodecError> {
         match self.dtype {
-            TrainDType::F64 => Ok(Cow::Borrowed(le_f64(values, scratch))),
+            TrainDType::F64 => Ok(Cow::Borrowed(le_bytes(values, scratch))),
             TrainDType::F32 => {
                 scratch.clear();
                 scratch.extend(values.iter().flat_map(|&v| (v as f32).to_le_bytes()));
@@ -724,25 +724,18 @@ impl Encoder {
 }
 
 /// The little-endian bytes of `values`: the values themselves on a little-endian machine
-/// (no copy of a million-weight row), else a copy in `scratch`.
-fn le_f64<'a>(values: &'a [f64], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+/// (no copy of a million-weight row), else a byte-swapped copy in `scratch`.
+fn le_bytes<'a, T: bytemuck::Pod>(values: &'a [T], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+    let bytes: &[u8] = bytemuck::cast_slice(values);
     if cfg!(target_endian = "little") {
-        bytemuck::cast_slice(values)
-    } else {
-        scratch.clear();
-        scratch.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-        scratch
+        return bytes;
     }
-}
-
-fn le_i64<'a>(values: &'a [i64], scratch: &'a mut Vec<u8>) -> &'a [u8] {
-    if cfg!(target_endian = "little") {
-        bytemuck::cast_slice(values)
-    } else {
-        scratch.clear();
-        scratch.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-        scratch
+    scratch.clear();
+    scratch.extend_from_slice(bytes);
+    for value in scratch.chunks_exact_mut(size_of::<T>()) {
+        value.reverse();
     }
+    scratch
 }
 
 /// Removes temporary metadata files anywhere in the store (a kill between writing one and

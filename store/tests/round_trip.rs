@@ -144,6 +144,18 @@ fn refuses_to_overwrite_and_rejects_foreign_stores() {
     .unwrap();
     let err = StoreReader::open(&foreign).err().unwrap().to_string();
     assert!(err.contains("not an epk store"), "{err}");
+    assert!(!StoreReader::is_epk_store(&foreign));
+    assert!(StoreReader::is_epk_store(&path));
+    // An epk store of another format version is still an epk store (a tool may replace it).
+    let old = dir.path().join("old.zarr");
+    std::fs::create_dir(&old).unwrap();
+    std::fs::write(
+        old.join("zarr.json"),
+        r#"{"zarr_format":3,"node_type":"group","attributes":{"epk":{"format":"epk","version":1}}}"#,
+    )
+    .unwrap();
+    assert!(StoreReader::open(&old).is_err());
+    assert!(StoreReader::is_epk_store(&old));
 
     let missing = StoreReader::open(&dir.path().join("nothing.zarr"))
         .err()
