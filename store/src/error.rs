@@ -36,6 +36,17 @@ impl StoreError {
         }
     }
 
+    /// Wraps an I/O error about `path`, for `map_err`.
+    pub(crate) fn io(path: &std::path::Path, message: &str) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_path_buf();
+        let message = message.to_string();
+        move |source| StoreError::Io {
+            path,
+            message,
+            source,
+        }
+    }
+
     pub(crate) fn invalid(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         StoreError::Invalid {
             path: path.into(),

@@ -271,6 +271,19 @@ impl StoreReader {
         Ok(blosc)
     }
 
+    fn lane(&self, name: ArrayName) -> &Lane {
+        let i = ArrayName::PER_STEP
+            .iter()
+            .position(|&n| n == name)
+            .expect("a per-step array");
+        &self.lanes[i]
+    }
+
+    /// The shard files of a per-step array, as its metadata describes them.
+    pub(crate) fn shard_files(&self, name: ArrayName) -> &ShardFiles {
+        &self.lane(name).files
+    }
+
     /// The bytes of entry `row` of a per-step array, decoded to `width`-byte little-endian
     /// values; an error if the entry is missing from its shard (zarr would fill it) or does not
     /// hold `len` values.
@@ -281,11 +294,7 @@ impl StoreReader {
         len: usize,
         width: usize,
     ) -> Result<Vec<u8>, StoreError> {
-        let i = ArrayName::PER_STEP
-            .iter()
-            .position(|&n| n == name)
-            .expect("a per-step array");
-        let lane = &self.lanes[i];
+        let lane = self.lane(name);
         let file = lane.files.file_of(row);
         let want = (len * width) as u64;
         // Blosc adds at most a 16-byte header to incompressible data.

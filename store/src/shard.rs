@@ -26,16 +26,6 @@ pub(crate) fn steps_per_shard(row_bytes: u64) -> u64 {
     1 << fit.ilog2()
 }
 
-fn io(path: &Path, message: &str) -> impl FnOnce(std::io::Error) -> StoreError {
-    let path = path.to_path_buf();
-    let message = message.to_string();
-    move |source| StoreError::Io {
-        path,
-        message,
-        source,
-    }
-}
-
 /// The shard files of one per-step array.
 #[derive(Clone, Debug)]
 pub(crate) struct ShardFiles {
@@ -82,11 +72,11 @@ impl ShardFiles {
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io(&path, "cannot open shard")(e)),
+            Err(e) => return Err(StoreError::io(&path, "cannot open shard")(e)),
         };
         let size = file
             .metadata()
-            .map_err(io(&path, "cannot open shard"))?
+            .map_err(StoreError::io(&path, "cannot open shard"))?
             .len();
         let index = self.index_bytes();
         if size < index {
@@ -97,7 +87,7 @@ impl ShardFiles {
         }
         let mut entry = [0u8; ENTRY as usize];
         read_at(&file, &mut entry, (row % self.steps) * ENTRY)
-            .map_err(io(&path, "cannot read shard index"))?;
+            .map_err(StoreError::io(&path, "cannot read shard index"))?;
         let offset = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
         let len = u64::from_le_bytes(entry[8..].try_into().expect("8 bytes"));
         if offset == ABSENT && len == ABSENT {
@@ -113,7 +103,7 @@ impl ShardFiles {
             ));
         }
         let mut bytes = vec![0u8; len as usize];
-        read_at(&file, &mut bytes, offset).map_err(io(&path, "cannot read shard"))?;
+        read_at(&file, &mut bytes, offset).map_err(StoreError::io(&path, "cannot read shard"))?;
         Ok(Some(bytes))
     }
 
@@ -126,7 +116,7 @@ impl ShardFiles {
         };
         for entry in entries {
             let path = entry
-                .map_err(io(&self.chunks, "cannot list shards"))?
+                .map_err(StoreError::io(&self.chunks, "cannot list shards"))?
                 .path();
             let Some(shard) = path
                 .file_name()
@@ -141,7 +131,7 @@ impl ShardFiles {
                 } else {
                     std::fs::remove_file(&path)
                 };
-                removed.map_err(io(&path, "cannot remove an uncommitted shard"))?;
+                removed.map_err(StoreError::io(&path, "cannot remove an uncommitted shard"))?;
             } else if first + self.steps > keep {
                 self.truncate(shard, keep - first)?;
             }
@@ -152,7 +142,7 @@ impl ShardFiles {
     /// Keeps the first `kept` rows of a shard.
     fn truncate(&self, shard: u64, kept: u64) -> Result<(), StoreError> {
         let file = self.file(shard);
-        let bytes = std::fs::read(&file).map_err(io(&file, "cannot read shard"))?;
+        let bytes = std::fs::read(&file).map_err(StoreError::io(&file, "cannot read shard"))?;
         let index_len = self.index_bytes() as usize;
         if bytes.len() < index_len {
             return Err(StoreError::invalid(
@@ -179,11 +169,12 @@ impl ShardFiles {
         let handle = std::fs::OpenOptions::new()
             .write(true)
             .open(&file)
-            .map_err(io(&file, "cannot open shard"))?;
-        write_at(&handle, &index, 0).map_err(io(&file, "cannot rewrite shard index"))?;
+            .map_err(StoreError::io(&file, "cannot open shard"))?;
+        write_at(&handle, &index, 0)
+            .map_err(StoreError::io(&file, "cannot rewrite shard index"))?;
         handle
             .set_len(end.min(bytes.len() as u64))
-            .map_err(io(&file, "cannot truncate shard"))
+            .map_err(StoreError::io(&file, "cannot truncate shard"))
     }
 }
 
@@ -221,13 +212,14 @@ impl ShardAppender {
         }
         let open = self.open.as_mut().expect("opened above");
         let path = || self.files.file(shard);
-        write_at(&open.file, chunk, open.end).map_err(|e| io(&path(), "cannot write chunk")(e))?;
+        write_at(&open.file, chunk, open.end)
+            .map_err(|e| StoreError::io(&path(), "cannot write chunk")(e))?;
         let mut entry = [0u8; ENTRY as usize];
         entry[..8].copy_from_slice(&open.end.to_le_bytes());
         entry[8..].copy_from_slice(&(chunk.len() as u64).to_le_bytes());
         let slot = (row % self.files.steps) * ENTRY;
         write_at(&open.file, &entry, slot)
-            .map_err(|e| io(&path(), "cannot write shard index")(e))?;
+            .map_err(|e| StoreError::io(&path(), "cannot write shard index")(e))?;
         open.end += chunk.len() as u64;
         Ok(())
     }
@@ -236,22 +228,23 @@ impl ShardAppender {
     fn open_shard(&self, shard: u64) -> Result<OpenShard, StoreError> {
         let path = self.files.file(shard);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io(dir, "cannot create shard folder"))?;
+            std::fs::create_dir_all(dir)
+                .map_err(StoreError::io(dir, "cannot create shard folder"))?;
         }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(io(&path, "cannot open shard"))?;
+            .map_err(StoreError::io(&path, "cannot open shard"))?;
         let len = file
             .metadata()
-            .map_err(io(&path, "cannot open shard"))?
+            .map_err(StoreError::io(&path, "cannot open shard"))?
             .len();
         let index = self.files.index_bytes();
         let end = if len == 0 {
             write_at(&file, &vec![0xff; index as usize], 0)
-                .map_err(io(&path, "cannot write shard index"))?;
+                .map_err(StoreError::io(&path, "cannot write shard index"))?;
             index
         } else if len < index {
             return Err(StoreError::invalid(

@@ -48,9 +48,6 @@ pub struct StoreWriter {
     root: PathBuf,
     attrs: RunAttributes,
     lanes: Vec<Lane>,
-    encoder: Encoder,
-    /// Rows written to `weights` (steps + 1 once the initial weights are in).
-    weight_rows: u64,
     /// Steps whose rows are written (≥ committed steps).
     written: u64,
     /// Steps the per-step arrays' metadata currently has room for (≥ committed steps): the
@@ -171,13 +168,10 @@ impl StoreWriter {
         let store = Arc::new(
             FilesystemStore::new(path).map_err(|e| StoreError::zarr(path, "cannot open", e))?,
         );
-        let encoder = Encoder::new(attrs.dtype);
         let mut writer = StoreWriter {
             root: path.to_path_buf(),
             attrs,
             lanes: Vec::new(),
-            encoder,
-            weight_rows: 0,
             written: 0,
             capacity: 0,
             scratch: Vec::new(),
@@ -258,13 +252,12 @@ impl StoreWriter {
 
     /// Reopens a store to append after its last committed step and returns the weights that
     /// step left. What a kill left behind is removed first: temporary metadata files and
-    /// chunks past the committed count.
+    /// rows past the committed count.
     pub fn resume(path: &Path) -> Result<(Self, Vec<f64>), StoreError> {
         let reader = StoreReader::open(path)?;
         let mut attrs = reader.attrs().clone();
         let steps = attrs.steps as u64;
         let last = reader.weights(attrs.steps)?;
-        drop(reader);
         remove_temporaries(path)?;
         let store = Arc::new(
             FilesystemStore::new(path).map_err(|e| StoreError::zarr(path, "cannot open", e))?,
@@ -274,11 +267,7 @@ impl StoreWriter {
             let dir = path.join(name.path());
             let array = Array::open(store.clone(), &name.zarr_path())
                 .map_err(|e| StoreError::zarr(&dir, "cannot open array", e))?;
-            // The reader checked the sharding; its first axis is the steps per shard.
-            let shard = array
-                .chunk_shape(&vec![0; array.dimensionality()])
-                .map_err(|e| StoreError::zarr(dir.join("zarr.json"), "bad chunk grid", e))?;
-            let files = ShardFiles::new(&dir, array.dimensionality(), shard[0].get());
+            let files = reader.shard_files(name).clone();
             let keep = if name == ArrayName::Weights {
                 steps + 1
             } else {
@@ -292,13 +281,10 @@ impl StoreWriter {
             });
         }
         attrs.finished = false;
-        let encoder = Encoder::new(attrs.dtype);
         let mut writer = StoreWriter {
             root: path.to_path_buf(),
             attrs,
             lanes,
-            encoder,
-            weight_rows: steps + 1,
             written: steps,
             capacity: steps,
             scratch: Vec::new(),
@@ -397,17 +383,11 @@ impl StoreWriter {
         &self.root
     }
 
-    /// Writes `w_0`, the weights before the first step.
+    /// Writes `w_0`, the weights before the first step (a new store only: `create` calls it
+    /// once, before the writer is handed out).
     fn write_initial_weights(&mut self, weights: &[f64]) -> Result<(), StoreError> {
-        if self.weight_rows != 0 {
-            return Err(StoreError::invalid(
-                &self.root,
-                "initial weights were already written",
-            ));
-        }
         self.check_weights(weights)?;
         self.write_weight_row(0, weights)?;
-        self.weight_rows = 1;
         self.resize_all(0)?;
         self.commit_root()
     }
@@ -434,12 +414,6 @@ impl StoreWriter {
     /// Writes the next step's rows without committing it: readers see it after the next
     /// [`StoreWriter::commit`]. A kill before then loses the step, never the store.
     pub fn write_step(&mut self, step: &StepRecord) -> Result<(), StoreError> {
-        if self.weight_rows == 0 {
-            return Err(StoreError::invalid(
-                &self.root,
-                "a step was recorded before the initial weights",
-            ));
-        }
         self.check_weights(&step.weights_after)?;
         let (k, b) = (self.attrs.outputs, self.attrs.max_batch);
         let n = step.indices.len();
@@ -467,14 +441,14 @@ impl StoreWriter {
         let mut dloss = vec![f64::NAN; b * k];
         dloss[..n * k].copy_from_slice(&step.dloss);
         let (lr, size) = ([step.lr], [n as i64]);
+        let float = self.float_type();
         for lane in 1..self.lanes.len() {
             let name = self.lanes[lane].name;
             let bytes = match name {
                 ArrayName::Lr => Cow::Borrowed(le_bytes(&lr, &mut self.scratch)),
                 ArrayName::BatchSize => Cow::Borrowed(le_bytes(&size, &mut self.scratch)),
                 ArrayName::BatchIndex => Cow::Borrowed(le_bytes(&index, &mut self.scratch)),
-                ArrayName::Dloss => self
-                    .encoder
+                ArrayName::Dloss => float
                     .encode(&dloss, &mut self.scratch)
                     .map_err(|e| StoreError::zarr(self.lanes[lane].file(s), "cannot encode", e))?,
                 _ => unreachable!("weights are lane 0"),
@@ -482,7 +456,6 @@ impl StoreWriter {
             self.lanes[lane].shards.append(s, &bytes)?;
         }
         self.written = s + 1;
-        self.weight_rows = s + 2;
         Ok(())
     }
 
@@ -528,10 +501,10 @@ impl StoreWriter {
     }
 
     fn write_weight_row(&mut self, row: u64, weights: &[f64]) -> Result<(), StoreError> {
+        let float = self.float_type();
         let lane = &mut self.lanes[0];
         debug_assert_eq!(lane.name, ArrayName::Weights);
-        let bytes = self
-            .encoder
+        let bytes = float
             .encode(weights, &mut self.scratch)
             .map_err(|e| StoreError::zarr(lane.file(row), "cannot encode", e))?;
         lane.shards.append(row, &bytes)
@@ -673,6 +646,25 @@ impl FloatType {
         builder
     }
 
+    /// Encodes a row the way the per-step arrays' inner codecs decode it.
+    fn encode<'a>(
+        self,
+        values: &'a [f64],
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<Cow<'a, [u8]>, zarrs::array::codec::api::CodecError> {
+        match self.0 {
+            TrainDType::F64 => Ok(Cow::Borrowed(le_bytes(values, scratch))),
+            TrainDType::F32 => {
+                scratch.clear();
+                scratch.extend(values.iter().flat_map(|&v| (v as f32).to_le_bytes()));
+                let encoded = blosc(4)
+                    .encode(Cow::Borrowed(scratch), &keep_all())?
+                    .into_owned();
+                Ok(Cow::Owned(encoded))
+            }
+        }
+    }
+
     fn store_chunk(
         self,
         array: &Array<FilesystemStore>,
@@ -684,40 +676,6 @@ impl FloatType {
             TrainDType::F32 => {
                 let narrow: Vec<f32> = values.iter().map(|&v| v as f32).collect();
                 array.store_chunk_opt(chunk, &narrow[..], &keep_all())
-            }
-        }
-    }
-}
-
-/// Encodes rows of training-dtype values the way the per-step arrays' inner codecs decode them.
-struct Encoder {
-    dtype: TrainDType,
-    blosc: BloscCodec,
-}
-
-impl Encoder {
-    fn new(dtype: TrainDType) -> Self {
-        Encoder {
-            dtype,
-            blosc: blosc(4),
-        }
-    }
-
-    fn encode<'a>(
-        &self,
-        values: &'a [f64],
-        scratch: &'a mut Vec<u8>,
-    ) -> Result<Cow<'a, [u8]>, zarrs::array::codec::api::CodecError> {
-        match self.dtype {
-            TrainDType::F64 => Ok(Cow::Borrowed(le_bytes(values, scratch))),
-            TrainDType::F32 => {
-                scratch.clear();
-                scratch.extend(values.iter().flat_map(|&v| (v as f32).to_le_bytes()));
-                let encoded = self
-                    .blosc
-                    .encode(Cow::Borrowed(scratch), &keep_all())?
-                    .into_owned();
-                Ok(Cow::Owned(encoded))
             }
         }
     }
@@ -741,20 +699,15 @@ fn le_bytes<'a, T: bytemuck::Pod>(values: &'a [T], scratch: &'a mut Vec<u8>) -> 
 /// Removes temporary metadata files anywhere in the store (a kill between writing one and
 /// renaming it leaves it behind).
 fn remove_temporaries(root: &Path) -> Result<(), StoreError> {
-    let io = |path: &Path, source| StoreError::Io {
-        path: path.to_path_buf(),
-        message: "cannot clean up after an interrupted run".into(),
-        source,
-    };
+    let cleanup = "cannot clean up after an interrupted run";
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).map_err(|e| io(&dir, e))? {
-            let entry = entry.map_err(|e| io(&dir, e))?;
-            let path = entry.path();
+        for entry in std::fs::read_dir(&dir).map_err(StoreError::io(&dir, cleanup))? {
+            let path = entry.map_err(StoreError::io(&dir, cleanup))?.path();
             if path.is_dir() {
                 dirs.push(path);
             } else if path.to_string_lossy().ends_with(TEMP_SUFFIX) {
-                std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+                std::fs::remove_file(&path).map_err(StoreError::io(&path, cleanup))?;
             }
         }
     }
