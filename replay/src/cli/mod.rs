@@ -1,0 +1,321 @@
+//! The `replay` command line. A user with a model of their own gets the whole CLI from one
+//! call in their own binary:
+//!
+//! ```no_run
+//! # use epk_recorder::models::Mlp as MyModel;
+//! fn main() -> std::process::ExitCode {
+//!     epk_replay::cli::main_with(epk_replay::cli::Registry::builtin().with::<MyModel>())
+//! }
+//! ```
+//!
+//! One file per command, its arguments beside it; this one holds the parser, the model
+//! registry, the dispatch and the preamble the replaying commands share ([`prepare`]).
+
+mod attribute;
+mod compare;
+mod info;
+mod layers;
+mod verify;
+
+pub use attribute::AttributeArgs;
+pub use compare::CompareArgs;
+pub use info::InfoArgs;
+pub use layers::LayersArgs;
+pub use verify::{Decomposition, VerifyArgs};
+
+use crate::{KernelMachine, Network, ReplayOptions, Rule, replay};
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use clap::{Args, Parser, Subcommand};
+use epk_recorder::EpkModel;
+use epk_recorder::device::select;
+use epk_store::{Samples, StoreReader};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// The parsed command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "replay",
+    version,
+    about = "Rebuild a network recorded by epk as its exact path kernel machine, and prove it",
+    after_help = "Exit codes: 0 success, 1 verification failed (verify) or attributions not exact (attribute), 2 bad input (flags, store, model)."
+)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Where replay computes (always in float64): cpu (Burn's flex backend), or cuda / cuda:N in
+    /// a build with the `cuda` feature.
+    #[arg(long, global = true, default_value = "cpu")]
+    pub device: String,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check that the machine b + Σ_i A[x, i] + non-data terms equals the network, step by step.
+    Verify(VerifyArgs),
+    /// Rank the training points behind one held-out prediction (optionally drawn to a PNG).
+    Attribute(AttributeArgs),
+    /// Compare the exact path kernel with DPK and the trace-NTK family on held-out points.
+    Compare(CompareArgs),
+    /// Split one held-out prediction's attributions and kernel values by layer.
+    Layers(LayersArgs),
+    /// Summarise a store: model, optimizer, steps, data.
+    Info(InfoArgs),
+}
+
+impl Command {
+    /// The store the command reads.
+    pub fn store(&self) -> &Path {
+        match self {
+            Command::Verify(a) => &a.store,
+            Command::Attribute(a) => &a.point.store,
+            Command::Compare(a) => &a.store,
+            Command::Layers(a) => &a.point.store,
+            Command::Info(a) => &a.store,
+        }
+    }
+}
+
+/// Which held-out prediction to explain, and how to replay it (`attribute`, `layers`).
+#[derive(Args, Debug)]
+pub struct PointArgs {
+    /// The epk store (a Zarr v3 directory).
+    pub store: PathBuf,
+    /// The held-out point to explain (its index in the store's held-out set).
+    #[arg(long)]
+    pub point: usize,
+    /// The output to explain (default: the class the network predicts).
+    #[arg(long)]
+    pub output: Option<usize>,
+    /// Quadrature rule, as for verify.
+    #[arg(long, default_value = "auto")]
+    pub rule: Rule,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn parse_tolerance(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number; write e.g. 1e-12"))?;
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s} is not a positive finite tolerance"))
+    }
+}
+
+type Runner = fn(&Command, &StoreReader, &Device) -> Result<ExitCode>;
+
+/// The model kinds a `replay` binary can rebuild.
+pub struct Registry {
+    kinds: Vec<(&'static str, Runner)>,
+}
+
+impl Registry {
+    /// The models that ship with epk.
+    pub fn builtin() -> Self {
+        Registry { kinds: Vec::new() }
+            .with::<epk_recorder::models::Mlp>()
+            .with::<epk_recorder::models::Cnn>()
+    }
+
+    /// Adds a model type.
+    pub fn with<M: EpkModel + 'static>(mut self) -> Self {
+        self.kinds.push((M::KIND, run::<M>));
+        self
+    }
+
+    fn find(&self, kind: &str) -> Option<Runner> {
+        self.kinds.iter().find(|(k, _)| *k == kind).map(|(_, r)| *r)
+    }
+}
+
+/// Parses the command line and runs it; the exit code follows the documented convention.
+pub fn main_with(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(&registry, &cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Opens the store and runs the command with the model the store names.
+fn dispatch(registry: &Registry, cli: &Cli) -> Result<ExitCode> {
+    let command = &cli.command;
+    let path = command.store();
+    let reader = StoreReader::open(path)?;
+    if let Command::Info(a) = command {
+        return info::info(&reader, a);
+    }
+    let kind = reader.attrs().model.kind.clone();
+    let Some(runner) = registry.find(&kind) else {
+        let known: Vec<_> = registry.kinds.iter().map(|(k, _)| *k).collect();
+        bail!(
+            "{}: model kind {kind:?} is not known to this binary (it knows {known:?}); build a replay binary that registers it with Registry::with",
+            path.display()
+        );
+    };
+    let device = select(&cli.device)
+        .map_err(anyhow::Error::msg)
+        .context("--device")?;
+    runner(command, &reader, &device)
+}
+
+fn run<M: EpkModel>(command: &Command, reader: &StoreReader, device: &Device) -> Result<ExitCode> {
+    match command {
+        Command::Verify(args) => verify::verify::<M>(args, reader, device),
+        Command::Attribute(args) => attribute::attribute::<M>(args, reader, device),
+        Command::Compare(args) => compare::compare::<M>(args, reader, device),
+        Command::Layers(args) => layers::layers::<M>(args, reader, device),
+        Command::Info(args) => info::info(reader, args),
+    }
+}
+
+/// What a replaying command has once [`prepare`] is done.
+struct Prepared<M: EpkModel, T> {
+    /// The store's held-out set.
+    eval: Samples,
+    /// The rebuilt network.
+    net: Network<M>,
+    /// What the command's check returned.
+    checked: T,
+}
+
+/// The preamble of every command that replays (verify, attribute, layers, compare), in this
+/// order: the store must hold a committed step (the error ends with `purpose`), its held-out set
+/// is read, `check` tests the command's flags against it, and the network is rebuilt.
+fn prepare<M: EpkModel, T>(
+    reader: &StoreReader,
+    device: &Device,
+    purpose: &str,
+    check: impl FnOnce(&Samples) -> Result<T>,
+) -> Result<Prepared<M, T>> {
+    if reader.attrs().steps == 0 {
+        bail!(
+            "{}: the store has no committed step{purpose}",
+            reader.path().display()
+        );
+    }
+    let eval = reader.eval()?;
+    let checked = check(&eval)?;
+    let net = Network::<M>::new(reader.attrs(), device)?;
+    Ok(Prepared { eval, net, checked })
+}
+
+/// Sets the quadrature rule and, when given, the worker threads.
+fn set_rule(options: &mut ReplayOptions, rule: Rule, threads: Option<usize>) {
+    options.rule = rule;
+    if let Some(t) = threads {
+        options.threads = t.max(1);
+    }
+}
+
+/// Replays the machine at `xs` behind a progress bar over steps.
+fn replay_with_progress<M: EpkModel>(
+    reader: &StoreReader,
+    net: &Network<M>,
+    xs: &[f64],
+    options: &ReplayOptions,
+    json: bool,
+) -> Result<KernelMachine> {
+    let bar = progress_bar(reader.attrs().steps, json);
+    let machine = replay(reader, net, xs, options, |s| bar.set_position(s as u64))
+        .context("replay failed")?;
+    bar.finish_and_clear();
+    Ok(machine)
+}
+
+/// One held-out point replayed as `args` asks (`attribute`, `layers`).
+struct PointReplay<M: EpkModel> {
+    eval: Samples,
+    /// The point's input.
+    x: Vec<f64>,
+    machine: KernelMachine,
+    net: Network<M>,
+}
+
+/// Replays the held-out point `args` names with `options` (rule and threads from `args`),
+/// after checking the flags against the store.
+fn replay_point<M: EpkModel>(
+    args: &PointArgs,
+    reader: &StoreReader,
+    device: &Device,
+    mut options: ReplayOptions,
+    json: bool,
+) -> Result<PointReplay<M>> {
+    let outputs = reader.attrs().outputs;
+    let Prepared { eval, net, .. } = prepare::<M, _>(reader, device, "", |eval| {
+        if args.point >= eval.len() {
+            bail!(
+                "--point {}: the store holds {} held-out points (0 to {})",
+                args.point,
+                eval.len(),
+                eval.len().saturating_sub(1)
+            );
+        }
+        if let Some(k) = args.output
+            && k >= outputs
+        {
+            bail!("--output {k}: the model has {outputs} outputs");
+        }
+        Ok(())
+    })?;
+    let x = eval.input(args.point).to_vec();
+    set_rule(&mut options, args.rule, args.threads);
+    let machine = replay_with_progress(reader, &net, &x, &options, json)?;
+    Ok(PointReplay {
+        eval,
+        x,
+        machine,
+        net,
+    })
+}
+
+/// How many held-out points `--points` asks for (all of them by default).
+fn held_out_points(points: Option<usize>, available: usize) -> Result<usize> {
+    match points {
+        Some(0) => bail!("--points must be at least 1"),
+        Some(n) if n > available => {
+            bail!("--points {n}: the store holds {available} held-out points")
+        }
+        Some(n) => Ok(n),
+        None => Ok(available),
+    }
+}
+
+/// A progress bar over steps on a terminal; hidden for JSON output or when piped.
+fn progress_bar(steps: usize, json: bool) -> ProgressBar {
+    let bar = if json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(steps as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed} (eta {eta})")
+            .expect("static template"),
+    );
+    bar
+}
+
+/// Prints `value` as pretty JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Says where a plot went, if one was asked for.
+fn print_plot_written(path: Option<&Path>) {
+    if let Some(path) = path {
+        println!("plot written to {}", path.display());
+    }
+}

@@ -1,0 +1,107 @@
+//! `replay verify`: the machine against the network, step by step.
+
+use super::{
+    Prepared, held_out_points, parse_tolerance, prepare, print_json, replay_with_progress, set_rule,
+};
+use crate::{ReplayOptions, Rule, VerifyReport};
+use anyhow::{Result, bail};
+use burn::tensor::Device;
+use clap::Args;
+use epk_recorder::EpkModel;
+use epk_store::StoreReader;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// The arguments of `verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The epk store (a Zarr v3 directory).
+    pub store: PathBuf,
+    /// Largest absolute error accepted, for each step's certificate and the whole machine.
+    #[arg(long, default_value = "1e-12", value_parser = parse_tolerance, allow_negative_numbers = true)]
+    pub tolerance: f64,
+    /// Quadrature rule: auto, left:T, right:T, mid:T or gauss:n (left:1 is the DPK).
+    #[arg(long, default_value = "auto")]
+    pub rule: Rule,
+    /// Explain the first N held-out points (default: all of them).
+    #[arg(long)]
+    pub points: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Whether the decomposition residual (recorded step minus the replayed optimizer's
+    /// per-sample and non-data terms) must meet the tolerance: `check`, `report`, or `auto`
+    /// (check for f64 training, report for f32 training, whose steps carry f32 rounding).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub decomposition: Decomposition,
+}
+
+/// How `verify` treats the decomposition residual: `Auto` checks it for f64 training and
+/// reports it for f32 training, `Check` always checks it, `Report` only reports it.
+// The variants carry no doc comments of their own: clap would print them in `--help`.
+#[allow(missing_docs)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Decomposition {
+    Auto,
+    Check,
+    Report,
+}
+
+pub(super) fn verify<M: EpkModel>(
+    args: &VerifyArgs,
+    reader: &StoreReader,
+    device: &Device,
+) -> Result<ExitCode> {
+    let Prepared {
+        eval,
+        net,
+        checked: m,
+    } = prepare::<M, _>(reader, device, " to verify", |eval| {
+        if eval.is_empty() {
+            bail!(
+                "{}: the store has no held-out points to explain",
+                reader.path().display()
+            );
+        }
+        held_out_points(args.points, eval.len())
+    })?;
+    let a = reader.attrs();
+    let xs = &eval.inputs[..m * a.input_len()];
+    let mut options = ReplayOptions {
+        tolerance: args.tolerance,
+        ..ReplayOptions::default()
+    };
+    set_rule(&mut options, args.rule, args.threads);
+    let started = Instant::now();
+    let machine = replay_with_progress(reader, &net, xs, &options, args.json)?;
+    let check = match args.decomposition {
+        Decomposition::Check => true,
+        Decomposition::Report => false,
+        Decomposition::Auto => a.dtype == epk_store::TrainDType::F64,
+    };
+    let report = VerifyReport::new(
+        &machine,
+        args.rule,
+        args.tolerance,
+        check,
+        started.elapsed().as_secs_f64(),
+    )
+    .with_faults(&a.faults);
+    if args.json {
+        print_json(&report)?;
+    } else {
+        println!("{}", report.table());
+    }
+    if report.passed {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        if args.json {
+            eprintln!("verification failed: {}", report.failures.join("; "));
+        }
+        Ok(ExitCode::from(1))
+    }
+}
