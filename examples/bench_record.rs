@@ -247,6 +247,7 @@ fn run<M: EpkModel + 'static>(
 }
 
 fn main() -> Result<()> {
+    epk::replay::broken_pipe::exit_quietly();
     let args = Args::parse();
     let device = flex_f64().map_err(anyhow::Error::msg)?;
     if !args.json {

@@ -37,6 +37,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    epk::replay::broken_pipe::exit_quietly();
     let args = Args::parse();
     if args.copies < 2 || args.steps == 0 {
         bail!("--copies must be at least 2 and --steps positive");

@@ -102,6 +102,7 @@ fn accuracy(model: &Cnn, data: &Samples, device: &Device) -> f64 {
 }
 
 fn main() -> Result<()> {
+    epk::replay::broken_pipe::exit_quietly();
     let args = Args::parse();
     if args.epochs == 0 || args.batch == 0 || args.explain == 0 {
         bail!("--epochs, --batch and --explain must be positive");

@@ -99,6 +99,7 @@ fn gaussians(n: usize, dim: usize, rng: &mut StdRng) -> Samples {
 }
 
 fn main() -> Result<()> {
+    epk::replay::broken_pipe::exit_quietly();
     let args = Args::parse();
     if args.dim < 2 || args.width == 0 || args.steps == 0 || args.per_class == 0 {
         bail!("--dim must be at least 2 and --width, --steps, --per-class positive");

@@ -18,8 +18,8 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use epk::recorder::device::flex_f64;
 use epk::recorder::models::Mlp;
-use epk::replay::gp::Gp;
-use epk::replay::svm::Svm;
+use epk::replay::kernels::gp::Gp;
+use epk::replay::kernels::svm::Svm;
 use epk::replay::{Network, ReplayOptions, path_kernel, path_kernel_diagonal, plot};
 use epk::store::StoreReader;
 use ndarray::{Array1, Array2, Axis};
@@ -50,6 +50,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    epk::replay::broken_pipe::exit_quietly();
     let args = Args::parse();
     if args.grid < 2 || args.steps == 0 || !args.noise.is_finite() || args.noise <= 0.0 {
         bail!("--grid must be at least 2, --steps and --noise positive");

@@ -9,6 +9,7 @@ use serde::Serialize;
 pub struct Attribution {
     /// Index in the training set.
     pub index: usize,
+    /// Its label.
     pub label: i64,
     /// A[x, i, k].
     pub value: f64,
@@ -20,6 +21,7 @@ pub struct Attribution {
 /// The prediction f_k(x) = b + Σ_i A[x, i, k] + N + R taken apart, with the largest terms.
 #[derive(Clone, Debug, Serialize)]
 pub struct PointAttribution {
+    /// The held-out point, by index.
     pub point: usize,
     /// The explained output (by default the predicted class).
     pub output: usize,

@@ -3,9 +3,12 @@
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error(transparent)]
+    /// The store could not be read.
     Store(#[from] epk_store::StoreError),
     #[error("model does not match the store: {0}")]
+    /// The model rebuilt for replay does not match the store.
     Model(String),
     #[error("{0}")]
+    /// Bad input: an option, a point, a scratch file.
     Input(String),
 }

@@ -29,17 +29,22 @@ pub fn layer_groups(params: &[ParamLayout]) -> Vec<(String, Vec<Range<usize>>)> 
 /// One layer's part in a prediction.
 #[derive(Clone, Debug, Serialize)]
 pub struct LayerShare {
+    /// The layer: its parameters' common path.
     pub layer: String,
+    /// Its number of parameters.
     pub params: usize,
     /// Σ_i A_layer[x, i, k]: the layer's part of f_k − b (the layers add up to Σ_i A).
     pub attribution: f64,
     /// The training point with the largest |A_layer[x, i, k]|, its label and value.
     pub top_index: usize,
+    /// The top point's label.
     pub top_label: i64,
+    /// The top point's A_layer[x, i, k].
     pub top_value: f64,
     /// Mean trNTK⁰ restricted to the layer's parameters, at the final weights, between x and
     /// the training points of the explained class, and of the other classes.
     pub kernel_same_class: f64,
+    /// The same for the training points of the other classes.
     pub kernel_other_classes: f64,
 }
 

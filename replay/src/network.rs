@@ -1,8 +1,7 @@
 //! The rebuilt network: forward passes, Jacobians and per-sample gradients at any weights.
 
 use crate::ReplayError;
-use crate::structured::{Factors, Layer, Layers};
-use burn::module::{ModuleVisitor, Param, ParamId};
+use crate::jacobian::{Factors, Implementation, Layers};
 use burn::tensor::{Device, Tensor};
 use epk_recorder::batch::float_tensor;
 use epk_recorder::{EpkModel, Switches, params};
@@ -17,7 +16,7 @@ pub struct Network<M: EpkModel> {
     num_params: usize,
     outputs: usize,
     input_len: usize,
-    layers: Option<Layers>,
+    jacobian: Implementation,
 }
 
 impl<M: EpkModel> Network<M> {
@@ -55,72 +54,44 @@ impl<M: EpkModel> Network<M> {
                 )));
             }
         }
-        let mut net = Network {
+        // The one place the Jacobian implementation is chosen.
+        let jacobian = Implementation::detect(
+            &template,
+            device,
+            attrs.input_len(),
+            &layout,
+            attrs.num_params,
+        );
+        Ok(Network {
             template,
             device: device.clone(),
             num_params: attrs.num_params,
             outputs: attrs.outputs,
             input_len: attrs.input_len(),
-            layers: None,
-        };
-        net.layers = net.detect_layers(&layout);
-        Ok(net)
+            jacobian,
+        })
     }
 
-    /// The same network without the fast path: every Jacobian and per-sample gradient then
-    /// comes from per-sample backward passes (to cross-check the fast path).
+    /// The same network with the dense implementation: every Jacobian and per-sample
+    /// gradient then comes from per-sample backward passes (to cross-check the fast path).
     pub fn general(mut self) -> Self {
-        self.layers = None;
+        self.jacobian = Implementation::Dense;
         self
+    }
+
+    /// How this network's Jacobians are computed.
+    pub fn implementation(&self) -> &Implementation {
+        &self.jacobian
     }
 
     /// The probed linear layers, when they hold every parameter (the fast path applies).
     pub fn layers(&self) -> Option<&Layers> {
-        self.layers.as_ref()
-    }
-
-    /// Runs one probing forward pass and maps each probed layer to its parameters' offsets.
-    fn detect_layers(&self, layout: &[epk_store::ParamLayout]) -> Option<Layers> {
-        struct Ids(Vec<ParamId>);
-        impl ModuleVisitor for Ids {
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-                self.0.push(param.id);
-            }
-        }
-        let mut ids = Ids(Vec::new());
-        self.template.visit(&mut ids);
-        let offset = |id: ParamId| {
-            ids.0
-                .iter()
-                .position(|&i| i == id)
-                .map(|i| layout[i].offset)
-        };
-        let mut sw = Switches::probing();
-        let x = float_tensor(vec![0.0; self.input_len], [1, self.input_len], &self.device);
-        let _ = self.template.epk_forward(x, &mut sw);
-        let mut layers = Vec::new();
-        for probe in sw.into_probes() {
-            let [_, inputs] = probe.input.dims();
-            let [_, outputs] = probe.leaf.dims();
-            let bias = match probe.bias {
-                Some(id) => Some(offset(id)?),
-                None => None,
-            };
-            layers.push(Layer {
-                weight: offset(probe.weight)?,
-                bias,
-                inputs,
-                outputs,
-            });
-        }
-        if layers.is_empty() {
-            return None;
-        }
-        Layers::covering(layers, layout, self.num_params)
+        self.jacobian.layers()
     }
 
     /// Gradient factors of Σ_j c_rj f_j(x_r) for every sample r of `xs` with coefficients
-    /// `coeffs` `[n, outputs]`: one batched forward and backward pass. Needs [`Self::layers`].
+    /// `coeffs` `[n, outputs]`: one batched forward and backward pass, probing the model's
+    /// `Switches::linear` layers (none: no factors).
     pub fn factors(&self, weights: &[f64], xs: &[f64], coeffs: &[f64]) -> Factors {
         let model = self.at(weights, false);
         let n = xs.len() / self.input_len;
@@ -164,10 +135,12 @@ impl<M: EpkModel> Network<M> {
         self.factors(weights, &copies, &coeffs)
     }
 
+    /// P, the number of parameters.
     pub fn num_params(&self) -> usize {
         self.num_params
     }
 
+    /// K, the number of outputs.
     pub fn outputs(&self) -> usize {
         self.outputs
     }

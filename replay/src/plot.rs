@@ -2,7 +2,8 @@
 //! system fonts.
 
 use crate::attribute::{Attribution, PointAttribution};
-use crate::compare::{Comparison, RulePoint};
+use crate::kernels::compare::Comparison;
+use crate::quadrature::sweep::RulePoint;
 use epk_store::Samples;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
@@ -14,7 +15,9 @@ const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 #[derive(Debug, thiserror::Error)]
 #[error("cannot draw {path}: {message}")]
 pub struct PlotError {
+    /// The file.
     pub path: String,
+    /// What went wrong.
     pub message: String,
 }
 

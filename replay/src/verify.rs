@@ -9,23 +9,32 @@ use std::fmt::Write;
 /// The verdict and the figures behind it.
 #[derive(Clone, Debug, Serialize)]
 pub struct VerifyReport {
+    /// Whether every check met the tolerance.
     pub passed: bool,
+    /// The quadrature rule.
     pub rule: String,
+    /// The tolerance the checks had to meet.
     pub tolerance: f64,
+    /// Committed steps replayed.
     pub steps: usize,
+    /// Points explained.
     pub points: usize,
+    /// Training samples in the store.
     pub train_samples: usize,
     /// max over points of |b + Σ_i A[x, i, ·] − f(x; w_N)|.
     pub max_abs_error: f64,
     /// Worst per-step certificate |f(w_{s+1}) − f(w_s) − Jbar·Δw|, with its step and point.
     pub max_certificate: f64,
+    /// The step of the worst certificate.
     pub worst_step: usize,
+    /// The point of the worst certificate.
     pub worst_point: usize,
     /// The optimizer replayed.
     pub optimizer: String,
     /// Worst |Δw − (per-sample terms + non-data terms)| over steps and weights: rounding for
     /// f64 training, f32 rounding for f32 training.
     pub max_decomposition_residual: f64,
+    /// The step of the worst decomposition residual.
     pub decomposition_step: usize,
     /// max over points of |R(x)| = |Σ_s Jbar_s(x)·ρ_s|: what the residual moves the prediction.
     pub max_residual_term: f64,
@@ -37,16 +46,21 @@ pub struct VerifyReport {
     pub max_nondata_share: f64,
     /// Mean Jacobian evaluations per step per point.
     pub evals_per_step_per_point: f64,
+    /// Jacobian evaluations in all.
     pub total_evals: usize,
+    /// Mean smooth pieces per step per point.
     pub mean_pieces_per_step_per_point: f64,
     /// max |b(x) − b(x₀)|: whether b is constant in x.
     pub bias_spread: f64,
+    /// Whether that spread is within the tolerance.
     pub bias_constant: bool,
     /// `single` when a_i is constant (Theorem 3.7), else `ensemble` (Theorem 3.6).
     pub machine_form: String,
+    /// Wall time of the replay.
     pub seconds: f64,
     /// Non-finite values the recorder saw, by step.
     pub faults: Vec<Fault>,
+    /// What failed, one line each.
     pub failures: Vec<String>,
 }
 
@@ -77,18 +91,6 @@ impl VerifyReport {
         let bias_spread = machine.bias_spread();
         let pick = |c: Option<&StepCheck>, f: fn(&StepCheck) -> f64| c.map_or(0.0, f);
         let amax = |a: &ndarray::Array2<f64>| a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        let data = machine.attributions.sum_axis(ndarray::Axis(1));
-        let share = data
-            .iter()
-            .zip(&machine.nondata)
-            .map(|(d, n)| {
-                if *n == 0.0 {
-                    0.0
-                } else {
-                    n.abs() / (d.abs() + n.abs())
-                }
-            })
-            .fold(0.0f64, f64::max);
         let mut report = VerifyReport {
             passed: false,
             rule: rule.to_string(),
@@ -106,7 +108,7 @@ impl VerifyReport {
             max_residual_term: amax(&machine.residual),
             decomposition_checked: check_decomposition,
             max_nondata_term: amax(&machine.nondata),
-            max_nondata_share: share,
+            max_nondata_share: nondata_share(machine),
             evals_per_step_per_point: total_evals as f64 / per,
             total_evals,
             mean_pieces_per_step_per_point: pieces as f64 / per,
@@ -121,31 +123,36 @@ impl VerifyReport {
             faults: Vec::new(),
             failures: Vec::new(),
         };
-        let bad = |v: f64| v.is_nan() || v > tolerance;
-        if bad(report.max_certificate) {
-            report.failures.push(format!(
-                "path certificate {:.3e} > {:.1e} at step {}, point {} with rule {}",
-                report.max_certificate,
-                tolerance,
-                report.worst_step,
-                report.worst_point,
-                report.rule
-            ));
-        }
-        if check_decomposition && bad(report.max_decomposition_residual) {
-            report.failures.push(format!(
-                "decomposition residual {:.3e} > {:.1e} at step {}: the recorded per-sample terms do not add up to the step",
-                report.max_decomposition_residual, tolerance, report.decomposition_step
-            ));
-        }
-        if bad(max_abs_error) {
-            report.failures.push(format!(
-                "kernel machine differs from the network by {:.3e} > {:.1e} (rule {}; worst step {}, point {})",
-                max_abs_error, tolerance, report.rule, report.worst_step, report.worst_point
-            ));
-        }
+        report.failures = report.failures();
         report.passed = report.failures.is_empty();
         report
+    }
+
+    /// What fails at the report's tolerance: the path certificate, the decomposition residual
+    /// (when checked) and the machine's error.
+    fn failures(&self) -> Vec<String> {
+        let tolerance = self.tolerance;
+        let bad = |v: f64| v.is_nan() || v > tolerance;
+        let mut failures = Vec::new();
+        if bad(self.max_certificate) {
+            failures.push(format!(
+                "path certificate {:.3e} > {:.1e} at step {}, point {} with rule {}",
+                self.max_certificate, tolerance, self.worst_step, self.worst_point, self.rule
+            ));
+        }
+        if self.decomposition_checked && bad(self.max_decomposition_residual) {
+            failures.push(format!(
+                "decomposition residual {:.3e} > {:.1e} at step {}: the recorded per-sample terms do not add up to the step",
+                self.max_decomposition_residual, tolerance, self.decomposition_step
+            ));
+        }
+        if bad(self.max_abs_error) {
+            failures.push(format!(
+                "kernel machine differs from the network by {:.3e} > {:.1e} (rule {}; worst step {}, point {})",
+                self.max_abs_error, tolerance, self.rule, self.worst_step, self.worst_point
+            ));
+        }
+        failures
     }
 
     /// Adds the recorder's numerical faults; any fault fails verification.
@@ -164,13 +171,6 @@ impl VerifyReport {
     /// A short table for people.
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let ok = |v: f64| {
-            if v.is_nan() || v > self.tolerance {
-                "FAIL"
-            } else {
-                "ok"
-            }
-        };
         let _ = writeln!(
             s,
             "rule {}  steps {}  points {}  training samples {}  machine {}\noptimizer {}",
@@ -181,36 +181,7 @@ impl VerifyReport {
             self.machine_form,
             self.optimizer
         );
-        let _ = writeln!(s, "{:<34} {:>12}", "check", "max |error|");
-        let _ = writeln!(
-            s,
-            "{:<34} {:>12.3e}  {}  (step {}, point {})",
-            "path certificate per step",
-            self.max_certificate,
-            ok(self.max_certificate),
-            self.worst_step,
-            self.worst_point
-        );
-        let _ = writeln!(
-            s,
-            "{:<34} {:>12.3e}  {}  (step {}; moves predictions by {:.3e})",
-            "decomposition residual per step",
-            self.max_decomposition_residual,
-            if self.decomposition_checked {
-                ok(self.max_decomposition_residual)
-            } else {
-                "reported"
-            },
-            self.decomposition_step,
-            self.max_residual_term
-        );
-        let _ = writeln!(
-            s,
-            "{:<34} {:>12.3e}  {}",
-            "machine (b+ΣA+N+R) vs network",
-            self.max_abs_error,
-            ok(self.max_abs_error)
-        );
+        self.checks(&mut s);
         if self.max_nondata_term > 0.0 {
             let _ = writeln!(
                 s,
@@ -243,4 +214,61 @@ impl VerifyReport {
         );
         s
     }
+
+    /// The table's three checks, one line each.
+    fn checks(&self, s: &mut String) {
+        let ok = |v: f64| {
+            if v.is_nan() || v > self.tolerance {
+                "FAIL"
+            } else {
+                "ok"
+            }
+        };
+        let _ = writeln!(s, "{:<34} {:>12}", "check", "max |error|");
+        let _ = writeln!(
+            s,
+            "{:<34} {:>12.3e}  {}  (step {}, point {})",
+            "path certificate per step",
+            self.max_certificate,
+            ok(self.max_certificate),
+            self.worst_step,
+            self.worst_point
+        );
+        let _ = writeln!(
+            s,
+            "{:<34} {:>12.3e}  {}  (step {}; moves predictions by {:.3e})",
+            "decomposition residual per step",
+            self.max_decomposition_residual,
+            if self.decomposition_checked {
+                ok(self.max_decomposition_residual)
+            } else {
+                "reported"
+            },
+            self.decomposition_step,
+            self.max_residual_term
+        );
+        let _ = writeln!(
+            s,
+            "{:<34} {:>12.3e}  {}",
+            "machine (b+ΣA+N+R) vs network",
+            self.max_abs_error,
+            ok(self.max_abs_error)
+        );
+    }
+}
+
+/// max over points and outputs of |N| / (|Σ_i A| + |N|): the non-data terms' share of a
+/// prediction's change.
+fn nondata_share(machine: &KernelMachine) -> f64 {
+    let data = machine.attributions.sum_axis(ndarray::Axis(1));
+    data.iter()
+        .zip(&machine.nondata)
+        .map(|(d, n)| {
+            if *n == 0.0 {
+                0.0
+            } else {
+                n.abs() / (d.abs() + n.abs())
+            }
+        })
+        .fold(0.0f64, f64::max)
 }

@@ -1,7 +1,8 @@
 //! `replay compare`: the exact path kernel beside DPK and the trace-NTK family.
 
 use super::{Prepared, held_out_points, prepare, print_json, set_rule};
-use crate::compare::{CompareOptions, Comparison, RulePoint, Surrogate};
+use crate::kernels::compare::{CompareOptions, Comparison, Surrogate};
+use crate::quadrature::sweep::{self, RulePoint};
 use crate::{Rule, plot};
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
@@ -109,12 +110,11 @@ pub(super) fn compare<M: EpkModel>(
     options.kglm.l2 = args.l2;
     set_rule(&mut options.replay, args.rule, args.threads);
     let xs = &eval.inputs[..m * a.input_len()];
-    let comparison =
-        crate::compare::compare(reader, &net, xs, &targets, &options).context("compare failed")?;
+    let comparison = crate::kernels::compare::compare(reader, &net, xs, &targets, &options)
+        .context("compare failed")?;
     let sweep = if args.rule_sweep {
-        let rules = crate::compare::sweep_rules();
-        crate::compare::rule_sweep(reader, &net, xs, &rules, &options.replay)
-            .context("rule sweep failed")?
+        let rules = sweep::sweep_rules();
+        sweep::rule_sweep(reader, &net, xs, &rules, &options.replay).context("rule sweep failed")?
     } else {
         Vec::new()
     };

@@ -7,11 +7,12 @@
 
 use crate::network::Network;
 use epk_recorder::EpkModel;
-use ndarray::{Array2, ArrayView2, s};
+use ndarray::{Array2, Axis, s};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-/// A tangent-kernel family member.
+/// A member of the tangent-kernel family (Engel et al.): the one vocabulary for these kernels,
+/// used by [`reduce`] on eNTK blocks and by [`Kernel::features`] on Jacobian rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
     /// trNTK⁰(x, x') = Σ_c ⟨∇f_c(x), ∇f_c(x')⟩.
@@ -20,30 +21,68 @@ pub enum Kernel {
     TrNtk,
     /// pNTK(x, x') = ⟨∇Σ_c f_c(x), ∇Σ_c f_c(x')⟩ / K.
     PNtk,
+    /// trNTK on Rademacher-projected Jacobians ([`Projection`]).
+    ProjTrNtk,
+    /// pNTK on Rademacher-projected Jacobians ([`Projection`]).
+    ProjPNtk,
+}
+
+impl Kernel {
+    /// Every member, in the order `replay compare` lists them.
+    pub const ALL: [Kernel; 5] = [
+        Kernel::TrNtk0,
+        Kernel::TrNtk,
+        Kernel::PNtk,
+        Kernel::ProjTrNtk,
+        Kernel::ProjPNtk,
+    ];
+
+    /// The name on the command line (`--kernels`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::TrNtk0 => "trntk0",
+            Kernel::TrNtk => "trntk",
+            Kernel::PNtk => "pntk",
+            Kernel::ProjTrNtk => "proj-trntk",
+            Kernel::ProjPNtk => "proj-pntk",
+        }
+    }
+
+    /// Whether the Gram is cosine-normalised ([`cosine_normalise`]).
+    pub fn is_cosine(self) -> bool {
+        matches!(self, Kernel::TrNtk | Kernel::ProjTrNtk)
+    }
+
+    /// Point features whose inner products are the kernel (before any cosine normalisation),
+    /// from Jacobian rows `j` `[n·K, P]` (see [`jacobians`]): the stacked rows for the trace
+    /// kernels, their sum over outputs / √K for the pNTK, projected first for the projections.
+    pub fn features(self, j: &Array2<f64>, k: usize, projection: &Projection) -> Array2<f64> {
+        let n = j.nrows() / k;
+        let summed = |rows: &Array2<f64>| -> Array2<f64> {
+            let width = rows.ncols();
+            let mut out = Array2::<f64>::zeros((n, width));
+            for (i, mut row) in out.rows_mut().into_iter().enumerate() {
+                row += &rows.slice(s![i * k..(i + 1) * k, ..]).sum_axis(Axis(0));
+            }
+            out / (k as f64).sqrt()
+        };
+        let stacked = |rows: Array2<f64>| -> Array2<f64> {
+            let width = rows.ncols();
+            rows.into_shape_with_order((n, k * width))
+                .expect("rows are (point, output)")
+        };
+        match self {
+            Kernel::TrNtk0 | Kernel::TrNtk => stacked(j.clone()),
+            Kernel::PNtk => summed(j),
+            Kernel::ProjTrNtk => stacked(projection.apply(j)),
+            Kernel::ProjPNtk => summed(&projection.apply(j)),
+        }
+    }
 }
 
 /// Every input's Jacobian, `[n·outputs, P]`, row `r·outputs + c` = ∇_w f_c(x_r).
 pub fn jacobians<M: EpkModel>(net: &Network<M>, weights: &[f64], xs: &[f64]) -> Array2<f64> {
-    let (k, p) = (net.outputs(), net.num_params());
-    let n = xs.len() / net.input_len();
-    let mut out = Array2::<f64>::zeros((n * k, p));
-    match net.layers() {
-        Some(layers) => {
-            let f = net.jacobian_factors(weights, xs);
-            for (r, mut row) in out.rows_mut().into_iter().enumerate() {
-                layers.add_dense(&f, r, 1.0, row.as_slice_mut().expect("contiguous"));
-            }
-        }
-        None => {
-            let len = net.input_len();
-            for r in 0..n {
-                let j = net.jacobian(weights, &xs[r * len..(r + 1) * len]);
-                out.slice_mut(s![r * k..(r + 1) * k, ..])
-                    .assign(&ArrayView2::from_shape((k, p), &j).expect("[k, p]"));
-            }
-        }
-    }
-    out
+    net.implementation().jacobians(net, weights, xs)
 }
 
 /// Penultimate features φ(x), the input of the model's last [`Switches::linear`] layer,
@@ -66,8 +105,9 @@ pub fn entk(a: &Array2<f64>, b: &Array2<f64>) -> Array2<f64> {
     a.dot(&b.t())
 }
 
-/// Reduces eNTK blocks `[n·K, m·K]` to a trace-family Gram `[n, m]` (unnormalised trNTK⁰ or
-/// pNTK; normalise trNTK with [`cosine_normalise`]).
+/// Reduces eNTK blocks `[n·K, m·K]` to a trace-family Gram `[n, m]`: the trace of each block
+/// for the trace kernels, its sum / K for the pNTK (unnormalised: normalise trNTK with
+/// [`cosine_normalise`]; for the projections, pass blocks of projected Jacobians).
 pub fn reduce(blocks: &Array2<f64>, k: usize, kernel: Kernel) -> Array2<f64> {
     let (n, m) = (blocks.nrows() / k, blocks.ncols() / k);
     let mut g = Array2::<f64>::zeros((n, m));
@@ -75,8 +115,8 @@ pub fn reduce(blocks: &Array2<f64>, k: usize, kernel: Kernel) -> Array2<f64> {
         for j in 0..m {
             let block = blocks.slice(s![i * k..(i + 1) * k, j * k..(j + 1) * k]);
             g[[i, j]] = match kernel {
-                Kernel::TrNtk0 | Kernel::TrNtk => block.diag().sum(),
-                Kernel::PNtk => block.sum() / k as f64,
+                Kernel::TrNtk0 | Kernel::TrNtk | Kernel::ProjTrNtk => block.diag().sum(),
+                Kernel::PNtk | Kernel::ProjPNtk => block.sum() / k as f64,
             };
         }
     }
@@ -95,7 +135,9 @@ pub fn cosine_normalise(g: &mut Array2<f64>, left: &[f64], right: &[f64]) {
 /// that it is never held whole: ⟨Ru, Rv⟩ ≈ ⟨u, v⟩ (Johnson–Lindenstrauss).
 #[derive(Clone, Debug)]
 pub struct Projection {
+    /// Projection dimension D.
     pub dim: usize,
+    /// Seed of R.
     pub seed: u64,
 }
 

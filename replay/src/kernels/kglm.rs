@@ -12,7 +12,9 @@ pub struct Kglm {
     pub bias: Array1<f64>,
     /// Objective value at the solution, and the gradient's max-norm there.
     pub objective: f64,
+    /// max |∇| at the solution.
     pub gradient_norm: f64,
+    /// L-BFGS iterations used.
     pub iterations: usize,
 }
 
@@ -21,6 +23,7 @@ pub struct Kglm {
 pub struct KglmOptions {
     /// λ in mean cross-entropy + λ/2 ‖W‖² (the bias is not penalised).
     pub l2: f64,
+    /// Most L-BFGS iterations.
     pub max_iterations: usize,
     /// Stop when max |∇| falls below this.
     pub gradient_tolerance: f64,
@@ -40,7 +43,7 @@ impl Kglm {
     /// Fits to `features` (`[n, d]`, a kernel's train × train rows) and `labels` in 0..classes.
     ///
     /// ```
-    /// use epk_replay::kglm::{Kglm, KglmOptions};
+    /// use epk_replay::kernels::kglm::{Kglm, KglmOptions};
     /// use ndarray::array;
     /// let k = array![[1.0, 0.2], [0.2, 1.0]];
     /// let fit = Kglm::fit(k.view(), &[0, 1], 2, &KglmOptions::default());

@@ -6,7 +6,7 @@
 /// lengths differ. O(n²), exact.
 ///
 /// ```
-/// use epk_replay::faithfulness::kendall_tau_b;
+/// use epk_replay::kernels::faithfulness::kendall_tau_b;
 /// assert_eq!(kendall_tau_b(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]), Some(1.0));
 /// assert_eq!(kendall_tau_b(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
 /// ```
@@ -43,7 +43,7 @@ pub fn kendall_tau_b(x: &[f64], y: &[f64]) -> Option<f64> {
 /// is an affine image of the surrogate.
 ///
 /// ```
-/// use epk_replay::faithfulness::r_squared_affine;
+/// use epk_replay::kernels::faithfulness::r_squared_affine;
 /// // y = 2x + 1 exactly.
 /// assert!((r_squared_affine(&[0.0, 1.0, 2.0], &[1.0, 3.0, 5.0]).unwrap() - 1.0).abs() < 1e-15);
 /// ```

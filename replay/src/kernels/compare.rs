@@ -2,9 +2,9 @@
 //! held-out points, with the protocol of Engel et al. (kGLM refits, Kendall τ_b, R²) beside the
 //! exact and discrete path kernel machines, which need no refit.
 
-use crate::faithfulness::{kendall_tau_b, r_squared_affine};
-use crate::kernels::{Projection, cosine_normalise, jacobians};
-use crate::kglm::{Kglm, KglmOptions, softmax_rows};
+use super::faithfulness::{kendall_tau_b, r_squared_affine};
+use super::kglm::{Kglm, KglmOptions, softmax_rows};
+use super::tangent::{Kernel, Projection, cosine_normalise, jacobians};
 use crate::{Network, ReplayError, ReplayOptions, Rule, replay};
 use epk_recorder::EpkModel;
 use epk_store::{Loss, StoreReader};
@@ -19,12 +19,8 @@ pub enum Surrogate {
     Epk,
     /// The discrete path kernel machine (rule `left:1`), no refit.
     Dpk,
-    /// kGLMs on tangent kernels at the final weights.
-    TrNtk0,
-    TrNtk,
-    PNtk,
-    ProjTrNtk,
-    ProjPNtk,
+    /// A kGLM on a tangent kernel at the chosen step's weights.
+    Tangent(Kernel),
     /// A kGLM on the conjugate kernel: the cosine of penultimate features.
     Ck,
     /// A kGLM on the exact path kernel's Gram ([`crate::path_kernel`], train × train
@@ -33,27 +29,25 @@ pub enum Surrogate {
 }
 
 impl Surrogate {
+    /// Every surrogate, in the order of the comparison table.
     pub const ALL: [Surrogate; 9] = [
         Surrogate::Epk,
         Surrogate::Dpk,
-        Surrogate::TrNtk0,
-        Surrogate::TrNtk,
-        Surrogate::PNtk,
-        Surrogate::ProjTrNtk,
-        Surrogate::ProjPNtk,
+        Surrogate::Tangent(Kernel::TrNtk0),
+        Surrogate::Tangent(Kernel::TrNtk),
+        Surrogate::Tangent(Kernel::PNtk),
+        Surrogate::Tangent(Kernel::ProjTrNtk),
+        Surrogate::Tangent(Kernel::ProjPNtk),
         Surrogate::Ck,
         Surrogate::EpkKglm,
     ];
 
+    /// The name on the command line (`--kernels`) and in the table.
     pub fn name(self) -> &'static str {
         match self {
             Surrogate::Epk => "epk",
             Surrogate::Dpk => "dpk",
-            Surrogate::TrNtk0 => "trntk0",
-            Surrogate::TrNtk => "trntk",
-            Surrogate::PNtk => "pntk",
-            Surrogate::ProjTrNtk => "proj-trntk",
-            Surrogate::ProjPNtk => "proj-pntk",
+            Surrogate::Tangent(kernel) => kernel.name(),
             Surrogate::Ck => "ck",
             Surrogate::EpkKglm => "epk-kglm",
         }
@@ -80,17 +74,21 @@ impl std::str::FromStr for Surrogate {
 /// What `compare` computes and how.
 #[derive(Clone, Debug)]
 pub struct CompareOptions {
+    /// The surrogates to compare.
     pub surrogates: Vec<Surrogate>,
     /// Projection dimension (default 10240, capped at P) and seed.
     pub projection_dim: Option<usize>,
+    /// Seed of the projections.
     pub seed: u64,
     /// Recorded step whose weights the tangent kernels (and CK) use; default: the last.
     pub step: Option<usize>,
     /// Fit the kGLMs on the first N training points only (all kernels alike); default: all.
     pub fit_samples: Option<usize>,
+    /// How the kGLMs are fitted.
     pub kglm: KglmOptions,
     /// Training points per block of Jacobians.
     pub block: usize,
+    /// How the EPK and DPK machines (and the EPK Gram) are replayed.
     pub replay: ReplayOptions,
 }
 
@@ -112,6 +110,7 @@ impl Default for CompareOptions {
 /// One surrogate's faithfulness.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {
+    /// The surrogate's name.
     pub kernel: String,
     /// `machine` (EPK, DPK: b + ΣA + N + R, no refit) or `kglm` (refit on train × train).
     pub form: String,
@@ -125,9 +124,11 @@ pub struct Row {
     pub misclassification_overlap: f64,
     /// max |logit error|: raw for machines, after the affine fit for kGLMs.
     pub max_logit_error: f64,
+    /// Wall time: kernel, fit and prediction.
     pub seconds: f64,
     /// L-BFGS iterations of the kGLM fit and max |∇| at its end.
     pub kglm_iterations: Option<usize>,
+    /// max |∇| at the end of the kGLM fit.
     pub kglm_gradient: Option<f64>,
     /// Surrogate logits `[points, outputs]` (for plots).
     #[serde(skip)]
@@ -136,12 +137,14 @@ pub struct Row {
 
 /// The comparison for the held-out inputs `xs` with labels `targets`.
 pub struct Comparison {
+    /// One row per surrogate, in the requested order.
     pub rows: Vec<Row>,
     /// EPK attributions A[x₀, i, k] of the first held-out point x₀ to its predicted class k,
     /// with the training labels (for the per-class distribution plot).
     pub first_point: Option<(usize, Vec<f64>, Vec<i64>)>,
     /// Network logits `[points, outputs]`.
     pub network: Array2<f64>,
+    /// The held-out labels.
     pub targets: Vec<usize>,
 }
 
@@ -191,47 +194,9 @@ pub fn compare<M: EpkModel>(
         .filter(|s| !s.is_machine() && *s != Surrogate::EpkKglm)
         .collect();
     if !kernels.is_empty() || wanted(Surrogate::EpkKglm) {
-        let train = reader.train()?;
-        let n_fit = options.fit_samples.unwrap_or(train.len()).min(train.len());
-        let fit_inputs = &train.inputs[..n_fit * attrs.input_len()];
-        let labels: Vec<usize> = train.targets[..n_fit].iter().map(|&t| t as usize).collect();
-        let step = options.step.unwrap_or(reader.steps());
-        if step > reader.steps() {
-            return Err(ReplayError::Input(format!(
-                "step {step}: the store has {} committed steps",
-                reader.steps()
-            )));
-        }
-        let w_kernel = reader.weights(step)?;
-        let mut grams = grams(net, &w_kernel, fit_inputs, xs, &kernels, options)?;
-        let mut kernels = kernels;
-        if wanted(Surrogate::EpkKglm) {
-            let started = Instant::now();
-            let k_tt = crate::path_kernel(reader, net, fit_inputs, fit_inputs, &options.replay)?;
-            let g_train = (&k_tt + &k_tt.t()) / 2.0;
-            let g_test = crate::path_kernel(reader, net, xs, fit_inputs, &options.replay)?;
-            grams.push((g_train, g_test, started.elapsed().as_secs_f64()));
-            kernels.push(Surrogate::EpkKglm);
-        }
-        for (s, (mut g_train, mut g_test, seconds)) in kernels.iter().zip(grams) {
-            let started = Instant::now();
-            // Unnormalised kernels reach 1e3 and more: scaling the Gram to unit mean diagonal
-            // keeps L-BFGS well conditioned without changing the model class.
-            let scale = g_train.diag().mean().filter(|d| *d > 0.0).unwrap_or(1.0);
-            g_train /= scale;
-            g_test /= scale;
-            let fit = Kglm::fit(g_train.view(), &labels, k, &options.kglm);
-            let mut logits = fit.logits(g_test.view());
-            if attrs.loss == Loss::NllLogSoftmax {
-                // The network outputs log-probabilities: compare like with like.
-                logits = softmax_rows(logits).mapv(f64::ln);
-            }
-            let mut r = row(*s, &logits, &network, targets, started);
-            r.seconds += seconds;
-            r.kglm_iterations = Some(fit.iterations);
-            r.kglm_gradient = Some(fit.gradient_norm);
-            rows.push(r);
-        }
+        rows.extend(kglm_rows(
+            reader, net, xs, targets, &network, kernels, options,
+        )?);
     }
     Ok(Comparison {
         rows,
@@ -239,6 +204,65 @@ pub fn compare<M: EpkModel>(
         network,
         targets: targets.to_vec(),
     })
+}
+
+/// The kGLM rows: each kernel's Gram on the fitting points (train × train and test × train),
+/// a kGLM fitted to the training labels, its outputs against the network's.
+fn kglm_rows<M: EpkModel>(
+    reader: &StoreReader,
+    net: &Network<M>,
+    xs: &[f64],
+    targets: &[usize],
+    network: &Array2<f64>,
+    kernels: Vec<Surrogate>,
+    options: &CompareOptions,
+) -> Result<Vec<Row>, ReplayError> {
+    let attrs = reader.attrs();
+    let k = attrs.outputs;
+    let wanted = |s: Surrogate| options.surrogates.contains(&s);
+    let mut rows = Vec::new();
+    let train = reader.train()?;
+    let n_fit = options.fit_samples.unwrap_or(train.len()).min(train.len());
+    let fit_inputs = &train.inputs[..n_fit * attrs.input_len()];
+    let labels: Vec<usize> = train.targets[..n_fit].iter().map(|&t| t as usize).collect();
+    let step = options.step.unwrap_or(reader.steps());
+    if step > reader.steps() {
+        return Err(ReplayError::Input(format!(
+            "step {step}: the store has {} committed steps",
+            reader.steps()
+        )));
+    }
+    let w_kernel = reader.weights(step)?;
+    let mut grams = grams(net, &w_kernel, fit_inputs, xs, &kernels, options)?;
+    let mut kernels = kernels;
+    if wanted(Surrogate::EpkKglm) {
+        let started = Instant::now();
+        let k_tt = crate::path_kernel(reader, net, fit_inputs, fit_inputs, &options.replay)?;
+        let g_train = (&k_tt + &k_tt.t()) / 2.0;
+        let g_test = crate::path_kernel(reader, net, xs, fit_inputs, &options.replay)?;
+        grams.push((g_train, g_test, started.elapsed().as_secs_f64()));
+        kernels.push(Surrogate::EpkKglm);
+    }
+    for (s, (mut g_train, mut g_test, seconds)) in kernels.iter().zip(grams) {
+        let started = Instant::now();
+        // Unnormalised kernels reach 1e3 and more: scaling the Gram to unit mean diagonal
+        // keeps L-BFGS well conditioned without changing the model class.
+        let scale = g_train.diag().mean().filter(|d| *d > 0.0).unwrap_or(1.0);
+        g_train /= scale;
+        g_test /= scale;
+        let fit = Kglm::fit(g_train.view(), &labels, k, &options.kglm);
+        let mut logits = fit.logits(g_test.view());
+        if attrs.loss == Loss::NllLogSoftmax {
+            // The network outputs log-probabilities: compare like with like.
+            logits = softmax_rows(logits).mapv(f64::ln);
+        }
+        let mut r = row(*s, &logits, network, targets, started);
+        r.seconds += seconds;
+        r.kglm_iterations = Some(fit.iterations);
+        r.kglm_gradient = Some(fit.gradient_norm);
+        rows.push(r);
+    }
+    Ok(rows)
 }
 
 fn row(
@@ -310,33 +334,6 @@ fn affine_max_error(x: &[f64], y: &[f64]) -> f64 {
     })
 }
 
-/// Point features whose inner products are the kernel (before any cosine normalisation).
-fn features(j: &Array2<f64>, k: usize, s: Surrogate, projection: &Projection) -> Array2<f64> {
-    let n = j.nrows() / k;
-    let summed = |rows: &Array2<f64>| -> Array2<f64> {
-        let width = rows.ncols();
-        let mut out = Array2::<f64>::zeros((n, width));
-        for (i, mut row) in out.rows_mut().into_iter().enumerate() {
-            row += &rows.slice(s![i * k..(i + 1) * k, ..]).sum_axis(Axis(0));
-        }
-        out / (k as f64).sqrt()
-    };
-    let stacked = |rows: Array2<f64>| -> Array2<f64> {
-        let width = rows.ncols();
-        rows.into_shape_with_order((n, k * width))
-            .expect("rows are (point, output)")
-    };
-    match s {
-        Surrogate::TrNtk0 | Surrogate::TrNtk => stacked(j.clone()),
-        Surrogate::PNtk => summed(j),
-        Surrogate::ProjTrNtk => stacked(projection.apply(j)),
-        Surrogate::ProjPNtk => summed(&projection.apply(j)),
-        Surrogate::Epk | Surrogate::Dpk | Surrogate::Ck | Surrogate::EpkKglm => {
-            unreachable!("machines, the CK and the EPK have no Jacobian features")
-        }
-    }
-}
-
 type Grams = Vec<(Array2<f64>, Array2<f64>, f64)>;
 
 /// train × train and test × train Gram matrices of each kernel, Jacobians computed once per
@@ -353,7 +350,7 @@ fn grams<M: EpkModel>(
     let n = train.len() / len;
     let projection = Projection::new(options.projection_dim, net.num_params(), options.seed);
     let ck = |xs: &[f64]| {
-        crate::kernels::penultimate(net, w, xs).ok_or_else(|| {
+        super::tangent::penultimate(net, w, xs).ok_or_else(|| {
             ReplayError::Input(
                 "the CK needs a model whose last layer goes through Switches::linear".into(),
             )
@@ -376,8 +373,8 @@ fn grams<M: EpkModel>(
         for (q, &s) in kernels.iter().enumerate() {
             let t = Instant::now();
             let phi = match s {
-                Surrogate::Ck => ck(&train[start * len..end * len])?,
-                _ => features(&j, k, s, &projection),
+                Surrogate::Tangent(kernel) => kernel.features(&j, k, &projection),
+                _ => ck(&train[start * len..end * len])?,
             };
             train_features[q].push(phi);
             seconds[q] += shared + t.elapsed().as_secs_f64();
@@ -398,12 +395,12 @@ fn grams<M: EpkModel>(
             .map_err(|e| ReplayError::Input(format!("kernel features: {e}")))?;
         train_features[q].clear();
         let phi_test = match s {
-            Surrogate::Ck => ck(test)?,
-            _ => features(&jt, k, s, &projection),
+            Surrogate::Tangent(kernel) => kernel.features(&jt, k, &projection),
+            _ => ck(test)?,
         };
         let mut g_train = phi.dot(&phi.t());
         let mut g_test = phi_test.dot(&phi.t());
-        if matches!(s, Surrogate::TrNtk | Surrogate::ProjTrNtk | Surrogate::Ck) {
+        if s == Surrogate::Ck || matches!(s, Surrogate::Tangent(kernel) if kernel.is_cosine()) {
             let d_train: Vec<f64> = phi.rows().into_iter().map(|r| r.dot(&r)).collect();
             let d_test: Vec<f64> = phi_test.rows().into_iter().map(|r| r.dot(&r)).collect();
             cosine_normalise(&mut g_train, &d_train, &d_train);
@@ -442,59 +439,4 @@ impl Comparison {
         }
         s
     }
-}
-
-/// One quadrature rule's cost and error on the same points (Bell et al. Fig. 7).
-#[derive(Clone, Debug, Serialize)]
-pub struct RulePoint {
-    pub rule: String,
-    pub evals_per_step_per_point: f64,
-    /// max |b + ΣA + N + R − f|.
-    pub max_error: f64,
-    pub seconds: f64,
-}
-
-/// The rules of the sweep: Riemann sums as in the paper, midpoint, Gauss–Legendre, adaptive.
-pub fn sweep_rules() -> Vec<Rule> {
-    vec![
-        Rule::Left(1),
-        Rule::Left(10),
-        Rule::Left(100),
-        Rule::Mid(10),
-        Rule::Mid(100),
-        Rule::Gauss(2),
-        Rule::Gauss(4),
-        Rule::Gauss(8),
-        Rule::Gauss(16),
-        Rule::Auto,
-    ]
-}
-
-/// Replays `xs` with each rule and reports its cost and error.
-pub fn rule_sweep<M: EpkModel>(
-    reader: &StoreReader,
-    net: &Network<M>,
-    xs: &[f64],
-    rules: &[Rule],
-    options: &ReplayOptions,
-) -> Result<Vec<RulePoint>, ReplayError> {
-    let m = xs.len() / net.input_len();
-    rules
-        .iter()
-        .map(|&rule| {
-            let started = Instant::now();
-            let o = ReplayOptions {
-                rule,
-                ..options.clone()
-            };
-            let machine = replay(reader, net, xs, &o, |_| {})?;
-            let evals: usize = machine.steps.iter().map(|s| s.evals).sum();
-            Ok(RulePoint {
-                rule: rule.to_string(),
-                evals_per_step_per_point: evals as f64 / (machine.steps.len() * m).max(1) as f64,
-                max_error: machine.max_error(),
-                seconds: started.elapsed().as_secs_f64(),
-            })
-        })
-        .collect()
 }

@@ -1,6 +1,6 @@
 //! Quadrature rules for the path integral over one step, t ∈ [0, 1].
 
-use crate::gauss::gauss_legendre;
+use super::gauss::gauss_legendre;
 use std::fmt;
 use std::str::FromStr;
 

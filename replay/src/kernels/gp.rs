@@ -9,8 +9,11 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
     "the Gram matrix plus noise {noise:.3e} is not positive definite (pivot {pivot} = {value:.3e})"
 )]
 pub struct NotPositiveDefinite {
+    /// The noise variance σ² added to the diagonal.
     pub noise: f64,
+    /// The Cholesky pivot that failed.
     pub pivot: usize,
+    /// Its value.
     pub value: f64,
 }
 
@@ -19,6 +22,7 @@ pub struct NotPositiveDefinite {
 pub struct Gp {
     chol: Array2<f64>,
     alpha: Array2<f64>,
+    /// The noise variance σ².
     pub noise: f64,
 }
 
@@ -27,7 +31,7 @@ impl Gp {
     /// variance `noise`.
     ///
     /// ```
-    /// use epk_replay::gp::Gp;
+    /// use epk_replay::kernels::gp::Gp;
     /// use ndarray::array;
     /// let k = array![[2.0, 1.0], [1.0, 2.0]];
     /// let gp = Gp::fit(k.view(), array![[1.0], [-1.0]].view(), 1e-12).unwrap();

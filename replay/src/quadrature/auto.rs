@@ -1,58 +1,19 @@
-//! The path integral over one step for one input: Jbar_s(x) = ∫₀¹ ∇_w f(x; w_s + tΔw_s) dt.
+//! The `auto` rule: split each step where the network switches pieces, then integrate each
+//! smooth piece with Gauss–Legendre of rising order until its fundamental-theorem residual
+//! meets the piece's share of the tolerance.
+//!
+//! A ReLU unit (or a max-pool's choice) that switches inside a step makes the integrand jump,
+//! and no polynomial rule integrates a jump accurately: what limits the fixed rules is the
+//! switches, not their order. The model reports its *switching values* through `Switches`;
+//! where one changes sign between the ends of an interval, its root is found by regula falsi
+//! (exact in one iteration for values affine in t) and the interval is split there.
 
+use super::{AUTO_ORDERS, Rule, Segment, StepIntegral, residual};
+use crate::jacobian::{JbarSum, Node};
 use crate::network::Network;
-use crate::rule::{AUTO_ORDERS, Rule};
-use crate::structured::{Factors, LayerRows, Layers};
 use epk_recorder::EpkModel;
 
-/// One optimizer step's straight segment in weight space.
-pub struct Segment<'a> {
-    pub start: &'a [f64],
-    pub end: &'a [f64],
-    pub delta: &'a [f64],
-}
-
-impl Segment<'_> {
-    /// w_s + tΔw_s, and exactly the recorded w_{s+1} at t = 1.
-    pub fn at(&self, t: f64) -> Vec<f64> {
-        if t == 1.0 {
-            return self.end.to_vec();
-        }
-        self.start
-            .iter()
-            .zip(self.delta)
-            .map(|(w, d)| w + t * d)
-            .collect()
-    }
-}
-
-/// Jbar, as a dense `[outputs, num_params]` matrix or, on the fast path, as merged rank-one
-/// rows per layer (see [`Layers::merge`]), owned by output index.
-pub enum Jbar {
-    Dense(Vec<f64>),
-    Layered(Vec<LayerRows>),
-}
-
-/// Jbar for one input over one step, with its bookkeeping.
-pub struct StepIntegral {
-    pub jbar: Jbar,
-    /// f(x; w_s) and f(x; w_{s+1}).
-    pub f_start: Vec<f64>,
-    pub f_end: Vec<f64>,
-    /// Jacobian evaluations spent.
-    pub evals: usize,
-    /// Smooth pieces the step was split into.
-    pub pieces: usize,
-    /// max_k |f_k(w_{s+1}) − f_k(w_s) − Jbar_k · Δw|: the certificate.
-    pub certificate: f64,
-}
-
-/// One Jacobian evaluation.
-enum Node {
-    Dense(Vec<f64>),
-    Factored(Factors),
-}
-
+/// One Jacobian evaluation with what the acceptance test needs.
 struct Eval {
     node: Node,
     /// J_k · Δw for each output.
@@ -62,137 +23,63 @@ struct Eval {
 }
 
 fn evaluate<M: EpkModel>(net: &Network<M>, seg: &Segment<'_>, t: f64, x: &[f64]) -> Eval {
-    let k = net.outputs();
-    let w = seg.at(t);
-    match net.layers() {
-        Some(layers) => {
-            let f = net.jacobian_factors(&w, x);
-            let jdw = (0..k)
-                .map(|o| layers.dot(&f, o, seg.delta, false))
-                .collect();
-            let size = (0..k)
-                .map(|o| layers.dot(&f, o, seg.delta, true))
-                .fold(0.0, f64::max);
-            Eval {
-                node: Node::Factored(f),
-                jdw,
-                size,
-            }
-        }
-        None => {
-            let j = net.jacobian(&w, x);
-            let p = seg.delta.len();
-            let row = |o: usize| j[o * p..(o + 1) * p].iter().zip(seg.delta);
-            let jdw = (0..k).map(|o| row(o).map(|(a, b)| a * b).sum()).collect();
-            let size = (0..k)
-                .map(|o| row(o).map(|(a, b)| (a * b).abs()).sum::<f64>())
-                .fold(0.0, f64::max);
-            Eval {
-                node: Node::Dense(j),
-                jdw,
-                size,
-            }
-        }
-    }
+    let node = net.implementation().node(net, &seg.at(t), x);
+    let (jdw, size) = node.dot(seg.delta, net.outputs());
+    Eval { node, jdw, size }
 }
 
-/// Accepted nodes, summed densely or kept factored.
+/// Accepted nodes: their Jbar and Σ w J·Δw.
 struct Acc {
-    dense: Option<Vec<f64>>,
-    weights: Vec<f64>,
-    factors: Vec<Factors>,
+    sum: JbarSum,
     jdw: Vec<f64>,
 }
 
 impl Acc {
-    fn new(k: usize) -> Self {
-        Acc {
-            dense: None,
-            weights: Vec::new(),
-            factors: Vec::new(),
-            jdw: vec![0.0; k],
-        }
-    }
-
     fn add(&mut self, w: f64, e: Eval) {
         for (a, j) in self.jdw.iter_mut().zip(&e.jdw) {
             *a += w * j;
         }
-        match e.node {
-            Node::Dense(j) => {
-                let acc = self.dense.get_or_insert_with(|| vec![0.0; j.len()]);
-                for (a, v) in acc.iter_mut().zip(&j) {
-                    *a += w * v;
-                }
-            }
-            Node::Factored(f) => {
-                self.weights.push(w);
-                self.factors.push(f);
-            }
-        }
-    }
-
-    fn into_jbar(self, k: usize, p: usize, layers: Option<&Layers>) -> Jbar {
-        match (self.dense, layers) {
-            (Some(d), _) => Jbar::Dense(d),
-            (None, Some(layers)) if !self.factors.is_empty() => {
-                Jbar::Layered(layers.merge(&self.weights, &self.factors, k, 0))
-            }
-            _ => Jbar::Dense(vec![0.0; k * p]),
-        }
+        self.sum.add(w, e.node);
     }
 }
 
-/// Integrates one step for input `x` with `rule`; `tol` is the certificate the adaptive rule
-/// aims at for the whole step.
+/// Integrates one step for input `x` with the adaptive rule; `tol` is the certificate it aims
+/// at for the whole step.
 pub fn integrate<M: EpkModel>(
     net: &Network<M>,
     seg: &Segment<'_>,
     x: &[f64],
-    rule: Rule,
     tol: f64,
 ) -> StepIntegral {
     let k = net.outputs();
     let (f_start, s_start) = net.forward_switches(seg.start, x);
     let (f_end, s_end) = net.forward_switches(seg.end, x);
-    let mut acc = Acc::new(k);
-    let mut evals = 0;
-    let mut pieces = 1;
-    match rule {
-        Rule::Auto => {
-            let ends = Ends {
-                a: 0.0,
-                b: 1.0,
-                fa: f_start.clone(),
-                fb: f_end.clone(),
-                sa: s_start,
-                sb: s_end,
-            };
-            let mut run = Adaptive {
-                net,
-                seg,
-                x,
-                acc: &mut acc,
-                evals: 0,
-                pieces: 0,
-                tol,
-            };
-            run.interval(ends, 0);
-            evals = run.evals;
-            pieces = run.pieces;
-        }
-        fixed => {
-            for (t, w) in fixed.nodes(0.0, 1.0) {
-                acc.add(w, evaluate(net, seg, t, x));
-                evals += 1;
-            }
-        }
-    }
-    let certificate = (0..k)
-        .map(|o| (f_end[o] - f_start[o] - acc.jdw[o]).abs())
-        .fold(0.0, f64::max);
+    let mut acc = Acc {
+        sum: JbarSum::default(),
+        jdw: vec![0.0; k],
+    };
+    let ends = Ends {
+        a: 0.0,
+        b: 1.0,
+        fa: f_start.clone(),
+        fb: f_end.clone(),
+        sa: s_start,
+        sb: s_end,
+    };
+    let mut run = Adaptive {
+        net,
+        seg,
+        x,
+        acc: &mut acc,
+        evals: 0,
+        pieces: 0,
+        tol,
+    };
+    run.interval(ends, 0);
+    let (evals, pieces) = (run.evals, run.pieces);
+    let certificate = residual(&f_start, &f_end, &acc.jdw);
     StepIntegral {
-        jbar: acc.into_jbar(k, net.num_params(), net.layers()),
+        jbar: acc.sum.finish(k, net.num_params()),
         f_start,
         f_end,
         evals,
@@ -381,50 +268,4 @@ impl<M: EpkModel> Adaptive<'_, M> {
             self.acc.add(w, ev);
         }
     }
-}
-
-/// A fixed rule for many inputs at once on the fast path: all inputs share the rule's nodes,
-/// so each node is one batched pass over every input. Same result as [`integrate`] per input.
-pub fn integrate_fixed_batched<M: EpkModel>(
-    net: &Network<M>,
-    seg: &Segment<'_>,
-    xs: &[f64],
-    rule: Rule,
-) -> Option<Vec<StepIntegral>> {
-    let layers = net.layers()?;
-    if rule == Rule::Auto {
-        return None;
-    }
-    let k = net.outputs();
-    let f_start = net.forward(seg.start, xs);
-    let f_end = net.forward(seg.end, xs);
-    let m = f_start.len() / k;
-    let nodes = rule.nodes(0.0, 1.0);
-    // Every node's factors for all points at once; each point reads its own rows.
-    let all: Vec<Factors> = nodes
-        .iter()
-        .map(|&(t, _)| net.jacobian_factors(&seg.at(t), xs))
-        .collect();
-    let weights: Vec<f64> = nodes.iter().map(|&(_, w)| w).collect();
-    Some(
-        (0..m)
-            .map(|pt| {
-                let rows = layers.merge(&weights, &all, k, pt * k);
-                // Jbar · Δw from the merged rows: the nodes are not dotted one by one.
-                let jdw = layers.rows_dot(&rows, seg.delta, k);
-                let (fs, fe) = (&f_start[pt * k..(pt + 1) * k], &f_end[pt * k..(pt + 1) * k]);
-                let certificate = (0..k)
-                    .map(|o| (fe[o] - fs[o] - jdw[o]).abs())
-                    .fold(0.0, f64::max);
-                StepIntegral {
-                    jbar: Jbar::Layered(rows),
-                    f_start: fs.to_vec(),
-                    f_end: fe.to_vec(),
-                    evals: nodes.len(),
-                    pieces: 1,
-                    certificate,
-                }
-            })
-            .collect(),
-    )
 }

@@ -7,7 +7,7 @@
 /// accurate to a few ulps for the `n` this crate uses (up to a few hundred).
 ///
 /// ```
-/// let (t, w) = epk_replay::gauss::gauss_legendre(3);
+/// let (t, w) = epk_replay::quadrature::gauss::gauss_legendre(3);
 /// let integral: f64 = t.iter().zip(&w).map(|(t, w)| w * t.powi(5)).sum();
 /// assert!((integral - 1.0 / 6.0).abs() < 1e-15);
 /// ```

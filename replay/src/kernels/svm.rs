@@ -11,6 +11,7 @@ pub struct Svm {
     pub coefficients: Array2<f64>,
     /// Largest KKT violation left per class, and the sweeps used.
     pub violation: f64,
+    /// Coordinate sweeps used.
     pub sweeps: usize,
 }
 
@@ -19,7 +20,7 @@ impl Svm {
     /// with box constraint `c`: min ½ αᵀQα − Σα, 0 ≤ α ≤ C, Q_ij = y_i y_j K_ij.
     ///
     /// ```
-    /// use epk_replay::svm::Svm;
+    /// use epk_replay::kernels::svm::Svm;
     /// use ndarray::array;
     /// // Linear kernel on x = +1 (class 0) and x = −1 (class 1).
     /// let k = array![[1.0, -1.0], [-1.0, 1.0]];

@@ -1,0 +1,219 @@
+//! How a step's Jbar meets the training gradients: A[x, i, k] += ⟨Jbar_s(x)_k, a_{i,s} ∇_w f(x_i; w_s)⟩.
+
+use super::walk::Block;
+use crate::jacobian::{Jbar, LayerRows, Layers};
+use crate::network::Network;
+use crate::quadrature::StepIntegral;
+use epk_recorder::EpkModel;
+use ndarray::{Array2, Array3, Array4, ArrayView2, Axis};
+use std::ops::Range;
+use std::sync::Arc;
+
+/// A step's Jbar for all points, in the form that meets the training gradients cheapest.
+pub(crate) enum Contraction {
+    /// Dense Jbar rows `[points·outputs, P]` against dense per-sample gradients.
+    Dense(Array2<f64>),
+    /// Factored Jbar, per layer, against factored gradients: cost ∝ rows·(in + out) per
+    /// sample instead of P, where merging leaves one row per (point, output) in a first layer
+    /// and a last linear layer whatever the rule's node count.
+    Layered {
+        /// The probed layers.
+        layers: Arc<Layers>,
+        /// Per layer, every point's rows, owned by (point, output).
+        rows: Vec<LayerRows>,
+        /// points · outputs.
+        owners: usize,
+    },
+}
+
+impl Contraction {
+    /// The factored form when every point's Jbar is factored and that costs less than the
+    /// dense one; the dense form otherwise, or always with `dense`.
+    pub fn choose(results: &[StepIntegral], k: usize, p: usize, dense: bool) -> Self {
+        let factored: Option<Vec<(&Arc<Layers>, &Vec<LayerRows>)>> = results
+            .iter()
+            .map(|r| match &r.jbar {
+                Jbar::Factored(layers, rows) => Some((layers, rows)),
+                Jbar::Dense(_) => None,
+            })
+            .collect();
+        if !dense
+            && let Some(factored) = factored
+            && let Some(&(layers, _)) = factored.first()
+        {
+            let per_point: Vec<&Vec<LayerRows>> = factored.iter().map(|(_, r)| *r).collect();
+            let rows = layer_rows(layers, &per_point, k);
+            let cost: usize = rows
+                .iter()
+                .zip(&layers.layers)
+                .map(|(r, l)| r.owner.len() * (l.inputs + l.outputs))
+                .sum();
+            // Dense costs m·k·p per sample (plus building the dense rows).
+            if cost < results.len() * k * p {
+                return Contraction::Layered {
+                    layers: layers.clone(),
+                    rows,
+                    owners: results.len() * k,
+                };
+            }
+        }
+        Contraction::Dense(dense_jbar(results, k, p))
+    }
+
+    /// One block's contributions `[points·outputs, samples]`, adding the block's summed
+    /// gradient to `total` and each parameter group's share to `groups`.
+    pub fn block<M: EpkModel>(
+        &self,
+        net: &Network<M>,
+        w: &[f64],
+        block: &Block<'_>,
+        threads: usize,
+        total: &mut [f64],
+        groups: &mut Groups,
+    ) -> Array2<f64> {
+        match self {
+            Contraction::Layered {
+                layers,
+                rows,
+                owners,
+            } => {
+                let f = net.factors(w, &block.inputs, block.coeffs);
+                add(total, &layers.sum_dense(&f));
+                let mut c = Array2::<f64>::zeros((*owners, block.indices.len()));
+                for (l, r) in rows.iter().enumerate() {
+                    let g = layers.gram_layer(l, r, &f);
+                    for (q, &own) in r.owner.iter().enumerate() {
+                        let mut row = c.row_mut(own);
+                        row += &g.row(q);
+                    }
+                }
+                c
+            }
+            Contraction::Dense(jbar) => {
+                dense_block(jbar, net, w, block, threads, Some(total), groups)
+            }
+        }
+    }
+}
+
+/// `rows` `[points·outputs, P]` against a block's dense per-sample gradients: the block's
+/// contributions `[points·outputs, samples]`, adding the summed gradient to `total` (if any)
+/// and each parameter group's share to `groups`.
+pub(crate) fn dense_block<M: EpkModel>(
+    rows: &Array2<f64>,
+    net: &Network<M>,
+    w: &[f64],
+    block: &Block<'_>,
+    threads: usize,
+    total: Option<&mut [f64]>,
+    groups: &mut Groups,
+) -> Array2<f64> {
+    let p = net.num_params();
+    let n = block.indices.len();
+    let grads = net
+        .implementation()
+        .sample_grads(net, w, &block.inputs, block.coeffs, threads);
+    let g = ArrayView2::from_shape((n, p), &grads).expect("grads are [n, p]");
+    if let Some(total) = total {
+        for row in g.rows() {
+            add(total, row.as_slice().expect("contiguous"));
+        }
+    }
+    groups.add(rows, &g, block.indices);
+    // [m·k, p] · [p, n] → [m·k, n]
+    rows.dot(&g.t())
+}
+
+/// Dense Jbar rows `[points·outputs, P]`.
+pub(crate) fn dense_jbar(results: &[StepIntegral], k: usize, p: usize) -> Array2<f64> {
+    let mut jbar = Array2::<f64>::zeros((results.len() * k, p));
+    let flat = jbar.as_slice_mut().expect("contiguous");
+    for (r, rows) in results.iter().zip(flat.chunks_mut(k * p)) {
+        r.jbar.add_dense(rows);
+    }
+    jbar
+}
+
+/// Every point's merged Jbar rows, per layer, owned by (point, output).
+fn layer_rows(layers: &Layers, per_point: &[&Vec<LayerRows>], k: usize) -> Vec<LayerRows> {
+    (0..layers.layers.len())
+        .map(|l| {
+            let mut owner = Vec::new();
+            let (mut a, mut d) = (Vec::new(), Vec::new());
+            for (pt, rows) in per_point.iter().enumerate() {
+                owner.extend(rows[l].owner.iter().map(|o| pt * k + o));
+                a.push(rows[l].a.view());
+                d.push(rows[l].d.view());
+            }
+            LayerRows {
+                owner,
+                a: ndarray::concatenate(Axis(0), &a).expect("rows of one layer share a width"),
+                d: ndarray::concatenate(Axis(0), &d).expect("rows of one layer share a width"),
+            }
+        })
+        .collect()
+}
+
+/// The attributions split by parameter group (ranges of the flat parameter vector),
+/// `[groups, points, train samples, outputs]`; nothing when no groups are asked for.
+pub(crate) struct Groups {
+    ranges: Vec<Range<usize>>,
+    /// The split.
+    pub out: Option<Array4<f64>>,
+    m: usize,
+    k: usize,
+}
+
+impl Groups {
+    /// For `m` points, `n` training samples and `k` outputs.
+    pub fn new(ranges: &[Range<usize>], m: usize, n: usize, k: usize) -> Self {
+        Groups {
+            ranges: ranges.to_vec(),
+            out: (!ranges.is_empty()).then(|| Array4::zeros((ranges.len(), m, n, k))),
+            m,
+            k,
+        }
+    }
+
+    /// Adds each group's share of a block's contributions: rows `[m·k, p]` against gradients
+    /// `[n, p]`, restricted to the group's columns.
+    fn add(&mut self, rows: &Array2<f64>, grads: &ArrayView2<f64>, idx: &[usize]) {
+        let Some(out) = &mut self.out else { return };
+        for (q, r) in self.ranges.iter().enumerate() {
+            let cols = ndarray::s![.., r.clone()];
+            let contrib = rows.slice(cols).dot(&grads.slice(cols).t());
+            let mut target = out.index_axis_mut(Axis(0), q);
+            for (c, &i) in idx.iter().enumerate() {
+                for pt in 0..self.m {
+                    for o in 0..self.k {
+                        target[[pt, i, o]] += contrib[[pt * self.k + o, c]];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds a block's contributions `[points·outputs, samples]` to A.
+pub(crate) fn scatter(
+    attributions: &mut Array3<f64>,
+    contrib: &Array2<f64>,
+    idx: &[usize],
+    k: usize,
+) {
+    let m = attributions.shape()[0];
+    for (c, &i) in idx.iter().enumerate() {
+        for pt in 0..m {
+            for o in 0..k {
+                attributions[[pt, i, o]] += contrib[[pt * k + o, c]];
+            }
+        }
+    }
+}
+
+/// total += v.
+pub(crate) fn add(total: &mut [f64], v: &[f64]) {
+    for (t, v) in total.iter_mut().zip(v) {
+        *t += v;
+    }
+}

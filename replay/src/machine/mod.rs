@@ -1,0 +1,212 @@
+//! The kernel machine: b + Σ_i A[x, i, ·] for every explained input, rebuilt step by step.
+//!
+//! [`replay`] walks the stored steps ([`walk`]) once forward for plain gradient descent
+//! ([`plain`]), or forward then backward for optimizers with state ([`stateful`]: the adjoint
+//! of momentum and Adam's first moment); each step's Jbar meets the training gradients in
+//! [`contraction`]. The path kernel between arbitrary inputs walks the same steps
+//! ([`crate::kernels::path`]).
+
+mod coefficients;
+pub(crate) mod contraction;
+mod plain;
+mod scratch;
+mod stateful;
+pub(crate) mod walk;
+
+use crate::network::Network;
+use crate::optimizer::Optimizer;
+use crate::{ReplayError, Rule};
+use epk_recorder::EpkModel;
+use epk_store::StoreReader;
+use ndarray::{Array2, Array3, Axis};
+
+/// What to replay and how.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    /// The quadrature rule of the path integral.
+    pub rule: Rule,
+    /// Tolerance of the whole machine; the adaptive rule gives each step its share.
+    pub tolerance: f64,
+    /// Worker threads (steps are sequential, points and samples are split across threads).
+    pub threads: usize,
+    /// Training samples per block of per-sample gradients (bounds memory).
+    pub block: usize,
+    /// Parameter groups (ranges of the flat parameter vector) to split the attributions by;
+    /// empty for no split. Splitting uses dense contractions.
+    pub groups: Vec<std::ops::Range<usize>>,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            rule: Rule::Auto,
+            tolerance: 1e-12,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            block: 256,
+            groups: Vec::new(),
+        }
+    }
+}
+
+/// Per-step facts that `verify` checks.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StepCheck {
+    /// The step, from 0.
+    pub step: usize,
+    /// Worst certificate over the points, and the point it was met at.
+    pub certificate: f64,
+    /// The point of the worst certificate.
+    pub worst_point: usize,
+    /// max_p |Δw_p − Σ_i a_i ∇_w f(x_i)_p|: how far the recorded per-sample terms are from
+    /// the step the optimizer actually took.
+    pub decomposition: f64,
+    /// Jacobian evaluations over all points.
+    pub evals: usize,
+    /// Smooth pieces over all points.
+    pub pieces: usize,
+}
+
+/// The exact path kernel machine for a set of inputs.
+///
+/// f(x; w_N) = b(x) + Σ_i A[x, i, ·] where b(x) = f(x; w_0) and
+/// A[x, i, k] = Σ_s Σ_j a_{i,j,s} ⟨Jbar_s(x)_k, ∇_w f_j(x_i; w_s)⟩, a_{i,s} = −η_s ∂L/∂f(x_i)
+/// (Bell et al., Theorem 3.6).
+pub struct KernelMachine {
+    /// b(x) = f(x; w_0), `[points, outputs]`.
+    pub bias: Array2<f64>,
+    /// A, `[points, train samples, outputs]`.
+    pub attributions: Array3<f64>,
+    /// Σ_s of the steps' non-data terms (weight decay), `[points, outputs]`.
+    pub nondata: Array2<f64>,
+    /// Σ_s Jbar_s(x)·ρ_s, where ρ_s is the part of the recorded step that the optimizer's
+    /// arithmetic replayed in f64 does not produce: rounding for f64 training, f32 rounding for
+    /// f32 training, anything else a sign of a wrong store. `[points, outputs]`.
+    pub residual: Array2<f64>,
+    /// f(x; w_N), the network itself, `[points, outputs]`.
+    pub network: Array2<f64>,
+    /// What `verify` checks, per step.
+    pub steps: Vec<StepCheck>,
+    /// a_i when it is the same at every step (Theorem 3.7), per training sample: then
+    /// A[x, i, k] = a_i K(x, x_i)_k with one kernel K for the whole run.
+    pub constant_coefficients: Option<Vec<f64>>,
+    /// The optimizer replayed, in one line.
+    pub optimizer: String,
+    /// A split by [`ReplayOptions::groups`], `[groups, points, train samples, outputs]`: the
+    /// groups' attributions add up to `attributions`.
+    pub group_attributions: Option<ndarray::Array4<f64>>,
+}
+
+/// The index of the largest value (the last one on ties, as `Iterator::max_by`; 0 when empty):
+/// a predicted class.
+pub fn argmax<'a>(values: impl IntoIterator<Item = &'a f64>) -> usize {
+    values
+        .into_iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i)
+}
+
+impl KernelMachine {
+    /// b + Σ_i A + N + R: the kernel machine's prediction with the non-data terms N and the
+    /// decomposition residual R, `[points, outputs]`.
+    pub fn prediction(&self) -> Array2<f64> {
+        &self.bias + &self.attributions.sum_axis(Axis(1)) + &self.nondata + &self.residual
+    }
+
+    /// max |b + Σ_i A + N + R − f(x; w_N)| over points and outputs: the path (quadrature)
+    /// error alone.
+    pub fn max_error(&self) -> f64 {
+        (&self.prediction() - &self.network)
+            .iter()
+            .fold(0.0, |m, v| m.max(v.abs()))
+    }
+
+    /// max over points and outputs of |b(x) − b(x₀)|: zero when the last layer starts at zero.
+    pub fn bias_spread(&self) -> f64 {
+        let first = self.bias.row(0);
+        self.bias
+            .rows()
+            .into_iter()
+            .flat_map(|r| {
+                r.iter()
+                    .zip(first.iter())
+                    .map(|(a, b)| (a - b).abs())
+                    .collect::<Vec<_>>()
+            })
+            .fold(0.0, f64::max)
+    }
+
+    /// The single kernel K(x, x_i)_k = A[x, i, k] / a_i of Theorem 3.7, when it applies.
+    pub fn single_kernel(&self) -> Option<Array3<f64>> {
+        let a = self.constant_coefficients.as_ref()?;
+        let mut k = self.attributions.clone();
+        for (i, mut col) in k.axis_iter_mut(Axis(1)).enumerate() {
+            if a[i] != 0.0 {
+                col /= a[i];
+            } else {
+                col.fill(0.0);
+            }
+        }
+        Some(k)
+    }
+}
+
+/// What every replay needs before its first step.
+struct Setup {
+    /// Outputs, parameters, points.
+    k: usize,
+    p: usize,
+    m: usize,
+    /// b(x) = f(x; w_0), `[points, outputs]`.
+    bias: Array2<f64>,
+    /// A, zero, `[points, train samples, outputs]`.
+    attributions: Array3<f64>,
+}
+
+impl Setup {
+    fn new<M: EpkModel>(
+        reader: &StoreReader,
+        net: &Network<M>,
+        xs: &[f64],
+    ) -> Result<Self, ReplayError> {
+        let attrs = reader.attrs();
+        let (k, p, n_train) = (attrs.outputs, attrs.num_params, attrs.train_samples);
+        let m = xs.len() / attrs.input_len();
+        if m == 0 {
+            return Err(ReplayError::Input("no inputs to explain".into()));
+        }
+        let w0 = reader.weights(0)?;
+        let bias = Array2::from_shape_vec((m, k), net.forward(&w0, xs)).expect("f is [m, k]");
+        Ok(Setup {
+            k,
+            p,
+            m,
+            bias,
+            attributions: Array3::<f64>::zeros((m, n_train, k)),
+        })
+    }
+}
+
+/// Replays every committed step for the inputs `xs` (flat, one sample per row) and returns the
+/// kernel machine. `progress` is called after each step.
+///
+/// Plain gradient descent is replayed forward, one step at a time. Optimizers with state
+/// (momentum, Adam) or with data-dependent factors (clipping) are replayed in two passes over the
+/// steps: a forward pass advances the optimizer from the recorded data gradients and keeps each
+/// step's linear map on disk, and a backward pass carries the adjoint of the momentum buffer, so
+/// that a point used at step r is credited for every later step it moves. Memory stays
+/// independent of the number of steps and of the training set.
+pub fn replay<M: EpkModel>(
+    reader: &StoreReader,
+    net: &Network<M>,
+    xs: &[f64],
+    options: &ReplayOptions,
+    progress: impl FnMut(usize),
+) -> Result<KernelMachine, ReplayError> {
+    let optimizer = Optimizer::from_spec(&reader.attrs().optimizer)?;
+    if optimizer.is_plain() {
+        plain::replay(reader, net, xs, options, progress)
+    } else {
+        stateful::replay(reader, net, xs, options, optimizer, progress)
+    }
+}

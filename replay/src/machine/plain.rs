@@ -1,0 +1,75 @@
+//! Plain gradient descent, replayed forward one step at a time: Δw_s = Σ_i a_{i,s} ∇_w f(x_i; w_s)
+//! with a_{i,s} = −η_s ∂L/∂f(x_i), so A[x, i] += a_{i,s} ⟨Jbar_s(x), ∇_w f(x_i; w_s)⟩.
+
+use super::coefficients::Coefficients;
+use super::contraction::{Contraction, Groups, scatter};
+use super::walk::{self, Direction, Integrator, blocks};
+use super::{KernelMachine, ReplayOptions, Setup};
+use crate::ReplayError;
+use crate::network::Network;
+use epk_recorder::EpkModel;
+use epk_store::StoreReader;
+use ndarray::Array2;
+
+/// The kernel machine of a plain gradient-descent run.
+pub(super) fn replay<M: EpkModel>(
+    reader: &StoreReader,
+    net: &Network<M>,
+    xs: &[f64],
+    options: &ReplayOptions,
+    mut progress: impl FnMut(usize),
+) -> Result<KernelMachine, ReplayError> {
+    let Setup {
+        k,
+        p,
+        m,
+        bias,
+        mut attributions,
+    } = Setup::new(reader, net, xs)?;
+    let attrs = reader.attrs();
+    let train = reader.train()?;
+    let integrator = Integrator::new(net, xs, options, reader.steps());
+    let mut residual = Array2::<f64>::zeros((m, k));
+    let mut groups = Groups::new(&options.groups, m, attrs.train_samples, k);
+    let mut checks = Vec::with_capacity(reader.steps());
+    let mut coefficients = Coefficients::new(attrs.train_samples, attrs.loss, k);
+    let threads = options.threads.max(1);
+    walk::steps(reader, Direction::Forward, |step| {
+        let (lr, batch) = (reader.lr(step.index)?, reader.batch(step.index)?);
+        let (results, mut check) = integrator.integrate(step);
+        // Train side: a_{i,s} = −η ∂L/∂f(x_i), per-sample gradients in blocks.
+        coefficients.observe(&batch.indices, &batch.dloss);
+        let coeffs: Vec<f64> = batch.dloss.iter().map(|d| -lr * d).collect();
+        let contraction = Contraction::choose(&results, k, p, !options.groups.is_empty());
+        let mut total = vec![0.0; p];
+        for block in blocks(&train, &batch.indices, &coeffs, k, options.block) {
+            let contrib =
+                contraction.block(net, step.start, &block, threads, &mut total, &mut groups);
+            scatter(&mut attributions, &contrib, block.indices, k);
+        }
+        // ρ_s: what the per-sample terms leave of the recorded step, moved through Jbar.
+        let rho: Vec<f64> = step.delta.iter().zip(&total).map(|(d, t)| d - t).collect();
+        check.decomposition = rho.iter().fold(0.0, |mx, r| mx.max(r.abs()));
+        for (pt, r) in results.iter().enumerate() {
+            for (o, v) in r.jbar.dot(&rho, k).into_iter().enumerate() {
+                residual[[pt, o]] += v;
+            }
+        }
+        checks.push(check);
+        progress(step.index + 1);
+        Ok(())
+    })?;
+    let end = reader.weights(reader.steps())?;
+    let network = Array2::from_shape_vec((m, k), net.forward(&end, xs)).expect("f is [m, k]");
+    Ok(KernelMachine {
+        bias,
+        attributions,
+        nondata: Array2::zeros((m, k)),
+        residual,
+        network,
+        steps: checks,
+        constant_coefficients: coefficients.constant(),
+        optimizer: "sgd".into(),
+        group_attributions: groups.out,
+    })
+}

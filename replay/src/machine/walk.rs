@@ -1,0 +1,180 @@
+//! One walker over the stored steps, used by plain gradient descent, the stateful optimizers'
+//! two passes and the path kernel.
+//!
+//! It reads each weight vector once, hands each step's segment w_s → w_{s+1} to the caller in
+//! either direction, and integrates Jbar_s for every explained point with the points split
+//! across worker threads.
+
+use super::{ReplayOptions, StepCheck};
+use crate::ReplayError;
+use crate::jacobian::split;
+use crate::network::Network;
+use crate::quadrature::{self, Segment, StepIntegral};
+use epk_recorder::EpkModel;
+use epk_store::{Samples, StoreReader};
+
+/// One step of the walk.
+pub(crate) struct Step<'a> {
+    /// s, from 0.
+    pub index: usize,
+    /// w_s.
+    pub start: &'a [f64],
+    /// w_{s+1}.
+    pub end: &'a [f64],
+    /// Δw_s = w_{s+1} − w_s.
+    pub delta: &'a [f64],
+}
+
+impl Step<'_> {
+    /// The step's straight segment.
+    pub fn segment(&self) -> Segment<'_> {
+        Segment {
+            start: self.start,
+            end: self.end,
+            delta: self.delta,
+        }
+    }
+}
+
+/// Which way the walk goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Forward,
+    Backward,
+}
+
+/// Visits every committed step of `reader` in `direction`, reading each weight vector once.
+pub(crate) fn steps(
+    reader: &StoreReader,
+    direction: Direction,
+    mut visit: impl FnMut(&Step<'_>) -> Result<(), ReplayError>,
+) -> Result<(), ReplayError> {
+    let n = reader.steps();
+    let mut kept = reader.weights(match direction {
+        Direction::Forward => 0,
+        Direction::Backward => n,
+    })?;
+    for i in 0..n {
+        let (s, other) = match direction {
+            Direction::Forward => (i, reader.weights(i + 1)?),
+            Direction::Backward => (n - 1 - i, reader.weights(n - 1 - i)?),
+        };
+        let (start, end) = match direction {
+            Direction::Forward => (&kept, &other),
+            Direction::Backward => (&other, &kept),
+        };
+        let delta: Vec<f64> = end.iter().zip(start.iter()).map(|(b, a)| b - a).collect();
+        visit(&Step {
+            index: s,
+            start,
+            end,
+            delta: &delta,
+        })?;
+        kept = other;
+    }
+    Ok(())
+}
+
+/// Jbar of one step for every explained point, with the step's checks.
+pub(crate) struct Integrator<'a, M: EpkModel> {
+    net: &'a Network<M>,
+    xs: &'a [f64],
+    options: &'a ReplayOptions,
+    /// Each step's share of the tolerance: tol / (2 · steps).
+    step_tol: f64,
+}
+
+impl<'a, M: EpkModel> Integrator<'a, M> {
+    /// For the points `xs` of a run of `steps` steps.
+    pub fn new(
+        net: &'a Network<M>,
+        xs: &'a [f64],
+        options: &'a ReplayOptions,
+        steps: usize,
+    ) -> Self {
+        Integrator {
+            net,
+            xs,
+            options,
+            step_tol: options.tolerance / (2.0 * steps.max(1) as f64),
+        }
+    }
+
+    /// Jbar over `step` for every point (split across threads), and the step's checks
+    /// (the decomposition residual is the caller's to fill in).
+    pub fn integrate(&self, step: &Step<'_>) -> (Vec<StepIntegral>, StepCheck) {
+        let len = self.net.input_len();
+        let m = self.xs.len() / len;
+        let seg = step.segment();
+        let results: Vec<StepIntegral> = std::thread::scope(|scope| {
+            let handles: Vec<_> = split(m, self.options.threads.max(1))
+                .into_iter()
+                .map(|range| {
+                    let xs = &self.xs[range.start * len..range.end * len];
+                    // Modules are Send but not Sync: each worker gets its own copy.
+                    let net = self.net.clone();
+                    let (rule, tol) = (self.options.rule, self.step_tol);
+                    let seg = &seg;
+                    scope.spawn(move || quadrature::integrate(&net, seg, xs, rule, tol))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("worker"))
+                .collect()
+        });
+        let check = check(step.index, &results);
+        (results, check)
+    }
+}
+
+/// The step's worst certificate and its cost over the points.
+fn check(s: usize, results: &[StepIntegral]) -> StepCheck {
+    let mut check = StepCheck {
+        step: s,
+        certificate: 0.0,
+        worst_point: 0,
+        decomposition: 0.0,
+        evals: 0,
+        pieces: 0,
+    };
+    for (i, r) in results.iter().enumerate() {
+        if r.certificate > check.certificate || r.certificate.is_nan() {
+            check.certificate = r.certificate;
+            check.worst_point = i;
+        }
+        check.evals += r.evals;
+        check.pieces += r.pieces;
+    }
+    check
+}
+
+/// One block of a step's training samples.
+pub(crate) struct Block<'a> {
+    /// Dataset indices.
+    pub indices: &'a [usize],
+    /// Their inputs, flat.
+    pub inputs: Vec<f64>,
+    /// Their rows of the step's per-sample coefficients, `[indices.len(), outputs]`.
+    pub coeffs: &'a [f64],
+}
+
+/// A step's samples in blocks of at most `block` (bounds the memory of per-sample gradients),
+/// each with its rows of `coeffs` (`[samples, k]`).
+pub(crate) fn blocks<'a>(
+    train: &'a Samples,
+    indices: &'a [usize],
+    coeffs: &'a [f64],
+    k: usize,
+    block: usize,
+) -> impl Iterator<Item = Block<'a>> + 'a {
+    let block = block.max(1);
+    indices
+        .chunks(block)
+        .enumerate()
+        .map(move |(b, idx)| Block {
+            indices: idx,
+            inputs: train.gather(idx),
+            coeffs: &coeffs[b * block * k..(b * block + idx.len()) * k],
+        })
+}
