@@ -26,8 +26,10 @@
 
 mod atomic;
 mod attrs;
+mod codec;
 mod error;
 mod layout;
+mod open;
 mod reader;
 mod samples;
 mod shard;
