@@ -24,6 +24,8 @@
 //! assert_eq!(reader.weights(1).unwrap(), vec![0.1, -0.1]);
 //! ```
 
+#![warn(missing_docs)]
+
 mod atomic;
 mod attrs;
 mod codec;
