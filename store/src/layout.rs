@@ -365,8 +365,8 @@ impl ArraySpec {
 
 #[cfg(test)]
 mod tests {
-    use super::{ArrayName, Element};
-    use crate::{RunAttributes, TrainDType};
+    use super::{ArrayName, Element, ROOT_ATTRIBUTE};
+    use crate::{FORMAT_NAME, FORMAT_VERSION, RunAttributes, TrainDType};
     use std::sync::Arc;
     use zarrs::filesystem::FilesystemStore;
 
@@ -429,6 +429,32 @@ mod tests {
             .take_while(|l| l.starts_with('|'))
             .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
             .collect()
+    }
+
+    /// docs/store.md describes the format name, attribute key and version this build writes.
+    #[test]
+    fn docs_describe_this_format_version() {
+        let title = DOC.lines().next().unwrap();
+        assert_eq!(
+            title,
+            format!("# The epk store format (version {FORMAT_VERSION})")
+        );
+        let rows = table("Root group: `zarr.json`");
+        let version = rows
+            .iter()
+            .find(|r| r[1] == "`version`")
+            .expect("a row for `version`");
+        assert!(
+            version[3].ends_with(&format!("this page describes `{FORMAT_VERSION}`")),
+            "docs/store.md's `version` row says {:?}; this build writes {FORMAT_VERSION}",
+            version[3]
+        );
+        let format = rows
+            .iter()
+            .find(|r| r[1] == "`format`")
+            .expect("a row for `format`");
+        assert_eq!(format[3], format!("always `\"{FORMAT_NAME}\"`"));
+        assert!(DOC.contains(&format!("one object under the key `{ROOT_ATTRIBUTE}`")));
     }
 
     /// docs/store.md's array table names every array of the layout, with its dimension names
