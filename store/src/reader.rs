@@ -1,7 +1,7 @@
 use crate::ArrayName;
 use crate::layout::ROOT_ATTRIBUTE;
 use crate::open::OpenStore;
-use crate::{FORMAT_NAME, RunAttributes, Samples, StoreError};
+use crate::{FORMAT_NAME, RunAttributes, Samples, StoreError, TrainDType};
 use std::path::{Path, PathBuf};
 use zarrs::array::{Array, ElementOwned};
 use zarrs::filesystem::FilesystemStore;
@@ -79,22 +79,6 @@ impl StoreReader {
             ));
         }
         Ok(values)
-    }
-
-    /// Reads a chunk of a training-dtype array as f64 (f32 widens exactly).
-    fn chunk_f64(
-        &self,
-        array: &Array<FilesystemStore>,
-        name: ArrayName,
-        chunk: &[u64],
-        len: usize,
-    ) -> Result<Vec<f64>, StoreError> {
-        if array.data_type().to_string().contains("float32") {
-            let v: Vec<f32> = self.chunk(array, name, chunk, len)?;
-            Ok(v.into_iter().map(f64::from).collect())
-        } else {
-            self.chunk(array, name, chunk, len)
-        }
     }
 
     fn check_step(&self, step: usize, states: bool) -> Result<(), StoreError> {
@@ -176,7 +160,15 @@ impl StoreReader {
         let x = self.open.check_array(inputs)?;
         let y = self.open.check_array(targets)?;
         let zero = vec![0u64; shape.len() + 1];
-        let values = self.chunk_f64(&x, inputs, &zero, n * self.open.attrs.input_len())?;
+        let len = n * self.open.attrs.input_len();
+        // check_array saw the training dtype; f32 widens exactly.
+        let values = match self.open.attrs.dtype {
+            TrainDType::F64 => self.chunk::<f64>(&x, inputs, &zero, len)?,
+            TrainDType::F32 => {
+                let narrow = self.chunk::<f32>(&x, inputs, &zero, len)?;
+                narrow.into_iter().map(f64::from).collect()
+            }
+        };
         let labels = self.chunk::<i64>(&y, targets, &[0], n)?;
         if let Some(bad) = labels
             .iter()
