@@ -29,6 +29,8 @@
 mod atomic;
 mod attrs;
 mod codec;
+#[cfg(test)]
+mod doc_tests;
 mod error;
 mod layout;
 mod open;
