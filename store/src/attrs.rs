@@ -9,7 +9,9 @@ pub const FORMAT_VERSION: u32 = 2;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TrainDType {
+    /// 32-bit floats: stored as f32 and blosc-compressed.
     F32,
+    /// 64-bit floats: stored as f64, uncompressed.
     F64,
 }
 
@@ -28,7 +30,9 @@ pub enum Loss {
 /// What rebuilds the model: a kind that a replay binary knows and its configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
+    /// The model type's name (`EpkModel::KIND`), e.g. `mlp`: which code rebuilds it.
     pub kind: String,
+    /// The model's configuration, enough to rebuild its structure.
     pub config: serde_json::Value,
 }
 
@@ -46,6 +50,7 @@ pub struct OptimizerSpec {
 pub struct ParamLayout {
     /// Module path, e.g. `hidden.weight`.
     pub path: String,
+    /// The tensor's shape; its values are row-major in the flat vector.
     pub shape: Vec<usize>,
     /// First element in the flat vector.
     pub offset: usize,
@@ -56,21 +61,31 @@ pub struct ParamLayout {
 /// The root group's `epk` attribute block: everything a reader needs besides the arrays.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunAttributes {
+    /// Always [`FORMAT_NAME`]: what marks a Zarr store as an epk store.
     pub format: String,
+    /// The layout version, [`FORMAT_VERSION`] for stores this build writes.
     pub version: u32,
+    /// What rebuilds the model.
     pub model: ModelInfo,
+    /// The flat weight vector's parameter tensors, in flatten order and contiguous.
     pub params: Vec<ParamLayout>,
+    /// Length of the flat weight vector (the sum of the parameters' lengths).
     pub num_params: usize,
     /// Width of f (number of model outputs).
     pub outputs: usize,
     /// Shape of one input sample.
     pub input_shape: Vec<usize>,
+    /// The loss whose dL/df the store records.
     pub loss: Loss,
+    /// The optimizer that made the steps.
     pub optimizer: OptimizerSpec,
+    /// The training dtype, in which weights, dL/df and inputs are stored.
     pub dtype: TrainDType,
     /// Slots per step in `batch_index` and `dloss`.
     pub max_batch: usize,
+    /// Samples in the stored training set.
     pub train_samples: usize,
+    /// Samples in the stored held-out set (0 when there is none).
     pub eval_samples: usize,
     /// Optimizer steps committed. Arrays may hold one more, uncommitted, entry after a kill.
     pub steps: usize,
@@ -84,7 +99,9 @@ pub struct RunAttributes {
 /// A non-finite value the recorder saw in a step's loss gradients or weights.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fault {
+    /// The step at which the value was seen.
     pub step: usize,
+    /// What was non-finite, and where.
     pub message: String,
 }
 

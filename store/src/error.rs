@@ -3,29 +3,59 @@ use std::path::PathBuf;
 /// Everything that can go wrong reading or writing a store; each variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The file system refused a read or write.
     #[error("{path}: {message}")]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// What was being done.
         message: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// zarrs could not open, create, encode or decode something.
     #[error("{path}: {message}")]
-    Zarr { path: PathBuf, message: String },
+    Zarr {
+        /// The file or folder.
+        path: PathBuf,
+        /// What was being done, and zarrs' error.
+        message: String,
+    },
+    /// The path holds something other than an epk store.
     #[error("{path}: not an epk store: {message}")]
-    NotEpk { path: PathBuf, message: String },
+    NotEpk {
+        /// The root metadata file.
+        path: PathBuf,
+        /// What is missing.
+        message: String,
+    },
+    /// An epk store of a format version this build does not read.
     #[error(
         "{path}: store format version {found} is not supported (this build reads version {supported})"
     )]
     Version {
+        /// The root metadata file.
         path: PathBuf,
+        /// The store's version.
         found: u32,
+        /// The version this build reads, [`FORMAT_VERSION`](crate::FORMAT_VERSION).
         supported: u32,
     },
+    /// Data that breaks the format: damage, or a step or data set that does not fit the store.
     #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file (or the store) at fault.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A new store's path is taken.
     #[error("{path} already exists; choose another path or remove it first")]
-    Exists { path: PathBuf },
+    Exists {
+        /// The path.
+        path: PathBuf,
+    },
 }
 
 impl StoreError {

@@ -24,10 +24,16 @@
 //! assert_eq!(reader.weights(1).unwrap(), vec![0.1, -0.1]);
 //! ```
 
+#![warn(missing_docs)]
+
 mod atomic;
 mod attrs;
+mod codec;
+#[cfg(test)]
+mod doc_tests;
 mod error;
 mod layout;
+mod open;
 mod reader;
 mod samples;
 mod shard;

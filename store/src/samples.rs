@@ -1,8 +1,11 @@
 /// A labelled data set held flat: `inputs` is `[len, input_shape...]` in row-major order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Samples {
+    /// Every sample's input values, one after another, each row-major.
     pub inputs: Vec<f64>,
+    /// The shape of one input sample.
     pub input_shape: Vec<usize>,
+    /// One class label per sample.
     pub targets: Vec<i64>,
 }
 
@@ -29,10 +32,12 @@ impl Samples {
         })
     }
 
+    /// Number of samples.
     pub fn len(&self) -> usize {
         self.targets.len()
     }
 
+    /// Whether there are no samples.
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
     }

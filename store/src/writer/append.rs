@@ -1,0 +1,122 @@
+//! Appending steps: each step's rows go to the end of the per-step arrays' open shards,
+//! where readers see them after the next commit.
+
+use super::StoreWriter;
+use crate::codec::{self, FloatType};
+use crate::layout::Element;
+use crate::{ArrayName, StepRecord, StoreError};
+use std::borrow::Cow;
+
+/// One step's entry in a per-step array, before encoding.
+enum Values<'a> {
+    Floats(&'a [f64]),
+    Ints(&'a [i64]),
+}
+
+impl StoreWriter {
+    /// Appends one optimizer step and commits it.
+    pub fn append_step(&mut self, step: &StepRecord) -> Result<(), StoreError> {
+        self.append_steps(std::slice::from_ref(step))
+    }
+
+    /// Appends several steps with one commit. Steps written in full before a failure are
+    /// still committed.
+    pub fn append_steps(&mut self, steps: &[StepRecord]) -> Result<(), StoreError> {
+        let mut failure = None;
+        for step in steps {
+            if let Err(e) = self.write_step(step) {
+                failure = Some(e);
+                break;
+            }
+        }
+        self.commit()?;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Writes the next step's rows without committing it: readers see it after the next
+    /// [`StoreWriter::commit`]. A kill before then loses the step, never the store.
+    pub fn write_step(&mut self, step: &StepRecord) -> Result<(), StoreError> {
+        self.check_step(step)?;
+        let (k, b) = (self.attrs.outputs, self.attrs.max_batch);
+        let n = step.indices.len();
+        let s = self.written;
+        self.write_weight_row(s + 1, &step.weights_after)?;
+        let mut index = vec![-1i64; b];
+        for (slot, &i) in index.iter_mut().zip(&step.indices) {
+            *slot = i as i64;
+        }
+        let mut dloss = vec![f64::NAN; b * k];
+        dloss[..n * k].copy_from_slice(&step.dloss);
+        let (lr, size) = ([step.lr], [n as i64]);
+        for lane in 1..self.lanes.len() {
+            let values = match self.lanes[lane].name {
+                ArrayName::Lr => Values::Floats(&lr),
+                ArrayName::BatchSize => Values::Ints(&size),
+                ArrayName::BatchIndex => Values::Ints(&index),
+                ArrayName::Dloss => Values::Floats(&dloss),
+                _ => unreachable!("weights are lane 0"),
+            };
+            self.append_row(lane, s, values)?;
+        }
+        self.written = s + 1;
+        Ok(())
+    }
+
+    /// Checks that a step fits the store: its weights, its sample count and its dL/df.
+    fn check_step(&self, step: &StepRecord) -> Result<(), StoreError> {
+        self.check_weights(&step.weights_after)?;
+        let (k, b) = (self.attrs.outputs, self.attrs.max_batch);
+        let n = step.indices.len();
+        if n == 0 || n > b {
+            return Err(StoreError::invalid(
+                &self.root,
+                format!("a step with {n} samples does not fit the store's {b} slots per step"),
+            ));
+        }
+        if step.dloss.len() != n * k {
+            return Err(StoreError::invalid(
+                &self.root,
+                format!(
+                    "{} dL/df values for {n} samples of {k} outputs",
+                    step.dloss.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_weights(&self, weights: &[f64]) -> Result<(), StoreError> {
+        if weights.len() != self.attrs.num_params {
+            return Err(StoreError::invalid(
+                &self.root,
+                format!(
+                    "{} weights given, the store's layout has {}",
+                    weights.len(),
+                    self.attrs.num_params
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends weight row `row` (the state before step `row`).
+    pub(super) fn write_weight_row(&mut self, row: u64, weights: &[f64]) -> Result<(), StoreError> {
+        debug_assert_eq!(self.lanes[0].name, ArrayName::Weights);
+        self.append_row(0, row, Values::Floats(weights))
+    }
+
+    /// Encodes `values` as entry `row` of lane `lane` and appends it to its shard.
+    fn append_row(&mut self, lane: usize, row: u64, values: Values) -> Result<(), StoreError> {
+        let lane = &mut self.lanes[lane];
+        let bytes = match (values, lane.element) {
+            (Values::Floats(values), Element::Float(dtype)) => FloatType(dtype)
+                .encode(values, &mut self.scratch)
+                .map_err(|e| StoreError::zarr(lane.file(row), "cannot encode", e))?,
+            (Values::Ints(values), Element::Int64) => {
+                Cow::Borrowed(codec::encode_ints(values, &mut self.scratch))
+            }
+            _ => unreachable!("{} holds {:?}", lane.name.path(), lane.element),
+        };
+        lane.shards.append(row, &bytes)
+    }
+}

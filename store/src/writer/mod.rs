@@ -1,0 +1,110 @@
+//! Writing a store: [`StoreWriter`] creates one (`create`), appends steps to it (`append`),
+//! commits them (`commit`) and reopens one to go on after a kill (`resume`).
+
+mod append;
+mod commit;
+mod create;
+mod resume;
+
+use crate::layout::Element;
+use crate::shard::{ShardAppender, ShardFiles};
+use crate::{ArrayName, Fault, RunAttributes, StoreError};
+use std::path::{Path, PathBuf};
+use zarrs::array::Array;
+use zarrs::filesystem::FilesystemStore;
+
+/// One optimizer step as the recorder hands it to the store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepRecord {
+    /// Learning rate the optimizer applied.
+    pub lr: f64,
+    /// Dataset indices of the samples whose gradients built the step, in order.
+    pub indices: Vec<usize>,
+    /// dL/df of each of those samples, `[indices.len(), outputs]` row-major, as it entered the
+    /// step's gradient (mean reductions and accumulation sums included).
+    pub dloss: Vec<f64>,
+    /// The weights after the step, flat in layout order.
+    pub weights_after: Vec<f64>,
+}
+
+/// Store-wide choices that are not run attributes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Steps per shard file of the per-step arrays (1 to 1024); `None` sizes shards to about
+    /// 64 MiB (at most 1024 steps).
+    pub steps_per_shard: Option<u64>,
+}
+
+/// Creates a store and appends committed steps to it.
+///
+/// Crash consistency: a step's rows are appended to the per-step arrays' shard files (a
+/// committed row is never rewritten); a commit then rewrites the per-step arrays' metadata
+/// when they need room and finally the root attributes, each through a temporary file and a
+/// rename. A reader trusts `steps` in the root attributes, so a kill at any point leaves the
+/// committed prefix readable.
+pub struct StoreWriter {
+    root: PathBuf,
+    attrs: RunAttributes,
+    /// The per-step arrays, in [`ArrayName::PER_STEP`] order.
+    lanes: Vec<Lane>,
+    /// Steps whose rows are written (≥ committed steps).
+    written: u64,
+    /// Steps the per-step arrays' metadata currently has room for (≥ committed steps): the
+    /// shapes grow ahead in doubling blocks so that a step rewrites only the root metadata.
+    capacity: u64,
+    /// Reused for encoding rows.
+    scratch: Vec<u8>,
+}
+
+/// One per-step array: its metadata and the shard file being appended to.
+struct Lane {
+    name: ArrayName,
+    /// What its rows hold, as the layout says.
+    element: Element,
+    array: Array<FilesystemStore>,
+    shards: ShardAppender,
+}
+
+impl Lane {
+    fn new(
+        attrs: &RunAttributes,
+        name: ArrayName,
+        array: Array<FilesystemStore>,
+        files: ShardFiles,
+    ) -> Self {
+        Lane {
+            name,
+            element: name.spec(attrs).element,
+            array,
+            shards: ShardAppender::new(files),
+        }
+    }
+
+    /// The shard file that holds `row`, for errors.
+    fn file(&self, row: u64) -> PathBuf {
+        self.shards.files().file_of(row)
+    }
+}
+
+impl StoreWriter {
+    /// The run's attributes as last committed.
+    pub fn attrs(&self) -> &RunAttributes {
+        &self.attrs
+    }
+
+    /// The store's directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Notes a numerical fault at a step, with every written step; `replay verify` reports it.
+    pub fn record_fault(&mut self, fault: Fault) -> Result<(), StoreError> {
+        self.attrs.faults.push(fault);
+        self.commit()
+    }
+
+    /// The metadata file of an array.
+    fn file(&self, name: ArrayName) -> PathBuf {
+        name.metadata_file(&self.root)
+    }
+}
