@@ -7,6 +7,7 @@ use super::walk::{self, Direction, Integrator, blocks};
 use super::{KernelMachine, ReplayOptions, Setup};
 use crate::ReplayError;
 use crate::network::Network;
+use crate::quadrature::StepIntegral;
 use epk_recorder::EpkModel;
 use epk_store::StoreReader;
 use ndarray::Array2;
@@ -50,11 +51,7 @@ pub(super) fn replay<M: EpkModel>(
         // ρ_s: what the per-sample terms leave of the recorded step, moved through Jbar.
         let rho: Vec<f64> = step.delta.iter().zip(&total).map(|(d, t)| d - t).collect();
         check.decomposition = rho.iter().fold(0.0, |mx, r| mx.max(r.abs()));
-        for (pt, r) in results.iter().enumerate() {
-            for (o, v) in r.jbar.dot(&rho, k).into_iter().enumerate() {
-                residual[[pt, o]] += v;
-            }
-        }
+        add_residual(&mut residual, &results, &rho, k);
         checks.push(check);
         progress(step.index + 1);
         Ok(())
@@ -72,4 +69,13 @@ pub(super) fn replay<M: EpkModel>(
         optimizer: "sgd".into(),
         group_attributions: groups.out,
     })
+}
+
+/// R(x) += Jbar_s(x)·ρ_s for every point: what the residual moves each prediction.
+fn add_residual(residual: &mut Array2<f64>, results: &[StepIntegral], rho: &[f64], k: usize) {
+    for (pt, r) in results.iter().enumerate() {
+        for (o, v) in r.jbar.dot(rho, k).into_iter().enumerate() {
+            residual[[pt, o]] += v;
+        }
+    }
 }

@@ -154,7 +154,7 @@ impl<M: EpkModel> Adjoint<'_, M> {
         jbar: Array2<f64>,
         batch: &epk_store::StepBatch,
     ) -> Result<(), ReplayError> {
-        let (k, p) = (self.net.outputs(), self.net.num_params());
+        let k = self.net.outputs();
         let mut u = jbar.clone();
         for mut row in u.rows_mut() {
             for (j, x) in row.iter_mut().enumerate() {
@@ -167,18 +167,7 @@ impl<M: EpkModel> Adjoint<'_, M> {
         e *= t.gamma;
         e.scaled_add(t.b, &self.z);
         self.a_next = t.a;
-        // Non-data terms: coupled decay through E, decoupled decay through Jbar.
-        let decay: Vec<f64> = (0..p)
-            .map(|j| -t.decoupled * step.start[j] * v.mask.as_ref().map_or(1.0, |m| m[j]))
-            .collect();
-        let coupled: Vec<f64> = step.start.iter().map(|w| t.coupled * w).collect();
-        let row_dot =
-            |r: ArrayView1<f64>, x: &[f64]| -> f64 { r.iter().zip(x).map(|(a, b)| a * b).sum() };
-        let rows = self.nondata.iter_mut().zip(self.residual.iter_mut());
-        for (row, (n, r)) in rows.enumerate() {
-            *n += row_dot(e.row(row), &coupled) + row_dot(jbar.row(row), &decay);
-            *r += row_dot(jbar.row(row), &v.rho);
-        }
+        self.add_nondata(step, t, &v, &e, &jbar);
         if let Some(c) = &v.clip {
             for mut row in e.rows_mut() {
                 for (x, c) in row.iter_mut().zip(c) {
@@ -206,5 +195,29 @@ impl<M: EpkModel> Adjoint<'_, M> {
             scatter(&mut self.attributions, &contrib, block.indices, k);
         }
         Ok(())
+    }
+
+    /// N(x) += E_s·(λ_c w_s) + Jbar_s·(−η_s λ_d m ⊙ w_s): coupled decay through E,
+    /// decoupled decay through Jbar; R(x) += Jbar_s·ρ_s.
+    fn add_nondata(
+        &mut self,
+        step: &Step<'_>,
+        t: &Transform,
+        v: &StepVectors,
+        e: &Array2<f64>,
+        jbar: &Array2<f64>,
+    ) {
+        let p = self.net.num_params();
+        let decay: Vec<f64> = (0..p)
+            .map(|j| -t.decoupled * step.start[j] * v.mask.as_ref().map_or(1.0, |m| m[j]))
+            .collect();
+        let coupled: Vec<f64> = step.start.iter().map(|w| t.coupled * w).collect();
+        let row_dot =
+            |r: ArrayView1<f64>, x: &[f64]| -> f64 { r.iter().zip(x).map(|(a, b)| a * b).sum() };
+        let rows = self.nondata.iter_mut().zip(self.residual.iter_mut());
+        for (row, (n, r)) in rows.enumerate() {
+            *n += row_dot(e.row(row), &coupled) + row_dot(jbar.row(row), &decay);
+            *r += row_dot(jbar.row(row), &v.rho);
+        }
     }
 }

@@ -236,30 +236,35 @@ impl<M: EpkModel> Adaptive<'_, M> {
             }
         }
         if depth < MAX_DEPTH && self.evals < MAX_EVALS {
-            let m = 0.5 * (e.a + e.b);
-            let (fm, sm) = self.net.forward_switches(&self.seg.at(m), self.x);
-            let left = Ends {
-                a: e.a,
-                b: m,
-                fa: e.fa,
-                fb: fm.clone(),
-                sa: e.sa,
-                sb: sm.clone(),
-            };
-            let right = Ends {
-                a: m,
-                b: e.b,
-                fa: fm,
-                fb: e.fb,
-                sa: sm,
-                sb: e.sb,
-            };
-            self.interval(left, depth + 1);
-            self.interval(right, depth + 1);
+            self.bisect(e, depth);
         } else if let Some((_, nodes)) = best {
             // Out of depth: keep the best estimate; the certificate reports what it is worth.
             self.accept(nodes);
         }
+    }
+
+    /// Splits [a, b] at its midpoint and integrates both halves one level deeper.
+    fn bisect(&mut self, e: Ends, depth: usize) {
+        let m = 0.5 * (e.a + e.b);
+        let (fm, sm) = self.net.forward_switches(&self.seg.at(m), self.x);
+        let left = Ends {
+            a: e.a,
+            b: m,
+            fa: e.fa,
+            fb: fm.clone(),
+            sa: e.sa,
+            sb: sm.clone(),
+        };
+        let right = Ends {
+            a: m,
+            b: e.b,
+            fa: fm,
+            fb: e.fb,
+            sa: sm,
+            sb: e.sb,
+        };
+        self.interval(left, depth + 1);
+        self.interval(right, depth + 1);
     }
 
     fn accept(&mut self, nodes: Vec<(f64, Eval)>) {
