@@ -6,6 +6,9 @@ use burn::data::dataset::{Dataset, DatasetError};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use epk_store::Samples;
 
+/// Kept at its old path; the helper lives in epk-model.
+pub use epk_model::float_tensor;
+
 /// One sample and its position in the training set.
 #[derive(Clone, Debug)]
 pub struct IndexedItem {
@@ -78,15 +81,4 @@ impl Batcher<IndexedItem, IndexedBatch> for IndexedBatcher {
             indices,
         }
     }
-}
-
-/// A float tensor of the device's float type built from f64 values.
-pub fn float_tensor<const D: usize>(
-    values: Vec<f64>,
-    shape: [usize; D],
-    device: &Device,
-) -> Tensor<D> {
-    let t: Tensor<D> = Tensor::from_data(TensorData::new(values, shape), device);
-    let dtype = Tensor::<1>::zeros([1], device).dtype();
-    if t.dtype() == dtype { t } else { t.cast(dtype) }
 }

@@ -2,10 +2,10 @@
 //! optimizer step and the writer.
 
 use crate::RecordError;
-use crate::params::Snapshot;
 use crate::writer::{PendingStep, Writer};
 use burn::data::dataset::DatasetError;
 use burn::train::Interrupter;
+use epk_model::params::Snapshot;
 use epk_store::{Fault, Loss, StepRecord};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};

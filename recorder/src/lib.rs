@@ -21,13 +21,9 @@
 //! ```
 
 pub mod batch;
-pub mod device;
 mod error;
 mod hook;
 pub mod loss;
-pub mod model;
-pub mod models;
-pub mod params;
 mod recorded;
 mod recorder;
 pub mod renderer;
@@ -35,8 +31,11 @@ mod writer;
 
 pub use batch::{IndexedBatch, IndexedBatcher, IndexedDataset, IndexedItem};
 pub use epk_store::{Loss, OptimizerSpec, Samples, TrainDType};
+// The model contract, devices and built-in models live in epk-model; these keep their
+// `epk_recorder::` paths.
+pub use epk_model::{EpkModel, Probe, Switches};
+pub use epk_model::{device, model, models, params};
 pub use error::RecordError;
 pub use hook::NonFinite;
-pub use model::{EpkModel, Probe, Switches};
 pub use recorded::{Recorded, WithRecorder};
 pub use recorder::{DEFAULT_COMMIT_INTERVAL, Recorder};

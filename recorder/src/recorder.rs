@@ -1,10 +1,11 @@
+use crate::RecordError;
 use crate::hook::{Hook, HookConfig, NonFinite};
-use crate::model::{EpkModel, Switches};
 use crate::writer::Writer;
-use crate::{RecordError, batch::float_tensor, params};
 use burn::optim::{AdamConfig, AdamWConfig, SgdConfig};
 use burn::tensor::DType;
 use burn::train::Interrupter;
+use epk_model::{EpkModel, Switches};
+use epk_model::{float_tensor, params};
 use epk_store::{
     FORMAT_NAME, FORMAT_VERSION, Loss, ModelInfo, OptimizerSpec, RunAttributes, Samples,
     StoreOptions, StoreReader, StoreWriter, TrainDType,

@@ -154,8 +154,8 @@ impl Switches {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::float_tensor;
     use crate::device::flex_f64;
+    use crate::float_tensor;
 
     #[test]
     fn max_pool_margins_are_positive_only_for_the_chosen_element() {

@@ -98,8 +98,8 @@ impl EpkModel for Mlp {
 /// (padding 1), each followed by ReLU and 2×2 max-pooling, then a linear layer to logits.
 ///
 /// ```
-/// use epk_recorder::models::{Cnn, CnnConfig};
-/// use epk_recorder::{EpkModel, Switches, device::flex_f64};
+/// use epk_model::models::{Cnn, CnnConfig};
+/// use epk_model::{EpkModel, Switches, device::flex_f64};
 /// use burn::tensor::Tensor;
 /// let device = flex_f64().unwrap();
 /// let cnn = Cnn::new(&CnnConfig::new(8, [4, 8], 10), &device);
