@@ -1,5 +1,6 @@
 use crate::RecordError;
-use crate::hook::{Hook, HookConfig, NonFinite};
+use crate::hook::{Hook, HookConfig};
+use crate::non_finite::NonFinite;
 use crate::writer::Writer;
 use burn::optim::{AdamConfig, AdamWConfig, SgdConfig};
 use burn::tensor::DType;

@@ -2,7 +2,7 @@
 //! channel and waits only when the queue is full.
 
 use crate::RecordError;
-use crate::hook::NonFinite;
+use crate::non_finite::NonFinite;
 use crossbeam_channel::{Sender, bounded};
 use epk_model::params::Snapshot;
 use epk_store::{Fault, StepRecord, StoreWriter};
