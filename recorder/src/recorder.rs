@@ -1,6 +1,7 @@
 use crate::RecordError;
 use crate::hook::{Hook, HookConfig};
 use crate::non_finite::NonFinite;
+use crate::optimizer::IntoOptimizerSpec;
 use crate::writer::Writer;
 use burn::optim::{AdamConfig, AdamWConfig, SgdConfig};
 use burn::tensor::DType;
@@ -149,37 +150,29 @@ impl Recorder {
         self
     }
 
-    /// SGD with Burn's configuration (momentum, Nesterov, weight decay, clipping).
+    /// SGD with Burn's configuration (momentum, Nesterov, weight decay, clipping); the same as
+    /// [`Recorder::optimizer`] with `config`.
     pub fn sgd(self, config: &SgdConfig) -> Self {
-        let config = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
-        self.optimizer(OptimizerSpec {
-            name: "sgd".into(),
-            config,
-        })
+        self.optimizer(config)
     }
 
-    /// Adam with Burn's configuration (coupled weight decay and clipping included).
+    /// Adam with Burn's configuration (coupled weight decay and clipping included); the same as
+    /// [`Recorder::optimizer`] with `config`.
     pub fn adam(self, config: &AdamConfig) -> Self {
-        let config = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
-        self.optimizer(OptimizerSpec {
-            name: "adam".into(),
-            config,
-        })
+        self.optimizer(config)
     }
 
-    /// AdamW with Burn's configuration (decoupled weight decay).
+    /// AdamW with Burn's configuration (decoupled weight decay); the same as
+    /// [`Recorder::optimizer`] with `config`.
     pub fn adamw(self, config: &AdamWConfig) -> Self {
-        let config = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
-        self.optimizer(OptimizerSpec {
-            name: "adamw".into(),
-            config,
-        })
+        self.optimizer(config)
     }
 
-    /// Any optimizer, by name and configuration. Replay decomposes `sgd`, `adam` and `adamw`
-    /// with Burn's configuration as JSON.
-    pub fn optimizer(mut self, spec: OptimizerSpec) -> Self {
-        self.optimizer = Some(spec);
+    /// The optimizer training uses: a reference to Burn's [`SgdConfig`], [`AdamConfig`] or
+    /// [`AdamWConfig`], or any optimizer as an [`OptimizerSpec`] (name and configuration).
+    /// Replay decomposes `sgd`, `adam` and `adamw` with Burn's configuration as JSON.
+    pub fn optimizer(mut self, optimizer: impl IntoOptimizerSpec) -> Self {
+        self.optimizer = Some(optimizer.into_optimizer_spec());
         self
     }
 
