@@ -23,6 +23,8 @@
 //! assert_eq!(params::flatten(&copy).unwrap(), flat);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod device;
 pub mod model;
 pub mod models;

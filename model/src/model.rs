@@ -49,7 +49,9 @@ pub struct Probe {
     pub input: Tensor<2>,
     /// A zero leaf added to the layer's output: its gradient is each sample's δ, `[batch, out]`.
     pub leaf: Tensor<2>,
+    /// The layer's weight parameter.
     pub weight: ParamId,
+    /// The layer's bias parameter, if it has one.
     pub bias: Option<ParamId>,
 }
 

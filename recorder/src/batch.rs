@@ -12,8 +12,11 @@ pub use epk_model::float_tensor;
 /// One sample and its position in the training set.
 #[derive(Clone, Debug)]
 pub struct IndexedItem {
+    /// The sample's index in the training set.
     pub index: usize,
+    /// The flat input.
     pub input: Vec<f64>,
+    /// The class label.
     pub target: i64,
 }
 
@@ -24,6 +27,7 @@ pub struct IndexedDataset {
 }
 
 impl IndexedDataset {
+    /// A dataset of `samples`, item `i` being sample `i`.
     pub fn new(samples: Samples) -> Self {
         IndexedDataset { samples }
     }
@@ -56,6 +60,7 @@ pub struct IndexedBatch {
     pub inputs: Tensor<2>,
     /// `[batch]` class labels.
     pub targets: Tensor<1, Int>,
+    /// The training-set index of each row.
     pub indices: Vec<usize>,
 }
 
