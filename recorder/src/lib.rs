@@ -2,6 +2,10 @@
 //! step to an epk store, from which `epk-replay` rebuilds the network as an exact kernel
 //! machine.
 //!
+//! The model contract ([`EpkModel`], [`Switches`]), the parameter layout, the devices and the
+//! built-in models live in `epk-model`; they are re-exported here under their old paths
+//! ([`model`], [`params`], [`device`], [`models`], [`batch::float_tensor`]).
+//!
 //! ```
 //! use burn::data::dataloader::batcher::Batcher;
 //! use burn::optim::SgdConfig;
