@@ -6,11 +6,17 @@ use burn::data::dataset::{Dataset, DatasetError};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use epk_store::Samples;
 
+/// Kept at its old path; the helper lives in epk-model.
+pub use epk_model::float_tensor;
+
 /// One sample and its position in the training set.
 #[derive(Clone, Debug)]
 pub struct IndexedItem {
+    /// The sample's index in the training set.
     pub index: usize,
+    /// The flat input.
     pub input: Vec<f64>,
+    /// The class label.
     pub target: i64,
 }
 
@@ -21,6 +27,7 @@ pub struct IndexedDataset {
 }
 
 impl IndexedDataset {
+    /// A dataset of `samples`, item `i` being sample `i`.
     pub fn new(samples: Samples) -> Self {
         IndexedDataset { samples }
     }
@@ -53,6 +60,7 @@ pub struct IndexedBatch {
     pub inputs: Tensor<2>,
     /// `[batch]` class labels.
     pub targets: Tensor<1, Int>,
+    /// The training-set index of each row.
     pub indices: Vec<usize>,
 }
 
@@ -78,15 +86,4 @@ impl Batcher<IndexedItem, IndexedBatch> for IndexedBatcher {
             indices,
         }
     }
-}
-
-/// A float tensor of the device's float type built from f64 values.
-pub fn float_tensor<const D: usize>(
-    values: Vec<f64>,
-    shape: [usize; D],
-    device: &Device,
-) -> Tensor<D> {
-    let t: Tensor<D> = Tensor::from_data(TensorData::new(values, shape), device);
-    let dtype = Tensor::<1>::zeros([1], device).dtype();
-    if t.dtype() == dtype { t } else { t.cast(dtype) }
 }

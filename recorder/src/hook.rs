@@ -2,24 +2,14 @@
 //! optimizer step and the writer.
 
 use crate::RecordError;
-use crate::params::Snapshot;
+use crate::non_finite::NonFinite;
 use crate::writer::{PendingStep, Writer};
 use burn::data::dataset::DatasetError;
 use burn::train::Interrupter;
+use epk_model::params::Snapshot;
 use epk_store::{Fault, Loss, StepRecord};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-/// What the recorder does when a step's loss gradients or new weights hold NaN or infinity.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum NonFinite {
-    /// Record the fault, stop recording, and stop training through the interrupter if one was
-    /// given. The store ends at the last finite step.
-    #[default]
-    Stop,
-    /// Record the fault and the step, and keep going; `replay verify` reports the fault.
-    Record,
-}
 
 /// Fixed facts about the run the hook records.
 pub(crate) struct HookConfig {

@@ -1,11 +1,12 @@
 use crate::batch::IndexedBatch;
 use crate::hook::Hook;
-use crate::model::{EpkModel, Switches};
-use crate::{RecordError, Recorder, loss, params};
+use crate::{RecordError, Recorder, loss};
 use burn::module::Module;
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use epk_model::params;
+use epk_model::{EpkModel, Switches};
 use std::path::Path;
 
 /// A model with a recorder attached. It trains exactly like the model itself (burn-train's

@@ -1,10 +1,13 @@
-use crate::hook::{Hook, HookConfig, NonFinite};
-use crate::model::{EpkModel, Switches};
+use crate::RecordError;
+use crate::hook::{Hook, HookConfig};
+use crate::non_finite::NonFinite;
+use crate::optimizer::IntoOptimizerSpec;
 use crate::writer::Writer;
-use crate::{RecordError, batch::float_tensor, params};
 use burn::optim::{AdamConfig, AdamWConfig, SgdConfig};
-use burn::tensor::DType;
+use burn::tensor::{DType, Device};
 use burn::train::Interrupter;
+use epk_model::{EpkModel, Switches};
+use epk_model::{float_tensor, params};
 use epk_store::{
     FORMAT_NAME, FORMAT_VERSION, Loss, ModelInfo, OptimizerSpec, RunAttributes, Samples,
     StoreOptions, StoreReader, StoreWriter, TrainDType,
@@ -111,11 +114,7 @@ impl Recorder {
         let reader = StoreReader::open(&self.path)?;
         let weights = reader.weights(reader.steps())?;
         check_layout(&model, attrs)?;
-        let device = model
-            .devices()
-            .into_iter()
-            .next()
-            .ok_or_else(|| RecordError::Config("the model has no parameters".into()))?;
+        let device = device_of(&model)?;
         params::load_flat(model, &weights, &device, true).map_err(RecordError::Mismatch)
     }
 
@@ -147,37 +146,29 @@ impl Recorder {
         self
     }
 
-    /// SGD with Burn's configuration (momentum, Nesterov, weight decay, clipping).
+    /// SGD with Burn's configuration (momentum, Nesterov, weight decay, clipping); the same as
+    /// [`Recorder::optimizer`] with `config`.
     pub fn sgd(self, config: &SgdConfig) -> Self {
-        let config = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
-        self.optimizer(OptimizerSpec {
-            name: "sgd".into(),
-            config,
-        })
+        self.optimizer(config)
     }
 
-    /// Adam with Burn's configuration (coupled weight decay and clipping included).
+    /// Adam with Burn's configuration (coupled weight decay and clipping included); the same as
+    /// [`Recorder::optimizer`] with `config`.
     pub fn adam(self, config: &AdamConfig) -> Self {
-        let config = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
-        self.optimizer(OptimizerSpec {
-            name: "adam".into(),
-            config,
-        })
+        self.optimizer(config)
     }
 
-    /// AdamW with Burn's configuration (decoupled weight decay).
+    /// AdamW with Burn's configuration (decoupled weight decay); the same as
+    /// [`Recorder::optimizer`] with `config`.
     pub fn adamw(self, config: &AdamWConfig) -> Self {
-        let config = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
-        self.optimizer(OptimizerSpec {
-            name: "adamw".into(),
-            config,
-        })
+        self.optimizer(config)
     }
 
-    /// Any optimizer, by name and configuration. Replay decomposes `sgd`, `adam` and `adamw`
-    /// with Burn's configuration as JSON.
-    pub fn optimizer(mut self, spec: OptimizerSpec) -> Self {
-        self.optimizer = Some(spec);
+    /// The optimizer training uses: a reference to Burn's [`SgdConfig`], [`AdamConfig`] or
+    /// [`AdamWConfig`], or any optimizer as an [`OptimizerSpec`] (name and configuration).
+    /// Replay decomposes `sgd`, `adam` and `adamw` with Burn's configuration as JSON.
+    pub fn optimizer(mut self, optimizer: impl IntoOptimizerSpec) -> Self {
+        self.optimizer = Some(optimizer.into_optimizer_spec());
         self
     }
 
@@ -226,76 +217,67 @@ impl Recorder {
 
     /// Creates the store for `model` and writes its initial weights, or reopens the store
     /// being resumed.
-    pub(crate) fn start<M: EpkModel>(self, model: &M) -> Result<Hook, RecordError> {
-        if let Some(attrs) = &self.resume {
-            check_layout(model, attrs)?;
-            let (store, last) = StoreWriter::resume(&self.path)?;
-            let weights = params::flatten(model).map_err(RecordError::Tensor)?;
-            if weights != last {
-                return Err(RecordError::Mismatch(
-                    "the model's weights are not the store's last committed weights; load them with Recorder::restore".into(),
-                ));
-            }
-            let config = HookConfig {
-                path: self.path,
-                loss: attrs.loss,
-                outputs: attrs.outputs,
-                max_batch: attrs.max_batch,
-                steps: attrs.steps,
-                non_finite: self.non_finite,
-                interrupter: self.interrupter,
-            };
-            return Ok(Hook::new(
-                config,
-                Writer::spawn(store, self.queue, self.commit_interval),
+    pub(crate) fn start<M: EpkModel>(mut self, model: &M) -> Result<Hook, RecordError> {
+        match self.resume.take() {
+            Some(attrs) => self.reopen(model, &attrs),
+            None => self.create(model),
+        }
+    }
+
+    /// Reopens the store being resumed, whose last committed weights `model` must hold.
+    fn reopen<M: EpkModel>(self, model: &M, attrs: &RunAttributes) -> Result<Hook, RecordError> {
+        check_layout(model, attrs)?;
+        let (store, last) = StoreWriter::resume(&self.path)?;
+        let weights = params::flatten(model).map_err(RecordError::Tensor)?;
+        if weights != last {
+            return Err(RecordError::Mismatch(
+                "the model's weights are not the store's last committed weights; load them with Recorder::restore".into(),
             ));
         }
+        Ok(self.hook(
+            store,
+            attrs.loss,
+            attrs.outputs,
+            attrs.max_batch,
+            attrs.steps,
+        ))
+    }
+
+    /// Creates the store for `model` and writes its initial weights.
+    fn create<M: EpkModel>(mut self, model: &M) -> Result<Hook, RecordError> {
         let missing = |what: &str| RecordError::Config(format!("{what} is not set"));
-        let info = self.model.ok_or_else(|| missing("model_config"))?;
-        let optimizer = self.optimizer.ok_or_else(|| missing("the optimizer"))?;
-        let train = self.train.ok_or_else(|| missing("train_data"))?;
+        let info = self.model.take().ok_or_else(|| missing("model_config"))?;
+        let optimizer = self
+            .optimizer
+            .take()
+            .ok_or_else(|| missing("the optimizer"))?;
+        let train = self.train.take().ok_or_else(|| missing("train_data"))?;
         if train.is_empty() {
             return Err(RecordError::Config("the training set is empty".into()));
         }
         let layout = params::layout(model);
         let num_params = layout.iter().map(|p| p.len).sum();
         let weights = params::flatten(model).map_err(RecordError::Tensor)?;
-        let device = model
-            .devices()
-            .into_iter()
-            .next()
-            .ok_or_else(|| RecordError::Config("the model has no parameters".into()))?;
-        let probe = float_tensor(train.input(0).to_vec(), [1, train.input(0).len()], &device);
-        let f = model.epk_forward(probe, &mut Switches::off());
-        let dtype = match f.dtype() {
-            DType::F64 => TrainDType::F64,
-            DType::F32 => TrainDType::F32,
-            other => {
-                return Err(RecordError::Config(format!(
-                    "training in {other:?} is not supported; use f32 or f64"
-                )));
-            }
-        };
+        let (outputs, dtype) = probe(model, &train)?;
+        let max_batch = self.max_batch.unwrap_or(train.len());
         let attrs = RunAttributes {
             format: FORMAT_NAME.into(),
             version: FORMAT_VERSION,
             model: info,
             params: layout,
             num_params,
-            outputs: f.dims()[1],
+            outputs,
             input_shape: train.input_shape.clone(),
             loss: self.loss,
             optimizer,
             dtype,
-            max_batch: self.max_batch.unwrap_or(train.len()),
+            max_batch,
             train_samples: train.len(),
             eval_samples: 0,
             steps: 0,
             finished: false,
             faults: Vec::new(),
         };
-        let outputs = attrs.outputs;
-        let max_batch = attrs.max_batch;
         let store = StoreWriter::create_with(
             &self.path,
             attrs,
@@ -304,20 +286,63 @@ impl Recorder {
             &weights,
             self.store,
         )?;
+        let loss = self.loss;
+        Ok(self.hook(store, loss, outputs, max_batch, 0))
+    }
+
+    /// Starts the writer thread on `store` and the hook that feeds it, `steps` steps in.
+    fn hook(
+        self,
+        store: StoreWriter,
+        loss: Loss,
+        outputs: usize,
+        max_batch: usize,
+        steps: usize,
+    ) -> Hook {
         let config = HookConfig {
             path: self.path,
-            loss: self.loss,
+            loss,
             outputs,
             max_batch,
-            steps: 0,
+            steps,
             non_finite: self.non_finite,
             interrupter: self.interrupter,
         };
-        Ok(Hook::new(
+        Hook::new(
             config,
             Writer::spawn(store, self.queue, self.commit_interval),
-        ))
+        )
     }
+}
+
+/// The device holding the model's parameters.
+fn device_of<M: EpkModel>(model: &M) -> Result<Device, RecordError> {
+    model
+        .devices()
+        .into_iter()
+        .next()
+        .ok_or_else(|| RecordError::Config("the model has no parameters".into()))
+}
+
+/// The model's number of outputs and the float type it trains in, from a forward pass on the
+/// first training sample.
+fn probe<M: EpkModel>(model: &M, train: &Samples) -> Result<(usize, TrainDType), RecordError> {
+    let device = device_of(model)?;
+    let input = train.input(0);
+    let f = model.epk_forward(
+        float_tensor(input.to_vec(), [1, input.len()], &device),
+        &mut Switches::off(),
+    );
+    let dtype = match f.dtype() {
+        DType::F64 => TrainDType::F64,
+        DType::F32 => TrainDType::F32,
+        other => {
+            return Err(RecordError::Config(format!(
+                "training in {other:?} is not supported; use f32 or f64"
+            )));
+        }
+    };
+    Ok((f.dims()[1], dtype))
 }
 
 /// The model must have the store's kind and parameter layout.

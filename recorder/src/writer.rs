@@ -2,9 +2,9 @@
 //! channel and waits only when the queue is full.
 
 use crate::RecordError;
-use crate::hook::NonFinite;
-use crate::params::Snapshot;
+use crate::non_finite::NonFinite;
 use crossbeam_channel::{Sender, bounded};
+use epk_model::params::Snapshot;
 use epk_store::{Fault, StepRecord, StoreWriter};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -309,9 +309,9 @@ impl Drop for Writer {
 #[cfg(test)]
 mod tests {
     use super::{NonFinite, PendingStep, RecordError, Sink, Writer};
-    use crate::params::snapshot;
     use burn::module::Param;
     use burn::tensor::Tensor;
+    use epk_model::params::snapshot;
     use epk_store::{Fault, StepRecord};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Barrier};
@@ -354,7 +354,7 @@ mod tests {
     }
 
     fn step() -> PendingStep {
-        let device = crate::device::flex_f64().unwrap();
+        let device = epk_model::device::flex_f64().unwrap();
         let weights = Param::from_tensor(Tensor::<1>::zeros([1], &device));
         PendingStep {
             record: StepRecord {
@@ -438,7 +438,7 @@ mod tests {
     }
 
     fn step_with(weights: &[f64], number: usize, check: Option<NonFinite>) -> PendingStep {
-        let device = crate::device::flex_f64().unwrap();
+        let device = epk_model::device::flex_f64().unwrap();
         let data = burn::tensor::TensorData::new(weights.to_vec(), [weights.len()]);
         let weights = Param::from_tensor(Tensor::<1>::from_data(data, &device));
         PendingStep {

@@ -16,8 +16,8 @@ pub fn flex_f64() -> Result<Device, String> {
 /// available when epk is built with the `cuda` feature.
 ///
 /// ```
-/// let device = epk_recorder::device::select("cpu").unwrap();
-/// assert!(epk_recorder::device::select("tpu").is_err());
+/// let device = epk_model::device::select("cpu").unwrap();
+/// assert!(epk_model::device::select("tpu").is_err());
 /// # let _ = device;
 /// ```
 pub fn select(name: &str) -> Result<Device, String> {

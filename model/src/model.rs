@@ -49,7 +49,9 @@ pub struct Probe {
     pub input: Tensor<2>,
     /// A zero leaf added to the layer's output: its gradient is each sample's δ, `[batch, out]`.
     pub leaf: Tensor<2>,
+    /// The layer's weight parameter.
     pub weight: ParamId,
+    /// The layer's bias parameter, if it has one.
     pub bias: Option<ParamId>,
 }
 
@@ -154,8 +156,8 @@ impl Switches {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::float_tensor;
     use crate::device::flex_f64;
+    use crate::float_tensor;
 
     #[test]
     fn max_pool_margins_are_positive_only_for_the_chosen_element() {

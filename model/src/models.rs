@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// A fully connected ReLU network: `sizes[0]` inputs, hidden layers, `sizes.last()` outputs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MlpConfig {
+    /// Layer widths: the input length, each hidden layer's width, the number of outputs.
     pub sizes: Vec<usize>,
     /// Apply log-softmax to the last layer (f are log-probabilities).
     #[serde(default)]
@@ -30,11 +31,13 @@ impl MlpConfig {
         }
     }
 
+    /// Sets [`MlpConfig::log_softmax`].
     pub fn with_log_softmax(mut self, on: bool) -> Self {
         self.log_softmax = on;
         self
     }
 
+    /// Sets [`MlpConfig::zero_last_layer`].
     pub fn with_zero_last_layer(mut self, on: bool) -> Self {
         self.zero_last_layer = on;
         self
@@ -44,6 +47,7 @@ impl MlpConfig {
 /// See [`MlpConfig`].
 #[derive(Module, Debug)]
 pub struct Mlp {
+    /// The linear layers, input first; a ReLU follows each but the last.
     pub layers: Vec<Linear>,
     #[module(skip)]
     log_softmax: bool,
@@ -98,8 +102,8 @@ impl EpkModel for Mlp {
 /// (padding 1), each followed by ReLU and 2×2 max-pooling, then a linear layer to logits.
 ///
 /// ```
-/// use epk_recorder::models::{Cnn, CnnConfig};
-/// use epk_recorder::{EpkModel, Switches, device::flex_f64};
+/// use epk_model::models::{Cnn, CnnConfig};
+/// use epk_model::{EpkModel, Switches, device::flex_f64};
 /// use burn::tensor::Tensor;
 /// let device = flex_f64().unwrap();
 /// let cnn = Cnn::new(&CnnConfig::new(8, [4, 8], 10), &device);
@@ -112,10 +116,13 @@ pub struct CnnConfig {
     pub side: usize,
     /// Channels after the first and second convolution.
     pub channels: [usize; 2],
+    /// Outputs (logits).
     pub classes: usize,
 }
 
 impl CnnConfig {
+    /// A network for `side`×`side` images, with `channels` after the two convolutions and
+    /// `classes` outputs.
     pub fn new(side: usize, channels: [usize; 2], classes: usize) -> Self {
         CnnConfig {
             side,
@@ -128,8 +135,11 @@ impl CnnConfig {
 /// See [`CnnConfig`].
 #[derive(Module, Debug)]
 pub struct Cnn {
+    /// The first 3×3 convolution, from one channel.
     pub conv1: Conv2d,
+    /// The second 3×3 convolution.
     pub conv2: Conv2d,
+    /// The linear layer from the pooled features to the logits.
     pub head: Linear,
     #[module(skip)]
     side: usize,
