@@ -2,7 +2,7 @@
 
 use crate::kernels::jacobians;
 use crate::{KernelMachine, Network};
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 use epk_store::ParamLayout;
 use serde::Serialize;
 use std::ops::Range;

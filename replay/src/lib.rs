@@ -21,7 +21,7 @@
 //! # use burn::optim::SgdConfig;
 //! # use burn::train::TrainStep;
 //! # use epk_recorder::{IndexedBatcher, IndexedItem, Loss, Recorder, Samples, WithRecorder};
-//! use epk_recorder::{device::flex_f64, models::{Mlp, MlpConfig}};
+//! use epk_model::{device::flex_f64, models::{Mlp, MlpConfig}};
 //! use epk_replay::{Network, ReplayOptions, replay};
 //! # let dir = tempfile::tempdir().unwrap();
 //! # let path = dir.path().join("run.zarr");

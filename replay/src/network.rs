@@ -3,8 +3,8 @@
 use crate::ReplayError;
 use crate::jacobian::{Factors, Implementation, Layers};
 use burn::tensor::{Device, Tensor};
-use epk_recorder::batch::float_tensor;
-use epk_recorder::{EpkModel, Switches, params};
+use epk_model::float_tensor;
+use epk_model::{EpkModel, Switches, params};
 use epk_store::RunAttributes;
 use ndarray::Array2;
 

@@ -8,7 +8,7 @@ use crate::{ReplayOptions, plot};
 use anyhow::{Result, bail};
 use burn::tensor::Device;
 use clap::Args;
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 use epk_store::StoreReader;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -6,7 +6,7 @@ use crate::{KernelMachine, ReplayOptions, plot};
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use clap::Args;
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 use epk_store::StoreReader;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -2,7 +2,7 @@
 //! call in their own binary:
 //!
 //! ```no_run
-//! # use epk_recorder::models::Mlp as MyModel;
+//! # use epk_model::models::Mlp as MyModel;
 //! fn main() -> std::process::ExitCode {
 //!     epk_replay::cli::main_with(epk_replay::cli::Registry::builtin().with::<MyModel>())
 //! }
@@ -27,8 +27,8 @@ use crate::{KernelMachine, Network, ReplayOptions, Rule, replay};
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
-use epk_recorder::EpkModel;
-use epk_recorder::device::select;
+use epk_model::EpkModel;
+use epk_model::device::select;
 use epk_store::{Samples, StoreReader};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
@@ -122,8 +122,8 @@ impl Registry {
     /// The models that ship with epk.
     pub fn builtin() -> Self {
         Registry { kinds: Vec::new() }
-            .with::<epk_recorder::models::Mlp>()
-            .with::<epk_recorder::models::Cnn>()
+            .with::<epk_model::models::Mlp>()
+            .with::<epk_model::models::Cnn>()
     }
 
     /// Adds a model type.

@@ -6,7 +6,7 @@
 use super::{Implementation, Jbar, JbarSum};
 use crate::network::Network;
 use crate::quadrature::Segment;
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 
 /// Jbar and Jbar·Δw for each input, input by input: a node is evaluated, dotted with Δw and
 /// added at once, so memory stays one `[outputs, P]` Jacobian per input.

@@ -1,5 +1,5 @@
 //! The fast path for models whose parameters all sit in linear layers routed through
-//! [`Switches::linear`](epk_recorder::Switches::linear).
+//! [`Switches::linear`](epk_model::Switches::linear).
 //!
 //! A linear layer's gradient for one sample is an outer product, ∂f/∂W = a ⊗ δ (the layer's
 //! input and the gradient at its output), and ∂f/∂b = δ. One batched backward pass with a zero
@@ -13,8 +13,8 @@ use crate::network::Network;
 use crate::quadrature::Segment;
 use burn::module::{ModuleVisitor, Param, ParamId};
 use burn::tensor::{Device, Tensor};
-use epk_recorder::batch::float_tensor;
-use epk_recorder::{EpkModel, Switches};
+use epk_model::float_tensor;
+use epk_model::{EpkModel, Switches};
 use epk_store::ParamLayout;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
 use std::sync::Arc;

@@ -24,7 +24,7 @@ pub use merge::LayerRows;
 
 use crate::network::Network;
 use crate::quadrature::Segment;
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 use epk_store::ParamLayout;
 use ndarray::Array2;
 use std::sync::Arc;

@@ -6,7 +6,7 @@ use super::faithfulness::{kendall_tau_b, r_squared_affine};
 use super::kglm::{Kglm, KglmOptions, softmax_rows};
 use super::tangent::{Kernel, Projection, cosine_normalise, jacobians};
 use crate::{Network, ReplayError, ReplayOptions, Rule, replay};
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 use epk_store::{Loss, StoreReader};
 use ndarray::{Array2, ArrayView2, Axis, s};
 use serde::Serialize;

@@ -4,7 +4,7 @@
 use crate::machine::contraction::dense_jbar;
 use crate::machine::walk::{self, Direction, Integrator};
 use crate::{Network, ReplayError, ReplayOptions};
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 use epk_store::StoreReader;
 use ndarray::{Array2, ArrayView2};
 

@@ -6,7 +6,7 @@
 //! points needs the Jacobians of two blocks at a time, never of the whole set.
 
 use crate::network::Network;
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 use ndarray::{Array2, Axis, s};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -89,7 +89,7 @@ pub fn jacobians<M: EpkModel>(net: &Network<M>, weights: &[f64], xs: &[f64]) -> 
 /// `[n, width]`: the conjugate kernel is their cosine. `None` when the model routes no linear
 /// layer through `Switches::linear`.
 ///
-/// [`Switches::linear`]: epk_recorder::Switches::linear
+/// [`Switches::linear`]: epk_model::Switches::linear
 pub fn penultimate<M: EpkModel>(
     net: &Network<M>,
     weights: &[f64],

@@ -4,7 +4,7 @@ use super::walk::Block;
 use crate::jacobian::{Jbar, LayerRows, Layers};
 use crate::network::Network;
 use crate::quadrature::StepIntegral;
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 use ndarray::{Array2, Array3, Array4, ArrayView2, Axis};
 use std::ops::Range;
 use std::sync::Arc;

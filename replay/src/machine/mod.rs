@@ -16,7 +16,7 @@ pub(crate) mod walk;
 use crate::network::Network;
 use crate::optimizer::Optimizer;
 use crate::{ReplayError, Rule};
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 use epk_store::StoreReader;
 use ndarray::{Array2, Array3, Axis};
 

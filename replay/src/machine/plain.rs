@@ -8,7 +8,7 @@ use super::{KernelMachine, ReplayOptions, Setup};
 use crate::ReplayError;
 use crate::network::Network;
 use crate::quadrature::StepIntegral;
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 use epk_store::StoreReader;
 use ndarray::Array2;
 

@@ -15,7 +15,7 @@ use super::{KernelMachine, ReplayOptions, Setup, StepCheck};
 use crate::ReplayError;
 use crate::network::Network;
 use crate::optimizer::{Optimizer, State, Transform};
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 use epk_store::{Samples, StoreReader};
 use ndarray::{Array2, Array3, ArrayView1};
 

@@ -10,7 +10,7 @@ use crate::ReplayError;
 use crate::jacobian::split;
 use crate::network::Network;
 use crate::quadrature::{self, Segment, StepIntegral};
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 use epk_store::{Samples, StoreReader};
 
 /// One step of the walk.

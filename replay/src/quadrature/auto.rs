@@ -11,7 +11,7 @@
 use super::{AUTO_ORDERS, Rule, Segment, StepIntegral, residual};
 use crate::jacobian::{JbarSum, Node};
 use crate::network::Network;
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 
 /// One Jacobian evaluation with what the acceptance test needs.
 struct Eval {

@@ -2,7 +2,7 @@
 
 use super::{Rule, Segment, StepIntegral, residual};
 use crate::network::Network;
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 
 /// Integrates one step for every input of `xs` with the fixed `rule` (not `auto`): the
 /// network's Jacobian implementation evaluates the rule's nodes, batched across inputs where

@@ -15,7 +15,7 @@ pub use rule::{Rule, RuleError};
 
 use crate::jacobian::Jbar;
 use crate::network::Network;
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 
 /// One optimizer step's straight segment in weight space.
 pub struct Segment<'a> {

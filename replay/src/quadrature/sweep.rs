@@ -2,7 +2,7 @@
 //! al. Fig. 7).
 
 use crate::{Network, ReplayError, ReplayOptions, Rule, replay};
-use epk_recorder::EpkModel;
+use epk_model::EpkModel;
 use epk_store::StoreReader;
 use serde::Serialize;
 use std::time::Instant;
