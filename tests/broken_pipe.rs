@@ -1,39 +1,26 @@
-//! Every binary here ends quietly when its standard output closes (`gaussians … | head -1`).
+//! Every binary here ends quietly when its standard output closes (`gaussians … | head -1`,
+//! `replay info STORE | head -1`): by SIGPIPE, as Unix tools do, not with a panic about a
+//! broken pipe.
+#![cfg(unix)]
 
-/// A binary built beside this test (in `target/<profile>/examples` or `target/<profile>`).
-#[cfg(unix)]
-fn built(relative: &str) -> std::path::PathBuf {
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// A binary built beside this test (in `target/<profile>` or `target/<profile>/examples`).
+fn built(relative: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<this test> → target/<profile>
-    exe.parent().unwrap().parent().unwrap().join(relative)
+    let path = exe.parent().unwrap().parent().unwrap().join(relative);
+    assert!(path.exists(), "{} is built with the tests", path.display());
+    path
 }
 
-#[cfg(unix)]
-#[test]
-fn examples_end_quietly_when_stdout_closes() {
-    use std::os::unix::process::ExitStatusExt;
-    use std::process::{Command, Stdio};
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("toy.zarr");
-    let gaussians = built("examples/gaussians");
-    assert!(
-        gaussians.exists(),
-        "{} is built with the tests",
-        gaussians.display()
-    );
-    let mut child = Command::new(&gaussians)
-        .arg("--store")
-        .arg(&store)
-        .args([
-            "--per-class",
-            "10",
-            "--steps",
-            "2",
-            "--test",
-            "2",
-            "--dim",
-            "4",
-        ])
+/// Runs `program args` with a standard output whose reader is gone before the first line, and
+/// checks that it ended by SIGPIPE without a panic.
+fn ends_quietly(program: &Path, args: &[&str]) {
+    let mut child = Command::new(program)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -43,4 +30,15 @@ fn examples_end_quietly_when_stdout_closes() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.signal(), Some(13), "{:?}: {stderr}", out.status);
+}
+
+#[test]
+fn the_example_and_replay_end_quietly_when_stdout_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("toy.zarr");
+    let store = store.to_str().unwrap();
+    let toy = ["--per-class", "10", "--steps", "2", "--test", "2", "--dim", "4"];
+    ends_quietly(&built("examples/gaussians"), &[&["--store", store][..], &toy].concat());
+    // The example finishes its store before its first line of output: replay can read it.
+    ends_quietly(&built("replay"), &["info", store]);
 }
