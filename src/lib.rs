@@ -15,6 +15,8 @@
 //! # let _ = (Recorder::builder("x"), StoreReader::open);
 //! ```
 
+#![warn(missing_docs)]
+
 pub use epk_model as model;
 pub use epk_recorder as recorder;
 pub use epk_replay as replay;
