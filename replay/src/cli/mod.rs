@@ -9,7 +9,7 @@
 //! ```
 //!
 //! One file per command, its arguments beside it; this one holds the parser, the model
-//! registry, the dispatch and the preamble the replaying commands share ([`prepare`]).
+//! registry, the dispatch and the preamble the replaying commands share (`prepare`).
 
 mod attribute;
 mod compare;

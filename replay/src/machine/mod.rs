@@ -1,9 +1,9 @@
 //! The kernel machine: b + Σ_i A[x, i, ·] for every explained input, rebuilt step by step.
 //!
-//! [`replay`] walks the stored steps ([`walk`]) once forward for plain gradient descent
-//! ([`plain`]), or forward then backward for optimizers with state ([`stateful`]: the adjoint
-//! of momentum and Adam's first moment); each step's Jbar meets the training gradients in
-//! [`contraction`]. The path kernel between arbitrary inputs walks the same steps
+//! [`replay`] walks the stored steps (`walk.rs`) once forward for plain gradient descent
+//! (`plain.rs`), or forward then backward for optimizers with state (`stateful.rs`: the
+//! adjoint of momentum and Adam's first moment); each step's Jbar meets the training gradients
+//! in `contraction.rs`. The path kernel between arbitrary inputs walks the same steps
 //! ([`crate::kernels::path`]).
 
 mod coefficients;
