@@ -37,8 +37,20 @@ fn the_example_and_replay_end_quietly_when_stdout_closes() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("toy.zarr");
     let store = store.to_str().unwrap();
-    let toy = ["--per-class", "10", "--steps", "2", "--test", "2", "--dim", "4"];
-    ends_quietly(&built("examples/gaussians"), &[&["--store", store][..], &toy].concat());
+    let toy = [
+        "--per-class",
+        "10",
+        "--steps",
+        "2",
+        "--test",
+        "2",
+        "--dim",
+        "4",
+    ];
+    ends_quietly(
+        &built("examples/gaussians"),
+        &[&["--store", store][..], &toy].concat(),
+    );
     // The example finishes its store before its first line of output: replay can read it.
     ends_quietly(&built("replay"), &["info", store]);
 }
