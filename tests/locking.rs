@@ -108,18 +108,23 @@ fn an_overwrite_of_a_store_being_recorded_is_refused() {
     for round in 0..20 {
         let path = dir.path().join(format!("overwrite-{round}.zarr"));
         let first = gaussians(&path, STEPS, false);
+        let pid = first.id();
+        // The holder names itself in the lock file just after taking the lock (the file
+        // alone may exist an instant before that).
         let lock = WriterLock::path_for(&path);
+        let named = format!("\"pid\": {pid}");
         let waiting = Instant::now();
-        while !lock.exists() && waiting.elapsed() < Duration::from_secs(20) {
+        while !std::fs::read_to_string(&lock).is_ok_and(|t| t.contains(&named)) {
+            assert!(waiting.elapsed() < Duration::from_secs(20), "round {round}");
             std::thread::sleep(Duration::from_millis(2));
         }
         let second = gaussians(&path, 10, true).wait_with_output().unwrap();
-        let pid = first.id();
         let first = first.wait_with_output().unwrap();
         assert!(
             first.status.success(),
-            "round {round}: {}",
-            String::from_utf8_lossy(&first.stderr)
+            "round {round}: {}\n{}",
+            String::from_utf8_lossy(&first.stderr),
+            String::from_utf8_lossy(&second.stderr)
         );
         assert_refused(&second, pid, round);
         assert_finished_and_verifies(&path, STEPS, round);
