@@ -11,7 +11,7 @@
 //! store in `$TMPDIR` (set it to put the store on another file system). Reported: median wall
 //! time of each, the overhead (the median over back-to-back pairs of recorded / baseline),
 //! bytes written per step, the store's size and its compression ratio (raw array bytes over
-//! bytes on disk).
+//! bytes on disk). `--durable` records with `Recorder::durable` (fsync at each commit).
 
 use anyhow::Result;
 use burn::data::dataloader::batcher::Batcher;
@@ -46,6 +46,9 @@ struct Args {
     /// Print the table as JSON lines instead of Markdown.
     #[arg(long)]
     json: bool,
+    /// Record durably (`Recorder::durable`: fsync at each commit).
+    #[arg(long)]
+    durable: bool,
     /// Multiplies every case's step count (longer runs average out a shared machine's noise).
     #[arg(long, default_value_t = 1)]
     scale: usize,
@@ -120,7 +123,7 @@ fn recorded<M: EpkModel + 'static>(
     case: &Case<M>,
     model: M,
     data: &[IndexedBatch],
-    commit_ms: u64,
+    args: &Args,
 ) -> Result<Recorded> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("bench.zarr");
@@ -130,7 +133,8 @@ fn recorded<M: EpkModel + 'static>(
         .sgd(&case.sgd)
         .train_data(case.train.clone())
         .max_batch(case.batch)
-        .commit_interval(std::time::Duration::from_millis(commit_ms));
+        .commit_interval(std::time::Duration::from_millis(args.commit_ms))
+        .durable(args.durable);
     let mut optim = case.sgd.init();
     let created = Instant::now();
     let mut model = model.with_recorder(recorder)?;
@@ -182,7 +186,7 @@ fn run<M: EpkModel + 'static>(
     args: &Args,
     device: &burn::tensor::Device,
 ) -> Result<()> {
-    let (commit_ms, repeats, json) = (args.commit_ms, args.repeats, args.json);
+    let (repeats, json) = (args.repeats, args.json);
     if args.only.as_deref().is_some_and(|o| !case.name.contains(o)) {
         return Ok(());
     }
@@ -202,9 +206,9 @@ fn run<M: EpkModel + 'static>(
         // written back, a warm cache) weighs on both sides alike.
         let (b, r) = if i % 2 == 0 {
             let b = baseline(&case, model.clone(), &batched);
-            (b, recorded(&case, model.clone(), &batched, commit_ms)?)
+            (b, recorded(&case, model.clone(), &batched, args)?)
         } else {
-            let r = recorded(&case, model.clone(), &batched, commit_ms)?;
+            let r = recorded(&case, model.clone(), &batched, args)?;
             (baseline(&case, model.clone(), &batched), r)
         };
         base.push(b);

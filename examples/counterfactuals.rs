@@ -61,7 +61,7 @@ fn main() -> Result<()> {
     let eval =
         Samples::new(copies.clone(), vec![2], vec![0; args.copies]).map_err(anyhow::Error::msg)?;
 
-    common::train_toy_2d(&args.store, &train, eval, 32, args.steps)?;
+    common::train_toy_2d(&args.store, args.overwrite, &train, eval, 32, args.steps)?;
 
     let reader = StoreReader::open(&args.store)?;
     let device = flex_f64().map_err(anyhow::Error::msg)?;

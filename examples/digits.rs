@@ -133,6 +133,7 @@ fn main() -> Result<()> {
     let config = CnnConfig::new(8, [args.channels[0], args.channels[1]], 10);
     let model = Cnn::new(&config, &device);
     let recorder = Recorder::builder(&args.store)
+        .overwrite(args.overwrite)
         .model_config::<Cnn>(&config)
         .loss(Loss::CrossEntropy)
         .train_data(train.clone())

@@ -120,6 +120,7 @@ fn main() -> Result<()> {
         .with_zero_last_layer(true);
     let model = Mlp::new(&config, &device);
     let recorder = Recorder::builder(&args.store)
+        .overwrite(args.overwrite)
         .model_config::<Mlp>(&config)
         .loss(Loss::NllLogSoftmax)
         .train_data(train.clone())

@@ -60,7 +60,14 @@ fn main() -> Result<()> {
     }
     common::prepare_store(&args.store, args.overwrite)?;
     let train = common::rings(20, 0.1);
-    common::train_toy_2d(&args.store, &train, common::rings(2, 0.5), 32, args.steps)?;
+    common::train_toy_2d(
+        &args.store,
+        args.overwrite,
+        &train,
+        common::rings(2, 0.5),
+        32,
+        args.steps,
+    )?;
 
     let reader = StoreReader::open(&args.store)?;
     let device = flex_f64().map_err(anyhow::Error::msg)?;

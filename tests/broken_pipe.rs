@@ -3,18 +3,12 @@
 //! broken pipe.
 #![cfg(unix)]
 
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
-/// A binary built beside this test (in `target/<profile>` or `target/<profile>/examples`).
-fn built(relative: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<this test> → target/<profile>
-    let path = exe.parent().unwrap().parent().unwrap().join(relative);
-    assert!(path.exists(), "{} is built with the tests", path.display());
-    path
-}
+use common::built;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 /// Runs `program args` with a standard output whose reader is gone before the first line, and
 /// checks that it ended by SIGPIPE without a panic.

@@ -6,13 +6,12 @@ mod common;
 use burn::data::dataloader::batcher::Batcher;
 use burn::optim::SgdConfig;
 use burn::train::TrainStep;
-use common::Run;
+use common::{Run, verify};
 use epk::recorder::models::Mlp;
 use epk::recorder::{
     IndexedBatcher, IndexedItem, NonFinite, RecordError, Recorded, Recorder, WithRecorder,
     device::flex_f64,
 };
-use epk::replay::{Network, ReplayOptions, Rule, VerifyReport, replay};
 use epk::store::StoreReader;
 use rand::{RngExt, SeedableRng};
 use std::path::{Path, PathBuf};
@@ -128,16 +127,6 @@ fn check_consistent(path: &Path, finished: bool) -> usize {
     }
     reader.weights(steps).unwrap();
     steps
-}
-
-fn verify(path: &Path, points: usize) -> VerifyReport {
-    let reader = StoreReader::open(path).unwrap();
-    let device = flex_f64().unwrap();
-    let net = Network::<Mlp>::new(reader.attrs(), &device).unwrap();
-    let eval = reader.eval().unwrap();
-    let xs = &eval.inputs[..points * reader.attrs().input_len()];
-    let machine = replay(&reader, &net, xs, &ReplayOptions::default(), |_| {}).unwrap();
-    VerifyReport::new(&machine, Rule::Auto, 1e-12, true, 0.0).with_faults(&reader.attrs().faults)
 }
 
 fn temp_files(dir: &Path) -> Vec<PathBuf> {

@@ -32,9 +32,11 @@ pub fn rings(per_class: usize, phase: f64) -> Samples {
 }
 
 /// Trains the 2-D toy (one hidden ReLU layer of `width`, last layer at zero, log-softmax,
-/// full-batch gradient descent at lr 0.1) in a hand-written loop with the recorder attached.
+/// full-batch gradient descent at lr 0.1) in a hand-written loop with the recorder attached;
+/// `overwrite` replaces an existing store.
 pub fn train_toy_2d(
     store: &Path,
+    overwrite: bool,
     train: &Samples,
     eval: Samples,
     width: usize,
@@ -47,6 +49,7 @@ pub fn train_toy_2d(
         .with_zero_last_layer(true);
     let sgd = SgdConfig::new();
     let recorder = Recorder::builder(store)
+        .overwrite(overwrite)
         .model_config::<Mlp>(&config)
         .loss(Loss::NllLogSoftmax)
         .sgd(&sgd)
@@ -70,10 +73,14 @@ pub fn train_toy_2d(
     Ok(())
 }
 
-/// Makes room for a new store at `path`: refuses to touch an existing path unless `overwrite`,
-/// and never deletes a Zarr store that is not an epk store.
+/// Checks that a new store may go to `path`, before any training: an existing path is refused
+/// unless `overwrite`, and so is one that another run is writing (naming that run) or a Zarr
+/// store that is not an epk store. The old store is removed by the recorder
+/// (`Recorder::overwrite`) once it holds the store's lock, never here.
 pub fn prepare_store(path: &Path, overwrite: bool) -> Result<()> {
     if path.exists() {
+        // A run writing the store holds its lock: name it, whatever was asked.
+        epk::store::WriterLock::ensure_free(path)?;
         if !overwrite {
             bail!("{} exists; pass --overwrite to replace it", path.display());
         }
@@ -84,7 +91,6 @@ pub fn prepare_store(path: &Path, overwrite: bool) -> Result<()> {
                 path.display()
             );
         }
-        std::fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))?;
     }
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;

@@ -37,7 +37,10 @@ fn pristine() -> &'static PathBuf {
         attrs.input_shape = vec![2];
         let train = Samples::new(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![2], vec![0, 1, 1]).unwrap();
         // Two steps per shard: small shard files, and the weights span two of them.
-        let options = StoreOptions { steps_per_shard: Some(2) };
+        let options = StoreOptions {
+            steps_per_shard: Some(2),
+            ..StoreOptions::default()
+        };
         let mut w =
             StoreWriter::create_with(&path, attrs, &train, Some(&train), &[0.0, 0.5, -0.5], options)
                 .unwrap();

@@ -10,7 +10,7 @@ use epk_model::{EpkModel, Switches};
 use epk_model::{float_tensor, params};
 use epk_store::{
     FORMAT_NAME, FORMAT_VERSION, Loss, ModelInfo, OptimizerSpec, RunAttributes, Samples,
-    StoreOptions, StoreReader, StoreWriter, TrainDType,
+    StoreOptions, StoreReader, StoreWriter, TrainDType, WriterLock,
 };
 use std::path::{Path, PathBuf};
 
@@ -76,7 +76,12 @@ impl Recorder {
     /// when the recorder is attached.
     ///
     /// Plain SGD resumes exactly; optimizers with state (momentum, Adam) would restart theirs.
+    ///
+    /// A store another run is writing is refused here already, naming that run
+    /// ([`epk_store::StoreError::Locked`]); the lock itself is taken when the recorder is
+    /// attached.
     pub fn resume(path: impl AsRef<Path>) -> Result<Self, RecordError> {
+        WriterLock::ensure_free(path.as_ref())?;
         let reader = StoreReader::open(path.as_ref())?;
         let attrs = reader.attrs().clone();
         let mut r = Recorder::builder(path);
@@ -209,6 +214,32 @@ impl Recorder {
         self
     }
 
+    /// Replace an existing epk store at the path (default: refuse). The old store is removed
+    /// only once the recorder holds the store's lock: a store another run is writing is
+    /// refused, naming that run, and a Zarr store of another kind is never removed.
+    pub fn overwrite(mut self, overwrite: bool) -> Self {
+        self.store.overwrite = overwrite;
+        self
+    }
+
+    /// Flush every commit to disk (`fsync` of the new shard data, the metadata and their
+    /// folders), so that a power loss or an operating-system crash, not only a killed
+    /// process, leaves the committed steps (default: off; the cost per step is in
+    /// `docs/reliability.md`).
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.store.durable = durable;
+        self
+    }
+
+    /// Accept the store's writer lock on a network or user-space file system (NFS, SMB,
+    /// FUSE, …), where it may not keep out a writer on another machine (default: such a
+    /// store is refused with [`epk_store::StoreError::UntrustedLock`]). Make sure no other
+    /// machine writes the store first.
+    pub fn allow_network_lock(mut self, allow: bool) -> Self {
+        self.store.allow_network_lock = allow;
+        self
+    }
+
     /// Most samples one optimizer step can use (default: the training set's size).
     pub fn max_batch(mut self, samples: usize) -> Self {
         self.max_batch = Some(samples);
@@ -227,7 +258,7 @@ impl Recorder {
     /// Reopens the store being resumed, whose last committed weights `model` must hold.
     fn reopen<M: EpkModel>(self, model: &M, attrs: &RunAttributes) -> Result<Hook, RecordError> {
         check_layout(model, attrs)?;
-        let (store, last) = StoreWriter::resume(&self.path)?;
+        let (store, last) = StoreWriter::resume_with(&self.path, self.store)?;
         let weights = params::flatten(model).map_err(RecordError::Tensor)?;
         if weights != last {
             return Err(RecordError::Mismatch(
@@ -299,6 +330,12 @@ impl Recorder {
         max_batch: usize,
         steps: usize,
     ) -> Hook {
+        if let Some(holder) = store.took_over_lock() {
+            eprintln!(
+                "epk recorder: took over the lock of {}, left by {holder}, which has ended",
+                self.path.display()
+            );
+        }
         let config = HookConfig {
             path: self.path,
             loss,

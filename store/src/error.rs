@@ -50,6 +50,38 @@ pub enum StoreError {
         /// What is wrong.
         message: String,
     },
+    /// Another writer holds the store's lock ([`WriterLock`](crate::WriterLock)).
+    #[error(
+        "{path} is being written by {holder} (lock file {lock}); let that run end or stop it first"
+    )]
+    Locked {
+        /// The store.
+        path: PathBuf,
+        /// The lock file beside it.
+        lock: PathBuf,
+        /// Who holds it: process, program, host and since when.
+        holder: String,
+    },
+    /// The store's folder is on a file system where a file lock may not keep out a writer
+    /// on another machine.
+    #[error(
+        "{path} is on {fs}, where a file lock may not keep out a writer on another machine; make sure no other machine writes it and allow the lock explicitly (Recorder::allow_network_lock)"
+    )]
+    UntrustedLock {
+        /// The store.
+        path: PathBuf,
+        /// The file system's kind (NFS, SMB, FUSE, …).
+        fs: String,
+    },
+    /// The store or its lock file was removed or replaced while being written: writing on
+    /// would write into a store nobody reads, or into another writer's.
+    #[error("{path}: {message}; recording stopped")]
+    Gone {
+        /// The store or its lock file.
+        path: PathBuf,
+        /// What happened to it.
+        message: String,
+    },
     /// A new store's path is taken.
     #[error("{path} already exists; choose another path or remove it first")]
     Exists {
@@ -74,6 +106,13 @@ impl StoreError {
             path,
             message,
             source,
+        }
+    }
+
+    pub(crate) fn gone(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        StoreError::Gone {
+            path: path.into(),
+            message: message.into(),
         }
     }
 

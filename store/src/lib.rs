@@ -33,6 +33,7 @@ mod codec;
 mod doc_tests;
 mod error;
 mod layout;
+mod lock;
 mod open;
 mod reader;
 mod samples;
@@ -45,6 +46,7 @@ pub use attrs::{
 };
 pub use error::StoreError;
 pub use layout::{ArrayName, ROOT_ATTRIBUTE};
+pub use lock::WriterLock;
 pub use reader::{StepBatch, StoreReader};
 pub use samples::Samples;
 pub use shard::MAX_STEPS_PER_SHARD;

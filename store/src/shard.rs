@@ -183,6 +183,11 @@ impl ShardFiles {
 pub(crate) struct ShardAppender {
     files: ShardFiles,
     open: Option<OpenShard>,
+    /// Flush a shard to disk before leaving it for the next, and keep the folders that gained
+    /// a shard for [`ShardAppender::sync`].
+    durable: bool,
+    /// Folders whose entries changed since the last [`ShardAppender::sync`] (durable only).
+    unsynced: Vec<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -194,8 +199,13 @@ struct OpenShard {
 }
 
 impl ShardAppender {
-    pub(crate) fn new(files: ShardFiles) -> Self {
-        ShardAppender { files, open: None }
+    pub(crate) fn new(files: ShardFiles, durable: bool) -> Self {
+        ShardAppender {
+            files,
+            open: None,
+            durable,
+            unsynced: Vec::new(),
+        }
     }
 
     pub(crate) fn files(&self) -> &ShardFiles {
@@ -207,6 +217,9 @@ impl ShardAppender {
     pub(crate) fn append(&mut self, row: u64, chunk: &[u8]) -> Result<(), StoreError> {
         let shard = row / self.files.steps;
         if self.open.as_ref().is_none_or(|o| o.shard != shard) {
+            if self.durable {
+                self.sync_open()?;
+            }
             self.open = None;
             self.open = Some(self.open_shard(shard)?);
         }
@@ -224,8 +237,51 @@ impl ShardAppender {
         Ok(())
     }
 
+    /// Flushes the open shard and the folders that gained a shard since the last call to
+    /// disk, so that a commit after it survives a power loss.
+    pub(crate) fn sync(&mut self) -> Result<(), StoreError> {
+        self.sync_open()?;
+        let mut dirs = std::mem::take(&mut self.unsynced);
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
+            crate::atomic::sync_dir(&dir)?;
+        }
+        Ok(())
+    }
+
+    fn sync_open(&self) -> Result<(), StoreError> {
+        match &self.open {
+            Some(open) => open.file.sync_data().map_err(StoreError::io(
+                &self.files.file(open.shard),
+                "cannot flush shard to disk",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails if the open shard file was removed: rows appended to it would go nowhere.
+    pub(crate) fn check_linked(&self) -> Result<(), StoreError> {
+        #[cfg(unix)]
+        if let Some(open) = &self.open {
+            use std::os::unix::fs::MetadataExt;
+            let path = self.files.file(open.shard);
+            let meta = open
+                .file
+                .metadata()
+                .map_err(StoreError::io(&path, "cannot check shard"))?;
+            if meta.nlink() == 0 {
+                return Err(StoreError::gone(
+                    path,
+                    "the shard file was removed while being written",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Opens a shard to append to, creating it with an empty index when it is new.
-    fn open_shard(&self, shard: u64) -> Result<OpenShard, StoreError> {
+    fn open_shard(&mut self, shard: u64) -> Result<OpenShard, StoreError> {
         let path = self.files.file(shard);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
@@ -245,6 +301,16 @@ impl ShardAppender {
         let end = if len == 0 {
             write_at(&file, &vec![0xff; index as usize], 0)
                 .map_err(StoreError::io(&path, "cannot write shard index"))?;
+            if self.durable {
+                // The new file's folder and those above it, up to the array's.
+                let top = self.files.chunks.parent().unwrap_or(&self.files.chunks);
+                for dir in path.ancestors().skip(1) {
+                    self.unsynced.push(dir.to_path_buf());
+                    if dir == top {
+                        break;
+                    }
+                }
+            }
             index
         } else if len < index {
             return Err(StoreError::invalid(
@@ -311,7 +377,7 @@ mod tests {
     fn appended_rows_are_indexed_and_truncation_drops_the_tail() {
         let dir = tempfile::tempdir().unwrap();
         let files = ShardFiles::new(dir.path(), 2, 4);
-        let mut shards = ShardAppender::new(files.clone());
+        let mut shards = ShardAppender::new(files.clone(), false);
         for row in 0..6u64 {
             shards.append(row, &[row as u8; 3]).unwrap();
         }
@@ -336,7 +402,7 @@ mod tests {
             [(64 + 3, 3), (u64::MAX, u64::MAX), (u64::MAX, u64::MAX)]
         );
         // Appending resumes after the kept rows.
-        let mut shards = ShardAppender::new(files.clone());
+        let mut shards = ShardAppender::new(files.clone(), false);
         shards.append(2, &[9; 5]).unwrap();
         let first = std::fs::read(files.file(0)).unwrap();
         assert_eq!(index(&first, 4)[2], (70, 5));

@@ -47,7 +47,10 @@ fn write_sharded(path: &std::path::Path, dtype: TrainDType, steps_per_shard: Opt
     attrs.input_shape = vec![2, 2];
     attrs.dtype = dtype;
     let (train, eval) = data();
-    let options = StoreOptions { steps_per_shard };
+    let options = StoreOptions {
+        steps_per_shard,
+        ..StoreOptions::default()
+    };
     let mut w =
         StoreWriter::create_with(path, attrs, &train, Some(&eval), &[0.0, 0.5, -0.5], options)
             .unwrap();
@@ -226,7 +229,10 @@ fn resume_drops_uncommitted_rows_and_appends_after_the_committed_ones() {
         let (train, _) = data();
         let mut attrs = RunAttributes::example(3, 2, 2);
         attrs.input_shape = vec![2, 2];
-        let options = StoreOptions { steps_per_shard };
+        let options = StoreOptions {
+            steps_per_shard,
+            ..StoreOptions::default()
+        };
         let mut w =
             StoreWriter::create_with(&path, attrs, &train, None, &[0.0, 0.5, -0.5], options)
                 .unwrap();

@@ -10,7 +10,7 @@ use epk::recorder::{
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `n` points cycling through `classes` Gaussian blobs in `dim` dimensions.
 pub fn blobs(n: usize, dim: usize, classes: usize, seed: u64) -> Samples {
@@ -166,4 +166,27 @@ pub fn machine_for(
     };
     let machine = epk::replay::replay(&reader, &net, &eval.inputs, &options, |_| {}).unwrap();
     (reader, machine)
+}
+
+/// Replays the store's first `points` held-out points with the default rule and verifies the
+/// machine against the network at 1e-12, with the store's faults.
+pub fn verify(path: &Path, points: usize) -> epk::replay::VerifyReport {
+    let reader = epk::store::StoreReader::open(path).unwrap();
+    let device = flex_f64().unwrap();
+    let net = epk::replay::Network::<Mlp>::new(reader.attrs(), &device).unwrap();
+    let eval = reader.eval().unwrap();
+    let xs = &eval.inputs[..points * reader.attrs().input_len()];
+    let options = epk::replay::ReplayOptions::default();
+    let machine = epk::replay::replay(&reader, &net, xs, &options, |_| {}).unwrap();
+    epk::replay::VerifyReport::new(&machine, epk::replay::Rule::Auto, 1e-12, true, 0.0)
+        .with_faults(&reader.attrs().faults)
+}
+
+/// A binary built beside this test (in `target/<profile>` or `target/<profile>/examples`).
+pub fn built(relative: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<this test> → target/<profile>
+    let path = exe.parent().unwrap().parent().unwrap().join(relative);
+    assert!(path.exists(), "{} is built with the tests", path.display());
+    path
 }

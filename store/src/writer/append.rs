@@ -35,7 +35,10 @@ impl StoreWriter {
 
     /// Writes the next step's rows without committing it: readers see it after the next
     /// [`StoreWriter::commit`]. A kill before then loses the step, never the store.
+    ///
+    /// Fails with [`StoreError::Gone`] if the store was removed or replaced meanwhile.
     pub fn write_step(&mut self, step: &StepRecord) -> Result<(), StoreError> {
+        self.check_guard(false)?;
         self.check_step(step)?;
         let (k, b) = (self.attrs.outputs, self.attrs.max_batch);
         let n = step.indices.len();

@@ -1,5 +1,6 @@
 //! Committing: the per-step arrays' shapes when they need room, then the root attributes,
 //! each replaced atomically, so that a reader sees the committed steps and nothing else.
+//! A commit first checks that the store is still this writer's (`guard`).
 
 use super::StoreWriter;
 use crate::atomic::write_atomic;
@@ -12,6 +13,7 @@ impl StoreWriter {
     /// Commits every written step: the per-step arrays' shapes when they need room, then the
     /// root's step count.
     pub fn commit(&mut self) -> Result<(), StoreError> {
+        self.prepare_commit()?;
         let end = self.written;
         if end > self.capacity {
             self.capacity = end.max(2 * self.capacity).max(16);
@@ -29,6 +31,7 @@ impl StoreWriter {
     /// Commits what is written, trims the arrays to the committed steps and marks the run as
     /// finished normally.
     pub fn finish(&mut self) -> Result<(), StoreError> {
+        self.prepare_commit()?;
         self.attrs.steps = self.written as usize;
         self.capacity = self.written;
         self.resize_all(self.capacity)?;
@@ -64,7 +67,7 @@ impl StoreWriter {
             std::fs::create_dir_all(dir)
                 .map_err(StoreError::io(dir, "cannot create array directory"))?;
         }
-        write_atomic(&file, &json)
+        write_atomic(&file, &json, self.durable)
     }
 
     /// Writes the root metadata with the current attributes, replacing it atomically: this is
@@ -75,6 +78,6 @@ impl StoreWriter {
             .map_err(|e| StoreError::zarr(&file, "cannot serialise attributes", e))?;
         let json = serde_json::to_vec_pretty(&root_metadata(epk))
             .map_err(|e| StoreError::zarr(&file, "cannot serialise attributes", e))?;
-        write_atomic(&file, &json)
+        write_atomic(&file, &json, self.durable)
     }
 }

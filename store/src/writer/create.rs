@@ -2,11 +2,11 @@
 //! temporary folder and renamed into place.
 
 use super::{Lane, StoreOptions, StoreWriter};
-use crate::atomic::{TEMP_SUFFIX, write_atomic};
+use crate::atomic::{TEMP_SUFFIX, sync_dir, sync_tree, write_atomic};
 use crate::codec::{FloatType, keep_all};
 use crate::layout::{ArraySpec, GROUP_METADATA};
 use crate::shard::{MAX_STEPS_PER_SHARD, ShardFiles, steps_per_shard};
-use crate::{ArrayName, RunAttributes, Samples, StoreError};
+use crate::{ArrayName, RunAttributes, Samples, StoreError, StoreReader, WriterLock};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zarrs::array::Array;
@@ -16,7 +16,9 @@ impl StoreWriter {
     /// Creates a new store at `path` (which must not exist) holding the run's data sets.
     ///
     /// The store is built in `PATH.epk-tmp` with `initial_weights` as its state 0 and renamed
-    /// into place, so a kill during creation leaves either no store or a complete one.
+    /// into place, so a kill during creation leaves either no store or a complete one. The
+    /// writer holds the store's [`WriterLock`] from before anything is written until it is
+    /// dropped; a store someone else writes is refused with [`StoreError::Locked`].
     pub fn create(
         path: &Path,
         attrs: RunAttributes,
@@ -51,16 +53,20 @@ impl StoreWriter {
                 format!("{steps} steps per shard; choose 1 to {MAX_STEPS_PER_SHARD}"),
             ));
         }
+        let lock = WriterLock::acquire(path, options.allow_network_lock)?;
         if path.exists() {
-            return Err(StoreError::Exists {
-                path: path.to_path_buf(),
-            });
+            if !options.overwrite {
+                return Err(StoreError::Exists {
+                    path: path.to_path_buf(),
+                });
+            }
+            remove_old_store(path)?;
         }
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(TEMP_SUFFIX);
         let tmp = PathBuf::from(tmp);
         if tmp.exists() {
-            // Our own leftover from a creation that was killed.
+            // A leftover from a creation that was killed (the lock rules out a live one).
             std::fs::remove_dir_all(&tmp).map_err(StoreError::io(
                 &tmp,
                 "cannot remove a stale temporary store",
@@ -70,9 +76,15 @@ impl StoreWriter {
         let mut building = Self::build_new(&tmp, attrs, train, eval, options)?;
         building.write_initial_weights(initial_weights)?;
         drop(building);
+        if options.durable {
+            sync_tree(&tmp)?;
+        }
         std::fs::rename(&tmp, path)
             .map_err(StoreError::io(&tmp, "cannot move the new store into place"))?;
-        Ok(Self::resume(path)?.0)
+        if options.durable {
+            sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        }
+        Ok(Self::reopen(path, lock, options.durable)?.0)
     }
 
     /// Builds the store's root, data sets and empty per-step arrays at `path`.
@@ -95,6 +107,8 @@ impl StoreWriter {
             written: 0,
             capacity: 0,
             scratch: Vec::new(),
+            guard: None,
+            durable: false,
         };
         // The root goes first so that even an empty store says what it is.
         writer.commit_root()?;
@@ -114,7 +128,7 @@ impl StoreWriter {
             let spec = name.spec(&writer.attrs);
             let array = writer.build(&store, &spec, steps)?;
             let files = ShardFiles::new(&name.dir(path), spec.shape.len(), steps);
-            let lane = Lane::new(&writer.attrs, name, array, files);
+            let lane = Lane::new(&writer.attrs, name, array, files, false);
             writer.lanes.push(lane);
         }
         Ok(writer)
@@ -147,7 +161,7 @@ impl StoreWriter {
         if let Some(group) = inputs.dir(&self.root).parent() {
             std::fs::create_dir_all(group)
                 .map_err(StoreError::io(group, "cannot create group directory"))?;
-            write_atomic(&group.join("zarr.json"), GROUP_METADATA)?;
+            write_atomic(&group.join("zarr.json"), GROUP_METADATA, false)?;
         }
         let spec = inputs.spec(&self.attrs);
         let array = self.build(store, &spec, 0)?;
@@ -173,6 +187,24 @@ impl StoreWriter {
         self.resize_all(0)?;
         self.commit_root()
     }
+}
+
+/// Removes the epk store at `path` to make room for a new one (the caller holds its lock).
+/// A damaged epk store or one of an older format may go; a Zarr store of another kind stays.
+fn remove_old_store(path: &Path) -> Result<(), StoreError> {
+    let root = path.join("zarr.json");
+    if root.exists() && !StoreReader::is_epk_store(path) {
+        return Err(StoreError::NotEpk {
+            path: root,
+            message: "refusing to overwrite a Zarr store of another kind".into(),
+        });
+    }
+    let removed = if path.is_dir() {
+        std::fs::remove_dir_all(path)
+    } else {
+        std::fs::remove_file(path)
+    };
+    removed.map_err(StoreError::io(path, "cannot remove the old store"))
 }
 
 /// The attributes of a new store: sized to its data sets, with no steps, and checked.

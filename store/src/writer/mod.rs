@@ -1,14 +1,17 @@
 //! Writing a store: [`StoreWriter`] creates one (`create`), appends steps to it (`append`),
-//! commits them (`commit`) and reopens one to go on after a kill (`resume`).
+//! commits them (`commit`) and reopens one to go on after a kill (`resume`), holding the
+//! store's [`WriterLock`](crate::WriterLock) throughout (`guard`).
 
 mod append;
 mod commit;
 mod create;
+mod guard;
 mod resume;
 
 use crate::layout::Element;
 use crate::shard::{ShardAppender, ShardFiles};
 use crate::{ArrayName, Fault, RunAttributes, StoreError};
+use guard::Guard;
 use std::path::{Path, PathBuf};
 use zarrs::array::Array;
 use zarrs::filesystem::FilesystemStore;
@@ -33,6 +36,19 @@ pub struct StoreOptions {
     /// Steps per shard file of the per-step arrays (1 to 1024); `None` sizes shards to about
     /// 64 MiB (at most 1024 steps).
     pub steps_per_shard: Option<u64>,
+    /// [`StoreWriter::create_with`] replaces an existing epk store at the path, once it holds
+    /// the store's lock (a store being written is refused, never removed). A Zarr store of
+    /// another kind is never removed.
+    pub overwrite: bool,
+    /// Survive power loss, not only a killed process: before each commit's rename the shard
+    /// files written since the last commit and the folders that gained files are flushed to
+    /// disk (`fsync`), and the root folder after it. Off by default; its cost per step is in
+    /// `docs/reliability.md`.
+    pub durable: bool,
+    /// Accept the writer lock on a network or user-space file system (NFS, SMB, FUSE, …),
+    /// where it may not keep out a writer on another machine; without it such a store is
+    /// refused with [`StoreError::UntrustedLock`].
+    pub allow_network_lock: bool,
 }
 
 /// Creates a store and appends committed steps to it.
@@ -54,6 +70,10 @@ pub struct StoreWriter {
     capacity: u64,
     /// Reused for encoding rows.
     scratch: Vec<u8>,
+    /// The store's lock and identity; `None` only while a new store is being built.
+    guard: Option<Guard>,
+    /// Flush shards and metadata to disk at each commit ([`StoreOptions::durable`]).
+    durable: bool,
 }
 
 /// One per-step array: its metadata and the shard file being appended to.
@@ -71,12 +91,13 @@ impl Lane {
         name: ArrayName,
         array: Array<FilesystemStore>,
         files: ShardFiles,
+        durable: bool,
     ) -> Self {
         Lane {
             name,
             element: name.spec(attrs).element,
             array,
-            shards: ShardAppender::new(files),
+            shards: ShardAppender::new(files, durable),
         }
     }
 
@@ -95,6 +116,12 @@ impl StoreWriter {
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// The holder named by a stale lock file this writer took over (a writer that ended
+    /// without letting go), if it did.
+    pub fn took_over_lock(&self) -> Option<&str> {
+        self.guard.as_ref().and_then(|g| g.lock().took_over())
     }
 
     /// Notes a numerical fault at a step, with every written step; `replay verify` reports it.

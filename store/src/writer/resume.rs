@@ -1,17 +1,34 @@
 //! Resuming: reopening a store after its last committed step, without what a kill left
 //! behind.
 
-use super::{Lane, StoreWriter};
+use super::{Guard, Lane, StoreOptions, StoreWriter};
 use crate::atomic::TEMP_SUFFIX;
 use crate::open::OpenStore;
-use crate::{ArrayName, StoreError};
+use crate::{ArrayName, StoreError, WriterLock};
 use std::path::Path;
 
 impl StoreWriter {
     /// Reopens a store to append after its last committed step and returns the weights that
     /// step left. What a kill left behind is removed first: temporary metadata files and
-    /// rows past the committed count.
+    /// rows past the committed count. The writer holds the store's [`WriterLock`] until it is
+    /// dropped; a store someone else writes is refused with [`StoreError::Locked`].
     pub fn resume(path: &Path) -> Result<(Self, Vec<f64>), StoreError> {
+        Self::resume_with(path, StoreOptions::default())
+    }
+
+    /// [`StoreWriter::resume`] with store-wide options (`durable`, `allow_network_lock`; the
+    /// others only apply to a new store).
+    pub fn resume_with(path: &Path, options: StoreOptions) -> Result<(Self, Vec<f64>), StoreError> {
+        let lock = WriterLock::acquire(path, options.allow_network_lock)?;
+        Self::reopen(path, lock, options.durable)
+    }
+
+    /// Reopens the store at `path`, whose lock is `lock`.
+    pub(super) fn reopen(
+        path: &Path,
+        lock: WriterLock,
+        durable: bool,
+    ) -> Result<(Self, Vec<f64>), StoreError> {
         let open = OpenStore::open(path)?;
         let mut attrs = open.attrs.clone();
         let steps = attrs.steps as u64;
@@ -22,7 +39,7 @@ impl StoreWriter {
             let array = open.open_array(name)?;
             let files = open.shard_files(name).clone();
             files.keep_rows(name.rows(steps))?;
-            lanes.push(Lane::new(&attrs, name, array, files));
+            lanes.push(Lane::new(&attrs, name, array, files, durable));
         }
         attrs.finished = false;
         let mut writer = StoreWriter {
@@ -32,6 +49,8 @@ impl StoreWriter {
             written: steps,
             capacity: steps,
             scratch: Vec::new(),
+            guard: Some(Guard::new(lock, path)?),
+            durable,
         };
         writer.resize_all(steps)?;
         writer.commit_root()?;
