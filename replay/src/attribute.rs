@@ -63,6 +63,7 @@ impl PointAttribution {
     ///     constant_coefficients: None,
     ///     optimizer: "sgd".into(),
     ///     group_attributions: None,
+    ///     unit_roundoff: f64::EPSILON / 2.0,
     /// };
     /// let r = PointAttribution::rank(&machine, 0, 7, None, &[4, 5, 6], Some(1), 2);
     /// assert_eq!(r.output, 0); // the predicted class

@@ -8,6 +8,9 @@ pub enum ReplayError {
     #[error("model does not match the store: {0}")]
     /// The model rebuilt for replay does not match the store.
     Model(String),
+    #[error(transparent)]
+    /// The stored optimizer cannot be replayed.
+    Optimizer(#[from] epk_optim::OptimError),
     #[error("{0}")]
     /// Bad input: an option, a point, a scratch file.
     Input(String),

@@ -71,11 +71,12 @@ pub mod kernels;
 pub mod layers;
 pub mod machine;
 pub mod network;
-pub mod optimizer;
 pub mod plot;
 pub mod quadrature;
 pub mod verify;
 
+/// burn-optim's optimizers as linear maps of the data gradients (crate `epk-optim`).
+pub use epk_optim as optimizer;
 pub use error::ReplayError;
 pub use kernels::{path_kernel, path_kernel_diagonal};
 pub use machine::{KernelMachine, ReplayOptions, StepCheck, argmax, replay};

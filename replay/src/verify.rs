@@ -38,8 +38,19 @@ pub struct VerifyReport {
     pub decomposition_step: usize,
     /// max over points of |R(x)| = |Σ_s Jbar_s(x)·ρ_s|: what the residual moves the prediction.
     pub max_residual_term: f64,
-    /// Whether the decomposition residual had to meet the tolerance.
+    /// Whether the decomposition residual had to meet the tolerance (it must always be within
+    /// the training arithmetic's rounding, `max_rounding_units` ≤ 1).
     pub decomposition_checked: bool,
+    /// The training float type's unit roundoff u (2⁻²⁴ for f32, 2⁻⁵³ for f64).
+    pub unit_roundoff: f64,
+    /// Worst |ρ_j| / β_j over steps and weights, β_j = u (|w_s,j| + |w_s+1,j|) + κ u ‖Δŵ_s‖∞:
+    /// at most 1 when every recorded step is the declared optimizer's, to rounding.
+    pub max_rounding_units: f64,
+    /// The step of that worst ratio.
+    pub rounding_step: usize,
+    /// ‖ρ_s‖₂ / ‖Δw_s‖₂ at that step: the share of the step the declared optimizer leaves
+    /// unexplained.
+    pub rounding_step_relative: f64,
     /// max over points of |N(x)|, the non-data terms (weight decay) in the prediction.
     pub max_nondata_term: f64,
     /// max over points of |N(x)| / (|Σ_i A[x, i]| + |N(x)|): the non-data share.
@@ -83,7 +94,12 @@ impl VerifyReport {
         let decomp = machine
             .steps
             .iter()
-            .max_by(|a, b| a.decomposition.total_cmp(&b.decomposition));
+            .max_by(|a, b| a.decomposition.max_abs.total_cmp(&b.decomposition.max_abs));
+        let rounding = machine.steps.iter().max_by(|a, b| {
+            let units = |c: &StepCheck| c.decomposition.rounding_units;
+            // NaN sorts last: a NaN residual is the worst.
+            units(a).total_cmp(&units(b))
+        });
         let total_evals: usize = machine.steps.iter().map(|s| s.evals).sum();
         let pieces: usize = machine.steps.iter().map(|s| s.pieces).sum();
         let per = (steps * points).max(1) as f64;
@@ -103,10 +119,14 @@ impl VerifyReport {
             worst_step: worst.map_or(0, |c| c.step),
             worst_point: worst.map_or(0, |c| c.worst_point),
             optimizer: machine.optimizer.clone(),
-            max_decomposition_residual: pick(decomp, |c| c.decomposition),
+            max_decomposition_residual: pick(decomp, |c| c.decomposition.max_abs),
             decomposition_step: decomp.map_or(0, |c| c.step),
             max_residual_term: amax(&machine.residual),
             decomposition_checked: check_decomposition,
+            unit_roundoff: machine.unit_roundoff,
+            max_rounding_units: pick(rounding, |c| c.decomposition.rounding_units),
+            rounding_step: rounding.map_or(0, |c| c.step),
+            rounding_step_relative: pick(rounding, |c| c.decomposition.relative),
             max_nondata_term: amax(&machine.nondata),
             max_nondata_share: nondata_share(machine),
             evals_per_step_per_point: total_evals as f64 / per,
@@ -140,6 +160,19 @@ impl VerifyReport {
                 self.max_certificate, tolerance, self.worst_step, self.worst_point, self.rule
             ));
         }
+        if self.max_rounding_units.is_nan() || self.max_rounding_units > 1.0 {
+            failures.push(format!(
+                "step {} is not the declared optimizer's step ({}): its residual is {:.3e} times \
+                 what {} training arithmetic can leave, {:.2e} of the step unexplained; was the \
+                 run trained with another optimizer, other hyper-parameters or another loss \
+                 than the store declares?",
+                self.rounding_step,
+                self.optimizer,
+                self.max_rounding_units,
+                self.dtype_name(),
+                self.rounding_step_relative
+            ));
+        }
         if self.decomposition_checked && bad(self.max_decomposition_residual) {
             failures.push(format!(
                 "decomposition residual {:.3e} > {:.1e} at step {}: the recorded per-sample terms do not add up to the step",
@@ -153,6 +186,15 @@ impl VerifyReport {
             ));
         }
         failures
+    }
+
+    /// The training type, named by its unit roundoff.
+    fn dtype_name(&self) -> &'static str {
+        if self.unit_roundoff > f64::EPSILON {
+            "f32"
+        } else {
+            "f64"
+        }
     }
 
     /// Adds the recorder's numerical faults; any fault fails verification.
@@ -246,6 +288,20 @@ impl VerifyReport {
             },
             self.decomposition_step,
             self.max_residual_term
+        );
+        let _ = writeln!(
+            s,
+            "{:<34} {:>12.3e}  {}  (step {}; {} rounding bound β = u(|w_s|+|w_s+1|) + {}u‖Δw‖∞)",
+            "  in units of training rounding",
+            self.max_rounding_units,
+            if self.max_rounding_units <= 1.0 {
+                "ok"
+            } else {
+                "FAIL"
+            },
+            self.rounding_step,
+            self.dtype_name(),
+            epk_optim::agreement::KAPPA
         );
         let _ = writeln!(
             s,

@@ -36,6 +36,9 @@ pub struct VerifyArgs {
     /// Whether the decomposition residual (recorded step minus the replayed optimizer's
     /// per-sample and non-data terms) must meet the tolerance: `check`, `report`, or `auto`
     /// (check for f64 training, report for f32 training, whose steps carry f32 rounding).
+    /// Whatever this says, every weight's residual must be within the rounding the training
+    /// arithmetic can leave, or verification fails (a wrong optimizer, loss or
+    /// hyper-parameter).
     #[arg(long, value_enum, default_value = "auto")]
     pub decomposition: Decomposition,
 }

@@ -57,9 +57,10 @@ pub struct StepCheck {
     pub certificate: f64,
     /// The point of the worst certificate.
     pub worst_point: usize,
-    /// max_p |Δw_p − Σ_i a_i ∇_w f(x_i)_p|: how far the recorded per-sample terms are from
-    /// the step the optimizer actually took.
-    pub decomposition: f64,
+    /// ρ_s = Δw_s − (per-sample terms + non-data terms): how far the replayed optimizer's step
+    /// is from the step training took, in absolute terms and against the rounding the training
+    /// arithmetic can leave ([`Agreement`](crate::optimizer::Agreement)).
+    pub decomposition: crate::optimizer::Agreement,
     /// Jacobian evaluations over all points.
     pub evals: usize,
     /// Smooth pieces over all points.
@@ -94,6 +95,9 @@ pub struct KernelMachine {
     /// A split by [`ReplayOptions::groups`], `[groups, points, train samples, outputs]`: the
     /// groups' attributions add up to `attributions`.
     pub group_attributions: Option<ndarray::Array4<f64>>,
+    /// The training float type's unit roundoff, which bounds what ρ_s may be
+    /// ([`Agreement`](crate::optimizer::Agreement)).
+    pub unit_roundoff: f64,
 }
 
 /// The index of the largest value (the last one on ties, as `Iterator::max_by`; 0 when empty):

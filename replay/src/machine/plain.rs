@@ -7,6 +7,7 @@ use super::walk::{self, Direction, Integrator, blocks};
 use super::{KernelMachine, ReplayOptions, Setup};
 use crate::ReplayError;
 use crate::network::Network;
+use crate::optimizer::{Agreement, unit_roundoff};
 use crate::quadrature::StepIntegral;
 use epk_model::EpkModel;
 use epk_store::StoreReader;
@@ -35,6 +36,7 @@ pub(super) fn replay<M: EpkModel>(
     let mut checks = Vec::with_capacity(reader.steps());
     let mut coefficients = Coefficients::new(attrs.train_samples, attrs.loss, k);
     let threads = options.threads.max(1);
+    let unit = unit_roundoff(attrs.dtype);
     walk::steps(reader, Direction::Forward, |step| {
         let (lr, batch) = (reader.lr(step.index)?, reader.batch(step.index)?);
         let (results, mut check) = integrator.integrate(step);
@@ -50,7 +52,7 @@ pub(super) fn replay<M: EpkModel>(
         }
         // ρ_s: what the per-sample terms leave of the recorded step, moved through Jbar.
         let rho: Vec<f64> = step.delta.iter().zip(&total).map(|(d, t)| d - t).collect();
-        check.decomposition = rho.iter().fold(0.0, |mx, r| mx.max(r.abs()));
+        check.decomposition = Agreement::new(step.start, step.end, step.delta, &total, unit);
         add_residual(&mut residual, &results, &rho, k);
         checks.push(check);
         progress(step.index + 1);
@@ -68,6 +70,7 @@ pub(super) fn replay<M: EpkModel>(
         constant_coefficients: coefficients.constant(),
         optimizer: "sgd".into(),
         group_attributions: groups.out,
+        unit_roundoff: unit,
     })
 }
 

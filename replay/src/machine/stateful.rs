@@ -14,7 +14,7 @@ use super::walk::{self, Direction, Integrator, Step, blocks};
 use super::{KernelMachine, ReplayOptions, Setup, StepCheck};
 use crate::ReplayError;
 use crate::network::Network;
-use crate::optimizer::{Optimizer, State, Transform};
+use crate::optimizer::{Agreement, Optimizer, State, Transform, unit_roundoff};
 use epk_model::EpkModel;
 use epk_store::{Samples, StoreReader};
 use ndarray::{Array2, Array3, ArrayView1};
@@ -22,7 +22,7 @@ use ndarray::{Array2, Array3, ArrayView1};
 /// Per step of the forward pass: the linear map's scalars and the decomposition residual.
 struct Kept {
     transform: Transform,
-    decomposition: f64,
+    decomposition: Agreement,
 }
 
 /// The kernel machine of a run whose optimizer has state or clips.
@@ -84,6 +84,7 @@ pub(super) fn replay<M: EpkModel>(
         constant_coefficients: None,
         optimizer: describe,
         group_attributions: adjoint.groups.out,
+        unit_roundoff: epk_optim::unit_roundoff(reader.attrs().dtype),
     })
 }
 
@@ -100,6 +101,7 @@ fn forward<M: EpkModel>(
     let (k, p) = (net.outputs(), net.num_params());
     let mut state = State::new(optimizer, &reader.attrs().params, p);
     let mut kept: Vec<Kept> = Vec::with_capacity(reader.steps());
+    let unit = unit_roundoff(reader.attrs().dtype);
     walk::steps(reader, Direction::Forward, |step| {
         let batch = reader.batch(step.index)?;
         let mut grad = vec![0.0; p];
@@ -111,7 +113,7 @@ fn forward<M: EpkModel>(
         }
         let (mut transform, delta) = state.advance(step.start, &grad, reader.lr(step.index)?);
         let rho: Vec<f64> = (0..p).map(|j| step.delta[j] - delta[j]).collect();
-        let decomposition = rho.iter().fold(0.0f64, |mx, r| mx.max(r.abs()));
+        let decomposition = Agreement::new(step.start, step.end, step.delta, &delta, unit);
         let vectors = StepVectors {
             clip: transform.clip.take(),
             precondition: transform.precondition.take(),

@@ -134,7 +134,7 @@ fn check(s: usize, results: &[StepIntegral]) -> StepCheck {
         step: s,
         certificate: 0.0,
         worst_point: 0,
-        decomposition: 0.0,
+        decomposition: Default::default(),
         evals: 0,
         pieces: 0,
     };

@@ -2,7 +2,7 @@
 //! per-element factors c with c ⊙ g the clipped gradient.
 
 use super::Config;
-use crate::ReplayError;
+use crate::OptimError;
 use epk_store::ParamLayout;
 use serde_json::Value;
 
@@ -19,7 +19,7 @@ pub enum Clipping {
 impl Clipping {
     /// Reads `GradientClippingConfig` (`{"Value": v}` or `{"Norm": v}`) from the field `key` of
     /// the optimizer's config; absent or null: no clipping.
-    pub fn from_config(config: &Config, key: &str) -> Result<Option<Self>, ReplayError> {
+    pub fn from_config(config: &Config, key: &str) -> Result<Option<Self>, OptimError> {
         let Some(v) = config.get(key) else {
             return Ok(None);
         };

@@ -3,7 +3,7 @@
 
 use super::adam::AdaptiveMomentum;
 use super::{Algorithm, Config, Registered, Transform};
-use crate::ReplayError;
+use crate::OptimError;
 
 /// Registration: the recorder's name, the key of `AdamWConfig::grad_clipping`, and how the
 /// error for an unknown optimizer lists it.
@@ -20,7 +20,7 @@ pub struct AdamW {
 }
 
 impl Algorithm for AdamW {
-    fn from_config(config: &Config) -> Result<Self, ReplayError> {
+    fn from_config(config: &Config) -> Result<Self, OptimError> {
         Ok(AdamW {
             momentum: AdaptiveMomentum::from_config(config)?,
             cautious_weight_decay: config.flag("cautious_weight_decay")?,

@@ -3,7 +3,7 @@
 
 use super::decay::WeightDecay;
 use super::{Algorithm, Config, Registered, Transform};
-use crate::ReplayError;
+use crate::OptimError;
 
 /// Registration: the recorder's name, the key of `AdamConfig::grad_clipping`, and how the error
 /// for an unknown optimizer lists it.
@@ -47,7 +47,7 @@ impl AdaptiveMomentumState {
 
 impl AdaptiveMomentum {
     /// Reads `beta_1`, `beta_2`, `epsilon` and `amsgrad` with burn's defaults.
-    pub fn from_config(config: &Config) -> Result<Self, ReplayError> {
+    pub fn from_config(config: &Config) -> Result<Self, OptimError> {
         Ok(AdaptiveMomentum {
             beta_1: config.f32_or("beta_1", 0.9)?,
             beta_2: config.f32_or("beta_2", 0.999)?,
@@ -113,7 +113,7 @@ pub struct Adam {
 }
 
 impl Algorithm for Adam {
-    fn from_config(config: &Config) -> Result<Self, ReplayError> {
+    fn from_config(config: &Config) -> Result<Self, OptimError> {
         Ok(Adam {
             momentum: AdaptiveMomentum::from_config(config)?,
             weight_decay: WeightDecay::from_config(config)?,

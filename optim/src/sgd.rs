@@ -3,7 +3,7 @@
 
 use super::decay::WeightDecay;
 use super::{Algorithm, Config, Registered, Transform};
-use crate::ReplayError;
+use crate::OptimError;
 
 /// Registration: the recorder's name, the key of `SgdConfig::gradient_clipping`, and how the
 /// error for an unknown optimizer lists it.
@@ -26,7 +26,7 @@ pub struct Momentum {
 
 impl Momentum {
     /// Reads `SgdConfig::momentum` (`MomentumConfig`); absent or null: none.
-    fn from_config(config: &Config) -> Result<Option<Self>, ReplayError> {
+    fn from_config(config: &Config) -> Result<Option<Self>, OptimError> {
         let Some(m) = config.get("momentum") else {
             return Ok(None);
         };
@@ -79,7 +79,7 @@ pub struct Sgd {
 }
 
 impl Algorithm for Sgd {
-    fn from_config(config: &Config) -> Result<Self, ReplayError> {
+    fn from_config(config: &Config) -> Result<Self, OptimError> {
         Ok(Sgd {
             momentum: Momentum::from_config(config)?,
             weight_decay: WeightDecay::from_config(config)?,
@@ -122,7 +122,7 @@ mod tests {
     use super::*;
     use epk_store::OptimizerSpec;
 
-    fn sgd(config: serde_json::Value) -> Result<Sgd, ReplayError> {
+    fn sgd(config: serde_json::Value) -> Result<Sgd, OptimError> {
         let spec = OptimizerSpec {
             name: "sgd".into(),
             config,

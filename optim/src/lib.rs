@@ -20,16 +20,20 @@
 //! can be read side by side. A new one implements [`Algorithm`] in a file of its own and adds
 //! its registration to `ALGORITHMS`: one file and one line.
 
+#![warn(missing_docs)]
+
 mod adam;
 mod adamw;
+pub mod agreement;
 mod clip;
 mod decay;
+mod error;
 mod sgd;
 
+pub use agreement::{Agreement, unit_roundoff};
 pub use clip::Clipping;
-
-use crate::ReplayError;
 use epk_store::{OptimizerSpec, ParamLayout};
+pub use error::OptimError;
 use serde_json::Value;
 use std::fmt;
 
@@ -40,7 +44,7 @@ const ALGORITHMS: &[Registered] = &[sgd::SGD, adam::ADAM, adamw::ADAMW];
 /// stepped, its state (None before the first step, as in burn).
 pub trait Algorithm: fmt::Debug + Send + Sync + CloneAlgorithm {
     /// Reads the optimizer's burn config as the recorder stored it.
-    fn from_config(config: &Config) -> Result<Self, ReplayError>
+    fn from_config(config: &Config) -> Result<Self, OptimError>
     where
         Self: Sized;
 
@@ -83,7 +87,7 @@ struct Registered {
     name: &'static str,
     clipping: &'static str,
     about: &'static str,
-    read: fn(&Config) -> Result<Box<dyn Algorithm>, ReplayError>,
+    read: fn(&Config) -> Result<Box<dyn Algorithm>, OptimError>,
 }
 
 impl Registered {
@@ -102,7 +106,7 @@ impl Registered {
     }
 }
 
-fn read<A: Algorithm + 'static>(config: &Config) -> Result<Box<dyn Algorithm>, ReplayError> {
+fn read<A: Algorithm + 'static>(config: &Config) -> Result<Box<dyn Algorithm>, OptimError> {
     Ok(Box::new(A::from_config(config)?))
 }
 
@@ -119,8 +123,8 @@ impl<'a> Config<'a> {
     }
 
     /// The error for a config replay cannot read: `what` is wrong with it.
-    pub fn bad(&self, what: &str) -> ReplayError {
-        ReplayError::Input(format!(
+    pub fn bad(&self, what: &str) -> OptimError {
+        OptimError::Config(format!(
             "optimizer {:?}: {what} in its stored configuration {}",
             self.spec.name, self.spec.config
         ))
@@ -138,7 +142,7 @@ impl<'a> Config<'a> {
         key: &str,
         label: &str,
         default: f64,
-    ) -> Result<f64, ReplayError> {
+    ) -> Result<f64, OptimError> {
         match object.get(key).filter(|v| !v.is_null()) {
             None => Ok(default),
             Some(v) => v
@@ -148,12 +152,12 @@ impl<'a> Config<'a> {
     }
 
     /// The number field `key` rounded to f32 as burn holds it (`default` when absent or null).
-    pub fn f32_or(&self, key: &str, default: f32) -> Result<f32, ReplayError> {
+    pub fn f32_or(&self, key: &str, default: f32) -> Result<f32, OptimError> {
         Ok(self.number_in(&self.spec.config, key, key, default as f64)? as f32)
     }
 
     /// The boolean field `key` (false when absent or null).
-    pub fn flag(&self, key: &str) -> Result<bool, ReplayError> {
+    pub fn flag(&self, key: &str) -> Result<bool, OptimError> {
         match self.get(key) {
             None => Ok(false),
             Some(v) => v
@@ -174,11 +178,11 @@ pub struct Optimizer {
 
 impl Optimizer {
     /// Reads the optimizer the recorder stored (`sgd`, `adam` or `adamw` with Burn's config).
-    pub fn from_spec(spec: &OptimizerSpec) -> Result<Self, ReplayError> {
+    pub fn from_spec(spec: &OptimizerSpec) -> Result<Self, OptimError> {
         let Some(entry) = ALGORITHMS.iter().find(|e| e.name == spec.name) else {
             let about: Vec<&str> = ALGORITHMS.iter().map(|e| e.about).collect();
             let (last, rest) = about.split_last().expect("ALGORITHMS is not empty");
-            return Err(ReplayError::Input(format!(
+            return Err(OptimError::Config(format!(
                 "optimizer {:?} cannot be replayed: epk decomposes {} and {last}, each with \
                  gradient clipping",
                 spec.name,

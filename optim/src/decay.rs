@@ -2,7 +2,7 @@
 //! added to the gradient before the optimizer (SGD and Adam hold one; AdamW decays apart).
 
 use super::{Config, Transform};
-use crate::ReplayError;
+use crate::OptimError;
 use serde_json::Value;
 
 /// `WeightDecay`: the L2 penalty λ_c, as f32 like burn holds it (0: no decay).
@@ -14,7 +14,7 @@ pub struct WeightDecay {
 
 impl WeightDecay {
     /// Reads `weight_decay: {"penalty": λ}` (`SgdConfig`, `AdamConfig`); absent or null: none.
-    pub fn from_config(config: &Config) -> Result<Self, ReplayError> {
+    pub fn from_config(config: &Config) -> Result<Self, OptimError> {
         let Some(v) = config.get("weight_decay") else {
             return Ok(WeightDecay::default());
         };
