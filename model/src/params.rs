@@ -219,3 +219,41 @@ pub fn load_flat<M: Module>(
     };
     Ok(module.map(&mut mapper))
 }
+
+struct GradsParamsVisitor<'a> {
+    out: Vec<f64>,
+    grads: &'a burn::optim::GradientsParams,
+    error: Option<String>,
+}
+
+impl ModuleVisitor for GradsParamsVisitor<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let n: usize = param.lazy_shape().dims::<D>().iter().product();
+        match self.grads.get::<D>(param.id) {
+            Some(g) => match g.try_into_vec_as::<f64>() {
+                Ok(v) => self.out.extend(v),
+                Err(e) => {
+                    self.error.get_or_insert(format!("{e:?}"));
+                    self.out.extend(std::iter::repeat_n(f64::NAN, n));
+                }
+            },
+            // A parameter without a gradient is not moved by the data.
+            None => self.out.extend(std::iter::repeat_n(0.0, n)),
+        }
+    }
+}
+
+/// The gradients an optimizer step receives ([`GradientsParams`](burn::optim::GradientsParams),
+/// keyed by parameter id), flat in layout order (zero where absent).
+pub fn flatten_grads_params<M: Module>(
+    module: &M,
+    grads: &burn::optim::GradientsParams,
+) -> Result<Vec<f64>, String> {
+    let mut v = GradsParamsVisitor {
+        out: Vec::new(),
+        grads,
+        error: None,
+    };
+    module.visit(&mut v);
+    v.error.map_or(Ok(v.out), Err)
+}

@@ -20,6 +20,11 @@ pub enum RecordError {
     /// [`NonFinite::Stop`](crate::NonFinite::Stop).
     #[error("non-finite value in training: {0}")]
     NonFinite(String),
+    /// The model does something epk cannot make exact (a random forward pass such as
+    /// Dropout in training mode, a batch statistic such as BatchNorm in training mode); the
+    /// message names it and the alternatives.
+    #[error("epk cannot make this model exact: {0}")]
+    Unsupported(String),
     /// A tensor could not be read back as f64.
     #[error("cannot read a tensor: {0}")]
     Tensor(String),

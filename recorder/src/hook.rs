@@ -2,6 +2,7 @@
 //! optimizer step and the writer.
 
 use crate::RecordError;
+use crate::first_step::FirstStep;
 use crate::non_finite::NonFinite;
 use crate::writer::{PendingStep, Writer};
 use burn::data::dataset::DatasetError;
@@ -20,6 +21,8 @@ pub(crate) struct HookConfig {
     pub steps: usize,
     pub non_finite: NonFinite,
     pub interrupter: Option<Interrupter>,
+    /// The declared optimizer, to check the first step of a new store against.
+    pub first_step: Option<FirstStep>,
 }
 
 struct State {
@@ -89,6 +92,16 @@ impl Hook {
             Self::stop(&mut s, e);
         }
         s.error.clone()
+    }
+
+    /// The first-step check, once: None after the first call, on a resumed store, or once
+    /// recording has stopped.
+    pub(crate) fn take_first_step(&self) -> Option<FirstStep> {
+        let mut s = self.lock();
+        if s.error.is_some() {
+            return None;
+        }
+        s.config.first_step.take()
     }
 
     /// Notes a micro-batch's samples and dL/df; they join the next optimizer step.

@@ -58,7 +58,9 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+mod contract;
 mod error;
+mod first_step;
 mod hook;
 pub mod loss;
 mod non_finite;

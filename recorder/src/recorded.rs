@@ -1,4 +1,5 @@
 use crate::batch::IndexedBatch;
+use crate::first_step::FirstStep;
 use crate::hook::Hook;
 use crate::{RecordError, Recorder, loss};
 use burn::module::Module;
@@ -96,6 +97,27 @@ impl<M: EpkModel> Recorded<M> {
     }
 }
 
+impl<M: EpkModel> Recorded<M> {
+    /// Stops recording, before the step is committed, if the first step is not the declared
+    /// optimizer's.
+    fn check_first_step(
+        &self,
+        check: FirstStep,
+        before: Result<Vec<f64>, String>,
+        grad: Result<Vec<f64>, String>,
+        lr: f64,
+    ) {
+        let after = params::flatten(&self.model);
+        let outcome = match (before, grad, after) {
+            (Ok(before), Ok(grad), Ok(after)) => check.check(&before, &grad, &after, lr),
+            (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => Err(RecordError::Tensor(e)),
+        };
+        if let Err(e) = outcome {
+            self.hook.fail(e);
+        }
+    }
+}
+
 impl<M: EpkModel + 'static> TrainStep for Recorded<M> {
     type Input = IndexedBatch;
     type Output = ClassificationOutput;
@@ -111,7 +133,16 @@ impl<M: EpkModel + 'static> TrainStep for Recorded<M> {
         grads: GradientsParams,
     ) -> Self {
         let lr = lr_module.base();
+        // The first step of a new store: what the optimizer is given, read before it steps.
+        let check = self.hook.take_first_step().map(|check| {
+            let before = params::flatten(&self.model);
+            let grad = params::flatten_grads_params(&self.model, &grads);
+            (check, before, grad)
+        });
         let updated = optim.step(lr_module, self, grads);
+        if let Some((check, before, grad)) = check {
+            updated.check_first_step(check, before, grad, lr);
+        }
         // Weights changed outside the optimizer between steps are not checked here (that
         // would read the weights twice per step): replay's decomposition residual exposes them.
         updated.hook.commit(params::snapshot(&updated.model), lr);

@@ -1,4 +1,6 @@
 use crate::RecordError;
+use crate::contract;
+use crate::first_step::FirstStep;
 use crate::hook::{Hook, HookConfig};
 use crate::non_finite::NonFinite;
 use crate::optimizer::IntoOptimizerSpec;
@@ -271,6 +273,9 @@ impl Recorder {
             attrs.outputs,
             attrs.max_batch,
             attrs.steps,
+            // The optimizer's state before the resumed step is not the declared optimizer's
+            // fresh state, so there is nothing to check the step against.
+            None,
         ))
     }
 
@@ -290,7 +295,9 @@ impl Recorder {
         let num_params = layout.iter().map(|p| p.len).sum();
         let weights = params::flatten(model).map_err(RecordError::Tensor)?;
         let (outputs, dtype) = probe(model, &train)?;
+        contract::check_forward(model, &train, &device_of(model)?, dtype)?;
         let max_batch = self.max_batch.unwrap_or(train.len());
+        let first_step = FirstStep::new(&optimizer, &layout, dtype)?;
         let attrs = RunAttributes {
             format: FORMAT_NAME.into(),
             version: FORMAT_VERSION,
@@ -318,7 +325,7 @@ impl Recorder {
             self.store,
         )?;
         let loss = self.loss;
-        Ok(self.hook(store, loss, outputs, max_batch, 0))
+        Ok(self.hook(store, loss, outputs, max_batch, 0, Some(first_step)))
     }
 
     /// Starts the writer thread on `store` and the hook that feeds it, `steps` steps in.
@@ -329,6 +336,7 @@ impl Recorder {
         outputs: usize,
         max_batch: usize,
         steps: usize,
+        first_step: Option<FirstStep>,
     ) -> Hook {
         if let Some(holder) = store.took_over_lock() {
             eprintln!(
@@ -344,6 +352,7 @@ impl Recorder {
             steps,
             non_finite: self.non_finite,
             interrupter: self.interrupter,
+            first_step,
         };
         Hook::new(
             config,

@@ -4,9 +4,11 @@
 use burn::data::dataloader::batcher::Batcher;
 use burn::optim::{AdamConfig, AdamWConfig, SgdConfig};
 use burn::train::TrainStep;
+use epk::recorder::EpkModel;
 use epk::recorder::models::{Mlp, MlpConfig};
 use epk::recorder::{
-    IndexedBatcher, IndexedItem, Loss, Recorder, Samples, WithRecorder, device::flex_f64,
+    IndexedBatcher, IndexedItem, Loss, RecordError, Recorded, Recorder, Samples, WithRecorder,
+    device::flex_f64,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -47,6 +49,10 @@ pub struct Run {
     /// Samples per step; 0 means the whole set. Minibatches walk a seeded shuffle, epoch by
     /// epoch, and the last batch of an epoch may be smaller.
     pub batch: usize,
+    /// The optimizer the recorder is told, when it is not `optim` (a mismatch under test).
+    pub declared: Option<Optim>,
+    /// Train in f32 (flex's default float type) instead of f64. A test process uses one.
+    pub f32: bool,
 }
 
 impl Run {
@@ -63,6 +69,8 @@ impl Run {
             eval: blobs(12, dim, 3, 2),
             optim: Optim::Sgd(SgdConfig::new()),
             batch: 0,
+            declared: None,
+            f32: false,
         }
     }
 
@@ -77,6 +85,8 @@ impl Run {
             eval: blobs(6, dim, k, 4),
             optim: Optim::Sgd(SgdConfig::new()),
             batch: 0,
+            declared: None,
+            f32: false,
         }
     }
 
@@ -112,20 +122,47 @@ impl Run {
 
     /// Full-batch gradient descent in a hand-written loop with the recorder attached.
     pub fn record(&self, path: &Path) -> Mlp {
-        let device = flex_f64().unwrap();
+        let model = self.try_record(path).unwrap();
+        assert!(model.error().is_none(), "{:?}", model.error());
+        assert_eq!(model.steps(), self.steps);
+        model.finish().unwrap()
+    }
+
+    /// Records as [`Run::record`] does, stopping early when the recorder stops, and returns
+    /// the recording model unfinished.
+    pub fn try_record(&self, path: &Path) -> Result<Recorded<Mlp>, RecordError> {
+        self.try_record_as::<Mlp>(path)
+    }
+
+    /// Records as [`Run::try_record`] does, with another model type built from the same
+    /// configuration.
+    pub fn try_record_as<M: EpkModel<Config = MlpConfig> + 'static>(
+        &self,
+        path: &Path,
+    ) -> Result<Recorded<M>, RecordError> {
+        let device = if self.f32 {
+            burn::tensor::Device::flex().autodiff()
+        } else {
+            flex_f64().unwrap()
+        };
         device.seed(7);
-        let model = Mlp::new(&self.config, &device);
+        let model = M::init(&self.config, &device);
         let recorder = Recorder::builder(path)
-            .model_config::<Mlp>(&self.config)
+            .model_config::<M>(&self.config)
             .loss(self.loss)
             .train_data(self.train.clone())
             .eval_data(self.eval.clone());
-        let (recorder, mut optim) = match &self.optim {
-            Optim::Sgd(c) => (recorder.sgd(c), c.init()),
-            Optim::Adam(c) => (recorder.adam(c), c.init()),
-            Optim::AdamW(c) => (recorder.adamw(c), c.init()),
+        let recorder = match self.declared.as_ref().unwrap_or(&self.optim) {
+            Optim::Sgd(c) => recorder.sgd(c),
+            Optim::Adam(c) => recorder.adam(c),
+            Optim::AdamW(c) => recorder.adamw(c),
         };
-        let mut model = model.with_recorder(recorder).unwrap();
+        let mut optim: burn::optim::ModuleOptimizer = match &self.optim {
+            Optim::Sgd(c) => c.init(),
+            Optim::Adam(c) => c.init(),
+            Optim::AdamW(c) => c.init(),
+        };
+        let mut model = model.with_recorder(recorder)?;
         let items: Vec<IndexedItem> = (0..self.train.len())
             .map(|i| IndexedItem {
                 index: i,
@@ -138,9 +175,11 @@ impl Run {
                 IndexedBatcher.batch(idx.iter().map(|&i| items[i].clone()).collect(), &device);
             let out = TrainStep::step(&model, batch);
             model = TrainStep::optimize(model, &mut optim, self.lr.into(), out.grads);
+            if model.error().is_some() {
+                break;
+            }
         }
-        assert_eq!(model.steps(), self.steps);
-        model.finish().unwrap()
+        Ok(model)
     }
 }
 
