@@ -1,0 +1,137 @@
+//! Models epk cannot make exact are refused when recording starts, with the cause named:
+//! Dropout in training mode (a random forward pass) and BatchNorm in training mode (a batch
+//! statistic). Both used to record silently and fail `verify` many minutes later without a
+//! reason. The same models with dropout off, or with a per-sample norm, record and verify.
+
+mod common;
+
+use burn::module::Module;
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, LayerNorm, LayerNormConfig};
+use burn::tensor::{Device, Tensor, activation};
+use common::Run;
+use epk::recorder::models::{Mlp, MlpConfig};
+use epk::recorder::{EpkModel, Switches};
+
+/// The toy MLP with a middle layer: Dropout, BatchNorm, LayerNorm or nothing.
+#[derive(Module, Debug)]
+struct Middle<L> {
+    mlp: Mlp,
+    middle: L,
+}
+
+fn forward<L>(
+    m: &Middle<L>,
+    x: Tensor<2>,
+    sw: &mut Switches,
+    mid: impl Fn(&L, Tensor<2>) -> Tensor<2>,
+) -> Tensor<2>
+where
+    L: Module,
+{
+    let [first, last] = [&m.mlp.layers[0], &m.mlp.layers[1]];
+    let h = mid(&m.middle, sw.linear(first, x));
+    let h = sw.relu(h);
+    activation::log_softmax(sw.linear(last, h), 1)
+}
+
+macro_rules! middle_model {
+    ($name:ident, $layer:ty, $kind:literal, $init:expr, $apply:expr) => {
+        #[derive(Module, Debug)]
+        struct $name {
+            inner: Middle<$layer>,
+        }
+        impl EpkModel for $name {
+            const KIND: &'static str = $kind;
+            type Config = MlpConfig;
+            fn init(config: &MlpConfig, device: &Device) -> Self {
+                let width = config.sizes[1];
+                $name {
+                    inner: Middle {
+                        mlp: Mlp::new(config, device),
+                        middle: ($init)(width, device),
+                    },
+                }
+            }
+            fn epk_forward(&self, x: Tensor<2>, sw: &mut Switches) -> Tensor<2> {
+                forward(&self.inner, x, sw, $apply)
+            }
+        }
+    };
+}
+
+middle_model!(
+    WithDropout,
+    Dropout,
+    "mlp-dropout",
+    |_w: usize, _d: &Device| DropoutConfig::new(0.3).init(),
+    |l: &Dropout, h| l.forward(h)
+);
+middle_model!(
+    WithBatchNorm,
+    BatchNorm,
+    "mlp-batchnorm",
+    |w: usize, d: &Device| BatchNormConfig::new(w).init(d),
+    |l: &BatchNorm, h| l.forward(h)
+);
+middle_model!(
+    WithLayerNorm,
+    LayerNorm,
+    "mlp-layernorm",
+    |w: usize, d: &Device| LayerNormConfig::new(w).init(d),
+    |l: &LayerNorm, h| l.forward(h)
+);
+
+fn run() -> Run {
+    Run::toy(6, 8, 8, 6).with(common::Optim::Sgd(burn::optim::SgdConfig::new()), 8, 0.2)
+}
+
+#[test]
+fn dropout_in_training_mode_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = run()
+        .try_record_as::<WithDropout>(&dir.path().join("d.zarr"))
+        .expect_err("refused")
+        .to_string();
+    assert!(error.contains("forward pass is random"), "{error}");
+    assert!(error.contains("Dropout"), "{error}");
+}
+
+#[test]
+fn batchnorm_in_training_mode_is_refused_with_the_alternatives() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = run()
+        .try_record_as::<WithBatchNorm>(&dir.path().join("b.zarr"))
+        .expect_err("refused")
+        .to_string();
+    assert!(error.contains("mixes the samples of a batch"), "{error}");
+    assert!(error.contains("LayerNorm"), "{error}");
+}
+
+/// A per-sample norm is fine: the run records and its machine equals the network at 1e-12 on
+/// the general path.
+#[test]
+fn layernorm_records_and_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.zarr");
+    let r = run();
+    r.try_record_as::<WithLayerNorm>(&path)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let reader = epk::store::StoreReader::open(&path).unwrap();
+    let device = epk::recorder::device::flex_f64().unwrap();
+    let net = epk::replay::Network::<WithLayerNorm>::new(reader.attrs(), &device).unwrap();
+    let eval = reader.eval().unwrap();
+    let xs = &eval.inputs[..3 * reader.attrs().input_len()];
+    let machine = epk::replay::replay(
+        &reader,
+        &net,
+        xs,
+        &epk::replay::ReplayOptions::default(),
+        |_| {},
+    )
+    .unwrap();
+    let report =
+        epk::replay::VerifyReport::new(&machine, epk::replay::Rule::Auto, 1e-12, true, 0.0);
+    assert!(report.passed, "{}", report.table());
+}
