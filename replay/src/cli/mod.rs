@@ -15,6 +15,7 @@ mod attribute;
 mod compare;
 mod info;
 mod layers;
+mod progress;
 mod verify;
 
 pub use attribute::AttributeArgs;
@@ -30,8 +31,7 @@ use clap::{Args, Parser, Subcommand};
 use epk_model::EpkModel;
 use epk_model::device::select;
 use epk_store::{Samples, StoreReader};
-use indicatif::{ProgressBar, ProgressStyle};
-use std::io::IsTerminal;
+use progress::Progress;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -220,7 +220,8 @@ fn set_rule(options: &mut ReplayOptions, rule: Rule, threads: Option<usize>) {
     }
 }
 
-/// Replays the machine at `xs` behind a progress bar over steps.
+/// Replays the machine at `xs`, reporting progress over steps (a bar, or lines when stderr is
+/// not a terminal).
 fn replay_with_progress<M: EpkModel>(
     reader: &StoreReader,
     net: &Network<M>,
@@ -228,10 +229,9 @@ fn replay_with_progress<M: EpkModel>(
     options: &ReplayOptions,
     json: bool,
 ) -> Result<KernelMachine> {
-    let bar = progress_bar(reader.attrs().steps, json);
-    let machine = replay(reader, net, xs, options, |s| bar.set_position(s as u64))
-        .context("replay failed")?;
-    bar.finish_and_clear();
+    let mut progress = Progress::new("replay", reader.attrs().steps, json);
+    let machine = replay(reader, net, xs, options, |s| progress.set(s)).context("replay failed")?;
+    progress.finish();
     Ok(machine)
 }
 
@@ -291,20 +291,6 @@ fn held_out_points(points: Option<usize>, available: usize) -> Result<usize> {
         Some(n) => Ok(n),
         None => Ok(available),
     }
-}
-
-/// A progress bar over steps on a terminal; hidden for JSON output or when piped.
-fn progress_bar(steps: usize, json: bool) -> ProgressBar {
-    let bar = if json || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(steps as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {elapsed} (eta {eta})")
-            .expect("static template"),
-    );
-    bar
 }
 
 /// Prints `value` as pretty JSON on stdout.
