@@ -106,3 +106,83 @@ fn path_kernel_of_a_linear_model_has_its_closed_form() {
         }
     }
 }
+
+/// The toy MLP written as a user would: Burn's `Linear::forward`, no `Switches::linear`.
+#[derive(burn::module::Module, Debug)]
+struct PlainMlp {
+    layers: Vec<burn::nn::Linear>,
+}
+
+impl epk::recorder::EpkModel for PlainMlp {
+    const KIND: &'static str = "plain-mlp";
+    type Config = epk::recorder::models::MlpConfig;
+
+    fn init(config: &Self::Config, device: &burn::tensor::Device) -> Self {
+        PlainMlp {
+            layers: Mlp::new(config, device).layers,
+        }
+    }
+
+    fn epk_forward(
+        &self,
+        inputs: burn::tensor::Tensor<2>,
+        switches: &mut epk::recorder::Switches,
+    ) -> burn::tensor::Tensor<2> {
+        let last = self.layers.len() - 1;
+        let mut x = inputs;
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x);
+            if i < last {
+                x = switches.relu(x);
+            }
+        }
+        burn::tensor::activation::log_softmax(x, 1)
+    }
+}
+
+/// `compare`'s conjugate kernel needs the last layer's input, found through
+/// `Switches::linear`. Without it the CK is refused with that reason before any Jacobian is
+/// computed (it used to panic inside Burn after the first block), and the tangent kernels still
+/// run on the general path.
+#[test]
+fn the_ck_of_a_model_without_switches_linear_is_a_clear_error() {
+    use epk::replay::kernels::compare::{CompareOptions, Surrogate, compare};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.zarr");
+    let run = Run::toy(6, 8, 6, 4);
+    run.try_record_as::<PlainMlp>(&path)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let reader = StoreReader::open(&path).unwrap();
+    let device = flex_f64().unwrap();
+    let net = Network::<PlainMlp>::new(reader.attrs(), &device).unwrap();
+    let eval = reader.eval().unwrap();
+    let targets: Vec<usize> = eval.targets.iter().map(|&t| t as usize).collect();
+    let options = |surrogates| CompareOptions {
+        surrogates,
+        ..CompareOptions::default()
+    };
+    let w = reader.weights(0).unwrap();
+    assert!(epk::replay::kernels::penultimate(&net, &w, &eval.inputs).is_none());
+    let error = compare(
+        &reader,
+        &net,
+        &eval.inputs,
+        &targets,
+        &options(vec![Surrogate::Ck]),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(error.contains("Switches::linear"), "{error}");
+    let tangent = compare(
+        &reader,
+        &net,
+        &eval.inputs,
+        &targets,
+        &options(vec![Surrogate::Tangent(Kernel::TrNtk)]),
+    )
+    .unwrap();
+    assert_eq!(tangent.rows.len(), 1);
+}

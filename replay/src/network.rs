@@ -97,13 +97,19 @@ impl<M: EpkModel> Network<M> {
         let n = xs.len() / self.input_len;
         let mut sw = Switches::probing();
         let f = model.epk_forward(self.inputs(xs), &mut sw);
-        let c = float_tensor(coeffs.to_vec(), [n, self.outputs], &self.device);
-        let grads = (f * c).sum().backward();
         let mut out = Factors {
             a: Vec::new(),
             d: Vec::new(),
         };
-        for probe in sw.into_probes() {
+        let probes = sw.into_probes();
+        if probes.is_empty() {
+            // Nothing is routed through Switches::linear: no leaf to differentiate (a backward
+            // pass would panic inside Burn on a graph without one).
+            return out;
+        }
+        let c = float_tensor(coeffs.to_vec(), [n, self.outputs], &self.device);
+        let grads = (f * c).sum().backward();
+        for probe in probes {
             let [_, i] = probe.input.dims();
             let [_, o] = probe.leaf.dims();
             let d = probe

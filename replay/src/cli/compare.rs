@@ -3,7 +3,7 @@
 use super::{Prepared, held_out_points, prepare, print_json, set_rule};
 use crate::kernels::compare::{CompareOptions, Comparison, Surrogate};
 use crate::quadrature::sweep::{self, RulePoint};
-use crate::{Rule, plot};
+use crate::{Network, Rule, plot};
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::Args;
@@ -20,12 +20,10 @@ pub struct CompareArgs {
     /// Surrogates, comma-separated: epk, dpk, trntk0, trntk, pntk, proj-trntk, proj-pntk, ck; and on request
     /// epk-kglm, a kGLM on the EPK Gram (dense path kernel between all training points: cost
     /// grows as training points² × outputs² × parameters per step; small runs only).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "epk,dpk,trntk0,trntk,pntk,proj-trntk,proj-pntk,ck"
-    )]
-    pub kernels: Vec<Surrogate>,
+    /// Default: all but epk-kglm, and ck only for a model whose last layer goes through
+    /// Switches::linear.
+    #[arg(long, value_delimiter = ',')]
+    pub kernels: Option<Vec<Surrogate>>,
     /// Compare on the first N held-out points (default: all of them).
     #[arg(long)]
     pub points: Option<usize>,
@@ -61,6 +59,44 @@ pub struct CompareArgs {
     /// evaluations and error.
     #[arg(long)]
     pub rule_sweep: bool,
+}
+
+/// The surrogates compared when `--kernels` is not given.
+const DEFAULT_KERNELS: [&str; 8] = [
+    "epk",
+    "dpk",
+    "trntk0",
+    "trntk",
+    "pntk",
+    "proj-trntk",
+    "proj-pntk",
+    "ck",
+];
+
+/// The surrogates `args` asks for; by default all but epk-kglm, leaving out the CK (with a
+/// note) when the model gives no penultimate features.
+fn surrogates<M: EpkModel>(
+    args: &CompareArgs,
+    reader: &StoreReader,
+    net: &Network<M>,
+) -> Result<Vec<Surrogate>> {
+    if let Some(kernels) = &args.kernels {
+        return Ok(kernels.clone());
+    }
+    let mut kernels: Vec<Surrogate> = DEFAULT_KERNELS
+        .iter()
+        .map(|k| k.parse().map_err(anyhow::Error::msg))
+        .collect::<Result<_>>()?;
+    let train = reader.train()?;
+    let w = reader.weights(0)?;
+    if crate::kernels::penultimate(net, &w, train.input(0)).is_none() {
+        eprintln!(
+            "compare: leaving out ck: the model's last layer does not go through \
+             Switches::linear, so its penultimate features are not known"
+        );
+        kernels.retain(|&k| k != Surrogate::Ck);
+    }
+    Ok(kernels)
 }
 
 pub(super) fn compare<M: EpkModel>(
@@ -100,7 +136,7 @@ pub(super) fn compare<M: EpkModel>(
         bail!("--step {s}: the store has {} committed steps", a.steps);
     }
     let mut options = CompareOptions {
-        surrogates: args.kernels.clone(),
+        surrogates: surrogates(args, reader, &net)?,
         projection_dim: args.projection_dim,
         seed: args.seed,
         step: args.step,

@@ -352,10 +352,17 @@ fn grams<M: EpkModel>(
     let ck = |xs: &[f64]| {
         super::tangent::penultimate(net, w, xs).ok_or_else(|| {
             ReplayError::Input(
-                "the CK needs a model whose last layer goes through Switches::linear".into(),
+                "the CK (conjugate kernel) reads the input of the model's last layer, which it \
+                 finds only when that layer goes through Switches::linear in epk_forward; \
+                 route it there or leave ck out of --kernels"
+                    .into(),
             )
         })
     };
+    // Refused before any Jacobian is computed, not after the first block's.
+    if kernels.contains(&Surrogate::Ck) && n > 0 {
+        ck(&train[..len])?;
+    }
     let mut seconds = vec![0.0; kernels.len()];
     // Features of every training point per kernel, built block by block.
     let mut train_features: Vec<Vec<Array2<f64>>> = vec![Vec::new(); kernels.len()];
