@@ -29,6 +29,7 @@ pub mod device;
 pub mod model;
 pub mod models;
 pub mod params;
+mod pool;
 pub mod tensor;
 
 pub use model::{EpkModel, Probe, Switches};

@@ -135,6 +135,11 @@ impl Switches {
         windows.max_dim(4).reshape([b, c, h / 2, w / 2])
     }
 
+    /// Whether this pass keeps switching values (computing them can then be skipped).
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
     /// Notes any other switching value `[batch, ...]`: a piece changes where it crosses zero.
     pub fn note<const D: usize>(&mut self, value: Tensor<D>) {
         if self.recording {

@@ -11,6 +11,10 @@ pub enum ReplayError {
     #[error(transparent)]
     /// The stored optimizer cannot be replayed.
     Optimizer(#[from] epk_optim::OptimError),
+    #[error("epk cannot make this model exact: {0}")]
+    /// The rebuilt network is not what exact replay needs (a random forward pass, f32
+    /// arithmetic inside an f64 network).
+    Unsupported(String),
     #[error("{0}")]
     /// Bad input: an option, a point, a scratch file.
     Input(String),

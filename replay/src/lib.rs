@@ -10,6 +10,7 @@
 //! * [`machine`]: the kernel machine, b + Σ_i A[x, i], rebuilt by walking the stored steps;
 //! * [`kernels`]: the path kernel and the tangent-kernel family, with faithfulness, kGLMs, GP
 //!   and SVM;
+//! * [`precision`]: the rebuilt network checked deterministic and f64-smooth before replay;
 //! * [`verify`], [`attribute`], [`layers`], [`plot`] and [`cli`]: what the `replay` command
 //!   reports.
 //!
@@ -72,6 +73,7 @@ pub mod layers;
 pub mod machine;
 pub mod network;
 pub mod plot;
+pub mod precision;
 pub mod quadrature;
 pub mod verify;
 

@@ -140,15 +140,25 @@ impl Run {
         &self,
         path: &Path,
     ) -> Result<Recorded<M>, RecordError> {
+        self.try_record_model::<M>(&self.config, path)
+    }
+
+    /// Records as [`Run::try_record`] does, with a model of type `M` and configuration
+    /// `config` (the run's own `config` is not used).
+    pub fn try_record_model<M: EpkModel + 'static>(
+        &self,
+        config: &M::Config,
+        path: &Path,
+    ) -> Result<Recorded<M>, RecordError> {
         let device = if self.f32 {
             burn::tensor::Device::flex().autodiff()
         } else {
             flex_f64().unwrap()
         };
         device.seed(7);
-        let model = M::init(&self.config, &device);
+        let model = M::init(config, &device);
         let recorder = Recorder::builder(path)
-            .model_config::<M>(&self.config)
+            .model_config::<M>(config)
             .loss(self.loss)
             .train_data(self.train.clone())
             .eval_data(self.eval.clone());

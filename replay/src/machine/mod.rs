@@ -208,6 +208,10 @@ pub fn replay<M: EpkModel>(
     progress: impl FnMut(usize),
 ) -> Result<KernelMachine, ReplayError> {
     let optimizer = Optimizer::from_spec(&reader.attrs().optimizer)?;
+    if let Some(x) = xs.get(..net.input_len()) {
+        // At the last weights: a zero last layer at w_0 would hide everything before it.
+        crate::precision::check(net, &reader.weights(reader.steps())?, x)?;
+    }
     if optimizer.is_plain() {
         plain::replay(reader, net, xs, options, progress)
     } else {
