@@ -11,6 +11,7 @@
 //! * [`kernels`]: the path kernel and the tangent-kernel family, with faithfulness, kGLMs, GP
 //!   and SVM;
 //! * [`precision`]: the rebuilt network checked deterministic and f64-smooth before replay;
+//! * [`export`]: the whole machine as a Zarr group with dimension names, for xarray;
 //! * [`verify`], [`attribute`], [`layers`], [`plot`] and [`cli`]: what the `replay` command
 //!   reports.
 //!
@@ -67,6 +68,7 @@ pub mod attribute;
 pub mod broken_pipe;
 pub mod cli;
 mod error;
+pub mod export;
 pub mod jacobian;
 pub mod kernels;
 pub mod layers;

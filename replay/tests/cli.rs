@@ -270,3 +270,87 @@ fn compare_at_an_earlier_step_and_on_a_subset_changes_the_refits_only() {
     // The tangent-kernel surrogate does.
     assert_ne!(last[1]["r2"], early[1]["r2"]);
 }
+
+/// Reads a whole f64 array of an export and its dimension names.
+fn read_export(path: &std::path::Path, name: &str) -> (Vec<f64>, Vec<String>, Vec<u64>) {
+    let store = std::sync::Arc::new(zarrs::filesystem::FilesystemStore::new(path).unwrap());
+    let array = zarrs::array::Array::open(store, &format!("/{name}")).unwrap();
+    let dims = array
+        .dimension_names()
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.unwrap())
+        .collect();
+    let values = array
+        .retrieve_array_subset::<Vec<f64>>(&array.subset_all())
+        .unwrap();
+    (values, dims, array.shape().to_vec())
+}
+
+/// `--out` writes every number behind the report: A[point, training sample, output] with b,
+/// N, R and f, named by dimension, adding up to the network; `layers --out` adds the per-layer
+/// split, which adds up to A. An existing path is refused before any replay work.
+#[test]
+fn verify_and_layers_export_every_attribution_with_dimension_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("run.zarr");
+    record(&store);
+    let s = store.to_str().unwrap();
+    let out = dir.path().join("all.zarr");
+    let o = out.to_str().unwrap();
+    let ok = replay(&["verify", s, "--points", "3", "--out", o]);
+    assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    let (a, dims, shape) = read_export(&out, "attributions");
+    assert_eq!(dims, ["point", "train_sample", "output"]);
+    let (m, n, k) = (shape[0] as usize, shape[1] as usize, shape[2] as usize);
+    assert_eq!(m, 3);
+    let part = |name| read_export(&out, name).0;
+    let (b, nd, r, f) = (
+        part("bias"),
+        part("nondata"),
+        part("residual"),
+        part("network"),
+    );
+    assert_eq!(read_export(&out, "bias").1, ["point", "output"]);
+    let mut worst = 0.0f64;
+    for p in 0..m {
+        for o in 0..k {
+            let sum: f64 = (0..n).map(|i| a[(p * n + i) * k + o]).sum();
+            let e = p * k + o;
+            worst = worst.max((b[e] + sum + nd[e] + r[e] - f[e]).abs());
+        }
+    }
+    assert!(worst < 1e-12, "b + ΣA + N + R − f = {worst:e}");
+    assert!(
+        a.iter().any(|v| v.abs() > 1e-6),
+        "attributions are not all zero"
+    );
+
+    let again = replay(&["verify", s, "--out", o]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+    assert!(text(&again).contains("exists"), "{}", text(&again));
+
+    let split = dir.path().join("layers.zarr");
+    let l = replay(&[
+        "layers",
+        s,
+        "--point",
+        "1",
+        "--out",
+        split.to_str().unwrap(),
+    ]);
+    assert_eq!(l.status.code(), Some(0), "{}", text(&l));
+    let (layers, dims, shape) = read_export(&split, "layer_attributions");
+    assert_eq!(dims, ["layer", "point", "train_sample", "output"]);
+    let (one, ..) = read_export(&split, "attributions");
+    let per = one.len();
+    assert_eq!(shape[0] as usize * per, layers.len());
+    let gap = (0..per)
+        .map(|j| {
+            let total: f64 = (0..shape[0] as usize).map(|g| layers[g * per + j]).sum();
+            (total - one[j]).abs()
+        })
+        .fold(0.0f64, f64::max);
+    assert!(gap < 1e-13, "the layers add up to A within {gap:e}");
+}

@@ -31,6 +31,10 @@ pub struct AttributeArgs {
     /// Print the ranking as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write the point's every attribution A[point, training sample, output] with b, N,
+    /// R and f as a Zarr v3 group with dimension names (read it with xarray.open_zarr).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 pub(super) fn attribute<M: EpkModel>(
@@ -41,6 +45,7 @@ pub(super) fn attribute<M: EpkModel>(
     if args.top == 0 {
         bail!("--top must be at least 1");
     }
+    super::out_is_free(args.out.as_deref())?;
     let options = ReplayOptions {
         tolerance: args.tolerance,
         ..ReplayOptions::default()
@@ -67,11 +72,16 @@ pub(super) fn attribute<M: EpkModel>(
         print!("{}", ranked.table());
         print_plot_written(args.plot.as_deref());
     }
-    if ranked.error.is_nan() || ranked.error > args.tolerance {
-        eprintln!(
-            "the kernel machine differs from the network by {:.3e} > {:.1e} with rule {}: these attributions are not exact",
-            ranked.error, args.tolerance, args.point.rule
-        );
+    super::export_to(
+        args.out.as_deref(),
+        &machine,
+        reader,
+        args.point.rule,
+        &[args.point.point],
+    )?;
+    let failures = super::exactness_failures(&machine, reader, args.point.rule, args.tolerance);
+    if !failures.is_empty() {
+        eprintln!("these attributions are not exact: {}", failures.join("; "));
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)

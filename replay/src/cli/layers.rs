@@ -23,6 +23,10 @@ pub struct LayersArgs {
     /// Print the split as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write the per-layer attributions A[layer, point, training sample, output] with b,
+    /// N, R and f as a Zarr v3 group with dimension names (read it with xarray.open_zarr).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 pub(super) fn layers<M: EpkModel>(
@@ -30,6 +34,7 @@ pub(super) fn layers<M: EpkModel>(
     reader: &StoreReader,
     device: &Device,
 ) -> Result<ExitCode> {
+    super::out_is_free(args.out.as_deref())?;
     let a = reader.attrs();
     let options = ReplayOptions {
         groups: a
@@ -85,6 +90,18 @@ pub(super) fn layers<M: EpkModel>(
     } else {
         print_table(args.point.point, k, &machine, &shares);
         print_plot_written(args.plot.as_deref());
+    }
+    super::export_to(
+        args.out.as_deref(),
+        &machine,
+        reader,
+        args.point.rule,
+        &[args.point.point],
+    )?;
+    let failures = super::exactness_failures(&machine, reader, args.point.rule, 1e-12);
+    if !failures.is_empty() {
+        eprintln!("this split is not exact: {}", failures.join("; "));
+        return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
 }

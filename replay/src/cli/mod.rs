@@ -293,6 +293,71 @@ fn held_out_points(points: Option<usize>, available: usize) -> Result<usize> {
     }
 }
 
+/// What `verify` would fail on this machine for (path certificates and the machine's error at
+/// `tolerance`, every step's residual within the training arithmetic's rounding, and the
+/// residual against the tolerance for f64 stores): `attribute` and `layers` present no
+/// attribution as exact that `verify` would not pass.
+fn exactness_failures(
+    machine: &KernelMachine,
+    reader: &StoreReader,
+    rule: Rule,
+    tolerance: f64,
+) -> Vec<String> {
+    let f64_store = reader.attrs().dtype == epk_store::TrainDType::F64;
+    crate::VerifyReport::new(machine, rule, tolerance, f64_store, 0.0)
+        .with_faults(&reader.attrs().faults)
+        .failures
+}
+
+/// Refuses an `--out` path that exists before any replay work is done.
+fn out_is_free(out: Option<&Path>) -> Result<()> {
+    if let Some(out) = out
+        && out.exists()
+    {
+        bail!(
+            "--out {}: it exists; choose a new path for the export",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the whole machine to `out` (`--out`), if asked, and says so on stderr.
+fn export_to(
+    out: Option<&Path>,
+    machine: &KernelMachine,
+    reader: &StoreReader,
+    rule: Rule,
+    points: &[usize],
+) -> Result<()> {
+    let Some(out) = out else {
+        return Ok(());
+    };
+    let train = reader.train()?;
+    let layers = machine.group_attributions.as_ref().map(|_| {
+        reader
+            .attrs()
+            .params
+            .iter()
+            .map(|p| p.path.clone())
+            .collect()
+    });
+    let provenance = crate::export::Provenance {
+        store: reader.path(),
+        rule: rule.to_string(),
+        points,
+        train_targets: &train.targets,
+        layers,
+    };
+    crate::export::write(out, machine, &provenance)
+        .with_context(|| format!("cannot export to {}", out.display()))?;
+    eprintln!(
+        "attributions written to {} (Zarr v3, xarray.open_zarr)",
+        out.display()
+    );
+    Ok(())
+}
+
 /// Prints `value` as pretty JSON on stdout.
 fn print_json(value: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

@@ -33,6 +33,10 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also write every attribution A[point, training sample, output] with b, N, R and f as a
+    /// Zarr v3 group with dimension names (read it with xarray.open_zarr).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Whether the decomposition residual (recorded step minus the replayed optimizer's
     /// per-sample and non-data terms) must meet the tolerance: `check`, `report`, or `auto`
     /// (check for f64 training, report for f32 training, whose steps carry f32 rounding).
@@ -59,6 +63,7 @@ pub(super) fn verify<M: EpkModel>(
     reader: &StoreReader,
     device: &Device,
 ) -> Result<ExitCode> {
+    super::out_is_free(args.out.as_deref())?;
     let Prepared {
         eval,
         net,
@@ -94,6 +99,8 @@ pub(super) fn verify<M: EpkModel>(
         started.elapsed().as_secs_f64(),
     )
     .with_faults(&a.faults);
+    let points: Vec<usize> = (0..m).collect();
+    super::export_to(args.out.as_deref(), &machine, reader, args.rule, &points)?;
     if args.json {
         print_json(&report)?;
     } else {
