@@ -137,7 +137,13 @@ fn main() -> Result<()> {
         .model_config::<Cnn>(&config)
         .loss(Loss::CrossEntropy)
         .train_data(train.clone())
-        .eval_data(explain.clone());
+        .eval_data(explain.clone())
+        // One optimizer step takes a batch, or two under AdamW's accumulation: the store's
+        // per-step rows are sized to that, not to the training set.
+        .max_batch(match args.optimizer {
+            Optimizer::Sgd => args.batch,
+            Optimizer::Adamw => 2 * args.batch,
+        });
     let loader_train = DataLoaderBuilder::new(IndexedBatcher)
         .batch_size(args.batch)
         .shuffle(args.seed)

@@ -119,12 +119,19 @@ fn main() -> Result<()> {
         .with_log_softmax(true)
         .with_zero_last_layer(true);
     let model = Mlp::new(&config, &device);
+    let n = train.len();
+    let (batch, epochs) = match args.batch {
+        Some(0) => bail!("--batch must be positive"),
+        Some(b) => (b.min(n), args.epochs),
+        None => (n, args.steps),
+    };
     let recorder = Recorder::builder(&args.store)
         .overwrite(args.overwrite)
         .model_config::<Mlp>(&config)
         .loss(Loss::NllLogSoftmax)
         .train_data(train.clone())
-        .eval_data(test.clone());
+        .eval_data(test.clone())
+        .max_batch(batch);
     let (recorder, optim) = match args.optimizer {
         Optimizer::Gd => (recorder.sgd(&SgdConfig::new()), SgdConfig::new().init()),
         Optimizer::Momentum => {
@@ -135,12 +142,6 @@ fn main() -> Result<()> {
     };
     let model = model.with_recorder(recorder)?;
 
-    let n = train.len();
-    let (batch, epochs) = match args.batch {
-        Some(0) => bail!("--batch must be positive"),
-        Some(b) => (b.min(n), args.epochs),
-        None => (n, args.steps),
-    };
     let mut loader_train = DataLoaderBuilder::new(IndexedBatcher).batch_size(batch);
     if args.batch.is_some() {
         loader_train = loader_train.shuffle(args.seed);

@@ -55,6 +55,11 @@ pub struct VerifyReport {
     pub max_nondata_term: f64,
     /// max over points of |N(x)| / (|Σ_i A[x, i]| + |N(x)|): the non-data share.
     pub max_nondata_share: f64,
+    /// max_s ε (|f(w_s)| + |f(w_s+1)|) over steps, points and outputs: the rounding of a
+    /// step's change as f64 computes it, so the smallest tolerance a step's certificate can
+    /// meet. (The machine's own error is not bounded below by a sum of these: the roundings of
+    /// f telescope out of b + Σ_s Jbar_s·Δw_s.)
+    pub rounding_floor: f64,
     /// Mean Jacobian evaluations per step per point.
     pub evals_per_step_per_point: f64,
     /// Jacobian evaluations in all.
@@ -129,6 +134,7 @@ impl VerifyReport {
             rounding_step_relative: pick(rounding, |c| c.decomposition.relative),
             max_nondata_term: amax(&machine.nondata),
             max_nondata_share: nondata_share(machine),
+            rounding_floor: machine.steps.iter().fold(0.0, |m, s| m.max(s.rounding)),
             evals_per_step_per_point: total_evals as f64 / per,
             total_evals,
             mean_pieces_per_step_per_point: pieces as f64 / per,
@@ -224,6 +230,16 @@ impl VerifyReport {
             self.optimizer
         );
         self.checks(&mut s);
+        let _ = writeln!(
+            s,
+            "rounding floor {:.1e}: ε(|f(w_s)| + |f(w_s+1)|) at worst, the smallest tolerance a step's certificate can meet{}",
+            self.rounding_floor,
+            if self.rounding_floor > self.tolerance {
+                " (the tolerance is below it)"
+            } else {
+                ""
+            }
+        );
         if self.max_nondata_term > 0.0 {
             let _ = writeln!(
                 s,

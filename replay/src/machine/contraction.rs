@@ -5,7 +5,7 @@ use crate::jacobian::{Jbar, LayerRows, Layers};
 use crate::network::Network;
 use crate::quadrature::StepIntegral;
 use epk_model::EpkModel;
-use ndarray::{Array2, Array3, Array4, ArrayView2, Axis};
+use ndarray::{Array2, Array4, ArrayView2, Axis};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -189,23 +189,6 @@ impl Groups {
                         target[[pt, i, o]] += contrib[[pt * self.k + o, c]];
                     }
                 }
-            }
-        }
-    }
-}
-
-/// Adds a block's contributions `[points·outputs, samples]` to A.
-pub(crate) fn scatter(
-    attributions: &mut Array3<f64>,
-    contrib: &Array2<f64>,
-    idx: &[usize],
-    k: usize,
-) {
-    let m = attributions.shape()[0];
-    for (c, &i) in idx.iter().enumerate() {
-        for pt in 0..m {
-            for o in 0..k {
-                attributions[[pt, i, o]] += contrib[[pt * k + o, c]];
             }
         }
     }

@@ -7,6 +7,7 @@
 //! ([`crate::kernels::path`]).
 
 mod coefficients;
+mod compensated;
 pub(crate) mod contraction;
 mod plain;
 mod scratch;
@@ -65,6 +66,9 @@ pub struct StepCheck {
     pub evals: usize,
     /// Smooth pieces over all points.
     pub pieces: usize,
+    /// max over points and outputs of ε (|f(w_s)| + |f(w_s+1)|): the rounding the step's
+    /// change carries as f64 computes it, below which its certificate cannot go.
+    pub rounding: f64,
 }
 
 /// The exact path kernel machine for a set of inputs.
@@ -114,7 +118,10 @@ impl KernelMachine {
     /// b + Σ_i A + N + R: the kernel machine's prediction with the non-data terms N and the
     /// decomposition residual R, `[points, outputs]`.
     pub fn prediction(&self) -> Array2<f64> {
-        &self.bias + &self.attributions.sum_axis(Axis(1)) + &self.nondata + &self.residual
+        &self.bias
+            + &compensated::sum_over_samples(&self.attributions)
+            + &self.nondata
+            + &self.residual
     }
 
     /// max |b + Σ_i A + N + R − f(x; w_N)| over points and outputs: the path (quadrature)
@@ -163,8 +170,8 @@ struct Setup {
     m: usize,
     /// b(x) = f(x; w_0), `[points, outputs]`.
     bias: Array2<f64>,
-    /// A, zero, `[points, train samples, outputs]`.
-    attributions: Array3<f64>,
+    /// A, zero, `[points, train samples, outputs]`, summed with compensation.
+    attributions: compensated::Attributions,
 }
 
 impl Setup {
@@ -186,7 +193,7 @@ impl Setup {
             p,
             m,
             bias,
-            attributions: Array3::<f64>::zeros((m, n_train, k)),
+            attributions: compensated::Attributions::zeros((m, n_train, k)),
         })
     }
 }

@@ -2,7 +2,8 @@
 //! with a_{i,s} = −η_s ∂L/∂f(x_i), so A[x, i] += a_{i,s} ⟨Jbar_s(x), ∇_w f(x_i; w_s)⟩.
 
 use super::coefficients::Coefficients;
-use super::contraction::{Contraction, Groups, scatter};
+use super::compensated::Terms;
+use super::contraction::{Contraction, Groups};
 use super::walk::{self, Direction, Integrator, blocks};
 use super::{KernelMachine, ReplayOptions, Setup};
 use crate::ReplayError;
@@ -31,7 +32,7 @@ pub(super) fn replay<M: EpkModel>(
     let attrs = reader.attrs();
     let train = reader.train()?;
     let integrator = Integrator::new(net, xs, options, reader.steps());
-    let mut residual = Array2::<f64>::zeros((m, k));
+    let mut residual = Terms::zeros((m, k));
     let mut groups = Groups::new(&options.groups, m, attrs.train_samples, k);
     let mut checks = Vec::with_capacity(reader.steps());
     let mut coefficients = Coefficients::new(attrs.train_samples, attrs.loss, k);
@@ -48,7 +49,7 @@ pub(super) fn replay<M: EpkModel>(
         for block in blocks(&train, &batch.indices, &coeffs, k, options.block) {
             let contrib =
                 contraction.block(net, step.start, &block, threads, &mut total, &mut groups);
-            scatter(&mut attributions, &contrib, block.indices, k);
+            attributions.scatter(&contrib, block.indices, k);
         }
         // ρ_s: what the per-sample terms leave of the recorded step, moved through Jbar.
         let rho: Vec<f64> = step.delta.iter().zip(&total).map(|(d, t)| d - t).collect();
@@ -62,9 +63,9 @@ pub(super) fn replay<M: EpkModel>(
     let network = Array2::from_shape_vec((m, k), net.forward(&end, xs)).expect("f is [m, k]");
     Ok(KernelMachine {
         bias,
-        attributions,
+        attributions: attributions.finish(),
         nondata: Array2::zeros((m, k)),
-        residual,
+        residual: residual.finish(),
         network,
         steps: checks,
         constant_coefficients: coefficients.constant(),
@@ -75,10 +76,10 @@ pub(super) fn replay<M: EpkModel>(
 }
 
 /// R(x) += Jbar_s(x)·ρ_s for every point: what the residual moves each prediction.
-fn add_residual(residual: &mut Array2<f64>, results: &[StepIntegral], rho: &[f64], k: usize) {
+fn add_residual(residual: &mut Terms, results: &[StepIntegral], rho: &[f64], k: usize) {
     for (pt, r) in results.iter().enumerate() {
         for (o, v) in r.jbar.dot(rho, k).into_iter().enumerate() {
-            residual[[pt, o]] += v;
+            residual.add(pt, o, v);
         }
     }
 }

@@ -8,7 +8,8 @@
 //! moves: the data gradient of step s meets E_s = γ_s u_s + b_s Z_s. Memory stays independent
 //! of the number of steps and of the training set.
 
-use super::contraction::{Groups, add, dense_block, dense_jbar, scatter};
+use super::compensated::{Attributions, Terms};
+use super::contraction::{Groups, add, dense_block, dense_jbar};
 use super::scratch::{Scratch, StepVectors};
 use super::walk::{self, Direction, Integrator, Step, blocks};
 use super::{KernelMachine, ReplayOptions, Setup, StepCheck};
@@ -17,7 +18,7 @@ use crate::network::Network;
 use crate::optimizer::{Agreement, Optimizer, State, Transform, unit_roundoff};
 use epk_model::EpkModel;
 use epk_store::{Samples, StoreReader};
-use ndarray::{Array2, Array3, ArrayView1};
+use ndarray::{Array2, ArrayView1};
 
 /// Per step of the forward pass: the linear map's scalars and the decomposition residual.
 struct Kept {
@@ -55,8 +56,8 @@ pub(super) fn replay<M: EpkModel>(
         z: Array2::<f64>::zeros((m * k, p)),
         a_next: 0.0,
         attributions,
-        nondata: Array2::<f64>::zeros((m, k)),
-        residual: Array2::<f64>::zeros((m, k)),
+        nondata: Terms::zeros((m, k)),
+        residual: Terms::zeros((m, k)),
         groups: Groups::new(&options.groups, m, reader.attrs().train_samples, k),
     };
     let integrator = Integrator::new(net, xs, options, steps);
@@ -76,9 +77,9 @@ pub(super) fn replay<M: EpkModel>(
     checks.reverse();
     Ok(KernelMachine {
         bias,
-        attributions: adjoint.attributions,
-        nondata: adjoint.nondata,
-        residual: adjoint.residual,
+        attributions: adjoint.attributions.finish(),
+        nondata: adjoint.nondata.finish(),
+        residual: adjoint.residual.finish(),
         network,
         steps: checks,
         constant_coefficients: None,
@@ -139,9 +140,9 @@ struct Adjoint<'a, M: EpkModel> {
     z: Array2<f64>,
     /// a_{s+1}.
     a_next: f64,
-    attributions: Array3<f64>,
-    nondata: Array2<f64>,
-    residual: Array2<f64>,
+    attributions: Attributions,
+    nondata: Terms,
+    residual: Terms,
     groups: Groups,
 }
 
@@ -194,7 +195,7 @@ impl<M: EpkModel> Adjoint<'_, M> {
                 None,
                 &mut self.groups,
             );
-            scatter(&mut self.attributions, &contrib, block.indices, k);
+            self.attributions.scatter(&contrib, block.indices, k);
         }
         Ok(())
     }
@@ -209,17 +210,18 @@ impl<M: EpkModel> Adjoint<'_, M> {
         e: &Array2<f64>,
         jbar: &Array2<f64>,
     ) {
-        let p = self.net.num_params();
+        let (p, k) = (self.net.num_params(), self.net.outputs());
         let decay: Vec<f64> = (0..p)
             .map(|j| -t.decoupled * step.start[j] * v.mask.as_ref().map_or(1.0, |m| m[j]))
             .collect();
         let coupled: Vec<f64> = step.start.iter().map(|w| t.coupled * w).collect();
         let row_dot =
             |r: ArrayView1<f64>, x: &[f64]| -> f64 { r.iter().zip(x).map(|(a, b)| a * b).sum() };
-        let rows = self.nondata.iter_mut().zip(self.residual.iter_mut());
-        for (row, (n, r)) in rows.enumerate() {
-            *n += row_dot(e.row(row), &coupled) + row_dot(jbar.row(row), &decay);
-            *r += row_dot(jbar.row(row), &v.rho);
+        for row in 0..e.nrows() {
+            let (pt, o) = (row / k, row % k);
+            let n = row_dot(e.row(row), &coupled) + row_dot(jbar.row(row), &decay);
+            self.nondata.add(pt, o, n);
+            self.residual.add(pt, o, row_dot(jbar.row(row), &v.rho));
         }
     }
 }

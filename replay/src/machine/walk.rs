@@ -137,8 +137,12 @@ fn check(s: usize, results: &[StepIntegral]) -> StepCheck {
         decomposition: Default::default(),
         evals: 0,
         pieces: 0,
+        rounding: 0.0,
     };
     for (i, r) in results.iter().enumerate() {
+        let ends = r.f_start.iter().zip(&r.f_end);
+        let size = ends.fold(0.0f64, |m, (a, b)| m.max(a.abs() + b.abs()));
+        check.rounding = check.rounding.max(f64::EPSILON * size);
         if r.certificate > check.certificate || r.certificate.is_nan() {
             check.certificate = r.certificate;
             check.worst_point = i;
