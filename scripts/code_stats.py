@@ -10,7 +10,7 @@ import re
 import sys
 
 ROOT = sys.argv[1] if len(sys.argv) > 1 else "."
-CRATES = ["store", "model", "recorder", "replay", "src"]
+CRATES = ["store", "model", "optim", "recorder", "replay", "src"]
 FN = re.compile(r"^\s*(pub(\([^)]*\))?\s+)?(const\s+)?(async\s+)?(unsafe\s+)?fn\s+\w+")
 
 

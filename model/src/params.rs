@@ -41,19 +41,29 @@ pub fn layout<M: Module>(module: &M) -> Vec<ParamLayout> {
     v.layout
 }
 
+/// Where a flattening reads each parameter's values.
+enum Source<'a> {
+    /// The parameter itself.
+    Values,
+    /// Its gradient from a backward pass.
+    Grads(&'a Gradients),
+    /// Its gradient as an optimizer step receives it.
+    Params(&'a burn::optim::GradientsParams),
+}
+
 struct FlattenVisitor<'a> {
     out: Vec<f64>,
-    grads: Option<&'a Gradients>,
+    source: Source<'a>,
     error: Option<String>,
 }
 
 impl ModuleVisitor for FlattenVisitor<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let value = param.val();
-        let n: usize = value.dims().iter().product();
-        let tensor = match self.grads {
-            None => Some(value),
-            Some(grads) => value.grad(grads),
+        let n: usize = param.lazy_shape().dims::<D>().iter().product();
+        let tensor = match self.source {
+            Source::Values => Some(param.val()),
+            Source::Grads(grads) => param.val().grad(grads),
+            Source::Params(grads) => grads.get::<D>(param.id),
         };
         match tensor {
             Some(t) => match t.try_into_vec_as::<f64>() {
@@ -69,15 +79,20 @@ impl ModuleVisitor for FlattenVisitor<'_> {
     }
 }
 
-/// The module's weights as one f64 vector (exact for f32 and f64 parameters).
-pub fn flatten<M: Module>(module: &M) -> Result<Vec<f64>, String> {
+/// Flattens `module` from `source`.
+fn flatten_from<M: Module>(module: &M, source: Source<'_>) -> Result<Vec<f64>, String> {
     let mut v = FlattenVisitor {
         out: Vec::new(),
-        grads: None,
+        source,
         error: None,
     };
     module.visit(&mut v);
     v.error.map_or(Ok(v.out), Err)
+}
+
+/// The module's weights as one f64 vector (exact for f32 and f64 parameters).
+pub fn flatten<M: Module>(module: &M) -> Result<Vec<f64>, String> {
+    flatten_from(module, Source::Values)
 }
 
 /// A module's weights captured without reading them: the reads happen later, on another thread.
@@ -161,13 +176,7 @@ impl Snapshot {
 
 /// The gradient of every parameter from `grads`, flat in layout order (zero where absent).
 pub fn flatten_grads<M: Module>(module: &M, grads: &Gradients) -> Result<Vec<f64>, String> {
-    let mut v = FlattenVisitor {
-        out: Vec::new(),
-        grads: Some(grads),
-        error: None,
-    };
-    module.visit(&mut v);
-    v.error.map_or(Ok(v.out), Err)
+    flatten_from(module, Source::Grads(grads))
 }
 
 struct LoadMapper<'a> {
@@ -220,40 +229,11 @@ pub fn load_flat<M: Module>(
     Ok(module.map(&mut mapper))
 }
 
-struct GradsParamsVisitor<'a> {
-    out: Vec<f64>,
-    grads: &'a burn::optim::GradientsParams,
-    error: Option<String>,
-}
-
-impl ModuleVisitor for GradsParamsVisitor<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let n: usize = param.lazy_shape().dims::<D>().iter().product();
-        match self.grads.get::<D>(param.id) {
-            Some(g) => match g.try_into_vec_as::<f64>() {
-                Ok(v) => self.out.extend(v),
-                Err(e) => {
-                    self.error.get_or_insert(format!("{e:?}"));
-                    self.out.extend(std::iter::repeat_n(f64::NAN, n));
-                }
-            },
-            // A parameter without a gradient is not moved by the data.
-            None => self.out.extend(std::iter::repeat_n(0.0, n)),
-        }
-    }
-}
-
 /// The gradients an optimizer step receives ([`GradientsParams`](burn::optim::GradientsParams),
 /// keyed by parameter id), flat in layout order (zero where absent).
 pub fn flatten_grads_params<M: Module>(
     module: &M,
     grads: &burn::optim::GradientsParams,
 ) -> Result<Vec<f64>, String> {
-    let mut v = GradsParamsVisitor {
-        out: Vec::new(),
-        grads,
-        error: None,
-    };
-    module.visit(&mut v);
-    v.error.map_or(Ok(v.out), Err)
+    flatten_from(module, Source::Params(grads))
 }

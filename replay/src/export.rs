@@ -16,7 +16,6 @@
 //! rule and the store it came from.
 
 use crate::{KernelMachine, ReplayError};
-use ndarray::Array2;
 use std::path::Path;
 use std::sync::Arc;
 use zarrs::array::{ArrayBuilder, DataType, data_type};
@@ -39,71 +38,14 @@ pub struct Provenance<'a> {
 
 /// Writes `machine` to a new Zarr v3 group at `path` (refusing to replace anything there).
 pub fn write(path: &Path, machine: &KernelMachine, p: &Provenance<'_>) -> Result<(), ReplayError> {
-    if path.exists() {
-        return Err(ReplayError::Input(format!(
-            "{} exists; choose a new path for the export",
-            path.display()
-        )));
-    }
-    let fail = |e: &dyn std::fmt::Display| {
-        ReplayError::Input(format!("cannot write {}: {e}", path.display()))
-    };
-    std::fs::create_dir_all(path).map_err(|e| fail(&e))?;
-    let store = Arc::new(FilesystemStore::new(path).map_err(|e| fail(&e))?);
-    let mut attributes = serde_json::Map::new();
-    attributes.insert(
-        "epk_export".into(),
-        serde_json::json!({
-            "store": p.store.display().to_string(),
-            "rule": p.rule,
-            "max_abs_error": machine.max_error(),
-            "layers": p.layers,
-        }),
-    );
-    GroupBuilder::new()
-        .attributes(attributes)
-        .build(store.clone(), "/")
-        .map_err(|e| fail(&e))?
-        .store_metadata()
-        .map_err(|e| fail(&e))?;
-    let a = &machine.attributions;
-    let (m, n, k) = a.dim();
-    let put = |name: &str, dims: &[&str], shape: Vec<u64>, dtype: DataType, bytes: Values| {
-        let mut chunk = shape.clone();
-        // One point per chunk for the point-major arrays that grow with the training set.
-        if dims.len() >= 3 {
-            let axis = dims
-                .iter()
-                .position(|d| *d == "point")
-                .expect("a point axis");
-            chunk[axis] = 1;
-        }
-        let chunk: Vec<u64> = chunk.into_iter().map(|c| c.max(1)).collect();
-        let fill: zarrs::array::builder::ArrayBuilderFillValue = match bytes {
-            Values::F64(_) => 0.0f64.into(),
-            Values::I64(_) => 0i64.into(),
-        };
-        let mut builder = ArrayBuilder::new(shape, chunk, dtype, fill);
-        builder.dimension_names(Some(dims.to_vec()));
-        let array = builder
-            .build(store.clone(), &format!("/{name}"))
-            .map_err(|e| fail(&e))?;
-        array.store_metadata().map_err(|e| fail(&e))?;
-        let subset = array.subset_all();
-        match bytes {
-            Values::F64(v) => array.store_array_subset(&subset, &v[..]),
-            Values::I64(v) => array.store_array_subset(&subset, &v[..]),
-        }
-        .map_err(|e| fail(&e))
-    };
+    let group = Group::create(path, machine, p)?;
+    let (m, n, k) = machine.attributions.dim();
     let (m64, n64, k64) = (m as u64, n as u64, k as u64);
-    let flat = |x: &Array2<f64>| x.iter().copied().collect::<Vec<f64>>();
-    put(
+    group.put(
         "attributions",
         &["point", "train_sample", "output"],
         vec![m64, n64, k64],
-        data_type::float64(),
-        Values::F64(a.iter().copied().collect()),
+        Values::F64(machine.attributions.iter().copied().collect()),
     )?;
     for (name, values) in [
         ("bias", &machine.bias),
@@ -111,40 +53,107 @@ pub fn write(path: &Path, machine: &KernelMachine, p: &Provenance<'_>) -> Result
         ("residual", &machine.residual),
         ("network", &machine.network),
     ] {
-        put(
+        let flat = values.iter().copied().collect();
+        group.put(
             name,
             &["point", "output"],
             vec![m64, k64],
-            data_type::float64(),
-            Values::F64(flat(values)),
+            Values::F64(flat),
         )?;
     }
-    let points: Vec<i64> = p.points.iter().map(|&i| i as i64).collect();
-    put(
-        "point",
-        &["point"],
-        vec![m64],
-        data_type::int64(),
-        Values::I64(points),
-    )?;
-    put(
-        "train_target",
-        &["train_sample"],
-        vec![n64],
-        data_type::int64(),
-        Values::I64(p.train_targets.to_vec()),
-    )?;
+    let points = p.points.iter().map(|&i| i as i64).collect();
+    group.put("point", &["point"], vec![m64], Values::I64(points))?;
+    let targets = Values::I64(p.train_targets.to_vec());
+    group.put("train_target", &["train_sample"], vec![n64], targets)?;
     if let Some(groups) = &machine.group_attributions {
-        let layers = groups.dim().0 as u64;
-        put(
+        group.put(
             "layer_attributions",
             &["layer", "point", "train_sample", "output"],
-            vec![layers, m64, n64, k64],
-            data_type::float64(),
+            vec![groups.dim().0 as u64, m64, n64, k64],
             Values::F64(groups.iter().copied().collect()),
         )?;
     }
     Ok(())
+}
+
+/// The export's root group, being written.
+struct Group<'a> {
+    path: &'a Path,
+    store: Arc<FilesystemStore>,
+}
+
+impl<'a> Group<'a> {
+    /// Creates the directory and the root group with its provenance attributes.
+    fn create(
+        path: &'a Path,
+        machine: &KernelMachine,
+        p: &Provenance<'_>,
+    ) -> Result<Self, ReplayError> {
+        if path.exists() {
+            return Err(ReplayError::Input(format!(
+                "{} exists; choose a new path for the export",
+                path.display()
+            )));
+        }
+        let fail = |e: &dyn std::fmt::Display| {
+            ReplayError::Input(format!("cannot write {}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(path).map_err(|e| fail(&e))?;
+        let store = Arc::new(FilesystemStore::new(path).map_err(|e| fail(&e))?);
+        let mut attributes = serde_json::Map::new();
+        attributes.insert(
+            "epk_export".into(),
+            serde_json::json!({
+                "store": p.store.display().to_string(),
+                "rule": p.rule,
+                "max_abs_error": machine.max_error(),
+                "layers": p.layers,
+            }),
+        );
+        GroupBuilder::new()
+            .attributes(attributes)
+            .build(store.clone(), "/")
+            .map_err(|e| fail(&e))?
+            .store_metadata()
+            .map_err(|e| fail(&e))?;
+        Ok(Group { path, store })
+    }
+
+    /// Writes array `name` of `shape` with dimension names `dims`; arrays with a point axis
+    /// and two more get one chunk per point, the rest one chunk.
+    fn put(
+        &self,
+        name: &str,
+        dims: &[&str],
+        shape: Vec<u64>,
+        values: Values,
+    ) -> Result<(), ReplayError> {
+        let fail = |e: &dyn std::fmt::Display| {
+            ReplayError::Input(format!("cannot write {}/{name}: {e}", self.path.display()))
+        };
+        let mut chunk: Vec<u64> = shape.iter().map(|&c| c.max(1)).collect();
+        if dims.len() >= 3
+            && let Some(axis) = dims.iter().position(|d| *d == "point")
+        {
+            chunk[axis] = 1;
+        }
+        let (dtype, fill): (DataType, zarrs::array::builder::ArrayBuilderFillValue) = match values {
+            Values::F64(_) => (data_type::float64(), 0.0f64.into()),
+            Values::I64(_) => (data_type::int64(), 0i64.into()),
+        };
+        let mut builder = ArrayBuilder::new(shape, chunk, dtype, fill);
+        builder.dimension_names(Some(dims.to_vec()));
+        let array = builder
+            .build(self.store.clone(), &format!("/{name}"))
+            .map_err(|e| fail(&e))?;
+        array.store_metadata().map_err(|e| fail(&e))?;
+        let subset = array.subset_all();
+        match values {
+            Values::F64(v) => array.store_array_subset(&subset, &v[..]),
+            Values::I64(v) => array.store_array_subset(&subset, &v[..]),
+        }
+        .map_err(|e| fail(&e))
+    }
 }
 
 /// An array's elements, in row-major order.

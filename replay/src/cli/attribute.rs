@@ -72,17 +72,6 @@ pub(super) fn attribute<M: EpkModel>(
         print!("{}", ranked.table());
         print_plot_written(args.plot.as_deref());
     }
-    super::export_to(
-        args.out.as_deref(),
-        &machine,
-        reader,
-        args.point.rule,
-        &[args.point.point],
-    )?;
-    let failures = super::exactness_failures(&machine, reader, args.point.rule, args.tolerance);
-    if !failures.is_empty() {
-        eprintln!("these attributions are not exact: {}", failures.join("; "));
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    let out = args.out.as_deref();
+    super::export_and_judge(out, &machine, reader, &args.point, args.tolerance)
 }

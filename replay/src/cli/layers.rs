@@ -91,19 +91,8 @@ pub(super) fn layers<M: EpkModel>(
         print_table(args.point.point, k, &machine, &shares);
         print_plot_written(args.plot.as_deref());
     }
-    super::export_to(
-        args.out.as_deref(),
-        &machine,
-        reader,
-        args.point.rule,
-        &[args.point.point],
-    )?;
-    let failures = super::exactness_failures(&machine, reader, args.point.rule, 1e-12);
-    if !failures.is_empty() {
-        eprintln!("this split is not exact: {}", failures.join("; "));
-        return Ok(ExitCode::from(1));
-    }
-    Ok(ExitCode::SUCCESS)
+    let out = args.out.as_deref();
+    super::export_and_judge(out, &machine, reader, &args.point, 1e-12)
 }
 
 /// The split of output `k` at held-out point `point` as a table.

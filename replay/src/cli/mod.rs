@@ -309,6 +309,24 @@ fn exactness_failures(
         .failures
 }
 
+/// The end of `attribute` and `layers`: the export, if asked, then exit 1 with the reasons
+/// when `verify` would fail this one-point replay at `tolerance`.
+fn export_and_judge(
+    out: Option<&Path>,
+    machine: &KernelMachine,
+    reader: &StoreReader,
+    point: &PointArgs,
+    tolerance: f64,
+) -> Result<ExitCode> {
+    export_to(out, machine, reader, point.rule, &[point.point])?;
+    let failures = exactness_failures(machine, reader, point.rule, tolerance);
+    if failures.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("not exact: {}", failures.join("; "));
+    Ok(ExitCode::from(1))
+}
+
 /// Refuses an `--out` path that exists before any replay work is done.
 fn out_is_free(out: Option<&Path>) -> Result<()> {
     if let Some(out) = out
