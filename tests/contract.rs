@@ -135,3 +135,57 @@ fn layernorm_records_and_verifies() {
         epk::replay::VerifyReport::new(&machine, epk::replay::Rule::Auto, 1e-12, true, 0.0);
     assert!(report.passed, "{}", report.table());
 }
+
+/// The toy MLP with its ReLU applied directly, not through `Switches::relu`.
+#[derive(Module, Debug)]
+struct Unrouted {
+    mlp: Mlp,
+}
+
+impl EpkModel for Unrouted {
+    const KIND: &'static str = "mlp-unrouted";
+    type Config = MlpConfig;
+    fn init(config: &MlpConfig, device: &Device) -> Self {
+        Unrouted {
+            mlp: Mlp::new(config, device),
+        }
+    }
+    fn epk_forward(&self, x: Tensor<2>, sw: &mut Switches) -> Tensor<2> {
+        let h = activation::relu(sw.linear(&self.mlp.layers[0], x));
+        activation::log_softmax(sw.linear(&self.mlp.layers[1], h), 1)
+    }
+}
+
+/// A ReLU not routed through `Switches` makes the Jacobian jump where replay cannot see a
+/// switch: the replay stops at the first such step with the cause named, instead of spending
+/// its evaluation cap on every step and failing `verify` without a reason.
+#[test]
+fn a_kink_without_a_switch_stops_the_replay_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("u.zarr");
+    let r = Run::toy(6, 8, 8, 12).with(common::Optim::Sgd(burn::optim::SgdConfig::new()), 0, 0.5);
+    r.try_record_as::<Unrouted>(&path)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let reader = epk::store::StoreReader::open(&path).unwrap();
+    let device = epk::recorder::device::flex_f64().unwrap();
+    let net = epk::replay::Network::<Unrouted>::new(reader.attrs(), &device).unwrap();
+    let eval = reader.eval().unwrap();
+    let error = epk::replay::replay(
+        &reader,
+        &net,
+        &eval.inputs,
+        &epk::replay::ReplayOptions::default(),
+        |_| {},
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(error.contains("not routed through Switches"), "{error}");
+    // The same run with its ReLU routed verifies.
+    let routed = dir.path().join("r.zarr");
+    r.record(&routed);
+    let report = common::verify(&routed, eval.len());
+    assert!(report.passed, "{}", report.table());
+}

@@ -54,7 +54,7 @@ fn path_kernel_with<M: EpkModel>(
     let rows_per_block = options.block.max(1) * k;
     let threads = options.threads.max(1);
     walk::steps(reader, Direction::Forward, |step| {
-        let (results, _) = integrator.integrate(step);
+        let (results, _) = integrator.integrate(step)?;
         let jbar = dense_jbar(&results, k, p);
         let lr = reader.lr(step.index)?;
         for (b, rows) in onehot.chunks(rows_per_block * k).enumerate() {

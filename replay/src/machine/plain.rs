@@ -40,7 +40,7 @@ pub(super) fn replay<M: EpkModel>(
     let unit = unit_roundoff(attrs.dtype);
     walk::steps(reader, Direction::Forward, |step| {
         let (lr, batch) = (reader.lr(step.index)?, reader.batch(step.index)?);
-        let (results, mut check) = integrator.integrate(step);
+        let (results, mut check) = integrator.integrate(step)?;
         // Train side: a_{i,s} = −η ∂L/∂f(x_i), per-sample gradients in blocks.
         coefficients.observe(&batch.indices, &batch.dloss);
         let coeffs: Vec<f64> = batch.dloss.iter().map(|d| -lr * d).collect();

@@ -63,7 +63,7 @@ pub(super) fn replay<M: EpkModel>(
     let integrator = Integrator::new(net, xs, options, steps);
     let mut checks: Vec<StepCheck> = Vec::with_capacity(steps);
     walk::steps(reader, Direction::Backward, |step| {
-        let (results, mut check) = integrator.integrate(step);
+        let (results, mut check) = integrator.integrate(step)?;
         let kept = &kept[step.index];
         check.decomposition = kept.decomposition;
         let vectors = scratch.read(step.index)?;

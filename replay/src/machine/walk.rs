@@ -101,8 +101,14 @@ impl<'a, M: EpkModel> Integrator<'a, M> {
     }
 
     /// Jbar over `step` for every point (split across threads), and the step's checks
-    /// (the decomposition residual is the caller's to fill in).
-    pub fn integrate(&self, step: &Step<'_>) -> (Vec<StepIntegral>, StepCheck) {
+    /// (the decomposition residual is the caller's to fill in). A kink the model does not
+    /// declare through `Switches` ends the replay here, with the step, point and place named:
+    /// no rule can integrate across it, and a replay that went on would spend its evaluation
+    /// cap on every step before failing `verify` without a reason.
+    pub fn integrate(
+        &self,
+        step: &Step<'_>,
+    ) -> Result<(Vec<StepIntegral>, StepCheck), ReplayError> {
         let len = self.net.input_len();
         let m = self.xs.len() / len;
         let seg = step.segment();
@@ -123,8 +129,23 @@ impl<'a, M: EpkModel> Integrator<'a, M> {
                 .flat_map(|h| h.join().expect("worker"))
                 .collect()
         });
+        if let Some((pt, (a, b))) = results
+            .iter()
+            .enumerate()
+            .find_map(|(pt, r)| r.undeclared_kink.map(|k| (pt, k)))
+        {
+            return Err(ReplayError::Unsupported(format!(
+                "at step {}, point {pt}, the network's Jacobian jumps between t = {a:.9} and \
+                 {b:.9} of the step (no quadrature converges there after {} bisections) while \
+                 none of its switching values changes sign: a ReLU, max-pool or other kink is \
+                 not routed through Switches (relu, leaky_relu, max_pool1d, max_pool2d, note) \
+                 in epk_forward",
+                step.index,
+                crate::quadrature::auto::MAX_DEPTH
+            )));
+        }
         let check = check(step.index, &results);
-        (results, check)
+        Ok((results, check))
     }
 }
 

@@ -74,9 +74,10 @@ pub fn integrate<M: EpkModel>(
         evals: 0,
         pieces: 0,
         tol,
+        kink: None,
     };
     run.interval(ends, 0);
-    let (evals, pieces) = (run.evals, run.pieces);
+    let (evals, pieces, undeclared_kink) = (run.evals, run.pieces, run.kink);
     let certificate = residual(&f_start, &f_end, &acc.jdw);
     StepIntegral {
         jbar: acc.sum.finish(k, net.num_params()),
@@ -85,6 +86,7 @@ pub fn integrate<M: EpkModel>(
         evals,
         pieces,
         certificate,
+        undeclared_kink,
     }
 }
 
@@ -106,10 +108,14 @@ struct Adaptive<'a, M: EpkModel> {
     evals: usize,
     pieces: usize,
     tol: f64,
+    /// The first piece that resisted every order at the deepest bisection.
+    kink: Option<(f64, f64)>,
 }
 
-/// Deepest bisection of a piece that resists every order (a switch the endpoint signs missed).
-const MAX_DEPTH: usize = 24;
+/// Deepest bisection of a piece that resists every order. A switch the endpoint signs missed
+/// shows its sign change at a bisection point long before; a smooth piece 2⁻¹⁶ of a step long
+/// meets the tolerance at order 3. What is left is a kink no switching value declares.
+pub const MAX_DEPTH: usize = 16;
 /// Jacobian evaluations one step and point may spend before the rule settles for its best
 /// estimate (a model whose kinks are not declared through `Switches` would bisect forever).
 const MAX_EVALS: usize = 2000;
@@ -237,7 +243,12 @@ impl<M: EpkModel> Adaptive<'_, M> {
         }
         if depth < MAX_DEPTH && self.evals < MAX_EVALS {
             self.bisect(e, depth);
-        } else if let Some((_, nodes)) = best {
+            return;
+        }
+        if depth >= MAX_DEPTH {
+            self.kink.get_or_insert((e.a, e.b));
+        }
+        if let Some((_, nodes)) = best {
             // Out of depth: keep the best estimate; the certificate reports what it is worth.
             self.accept(nodes);
         }

@@ -30,6 +30,7 @@ pub fn integrate<M: EpkModel>(
                 evals: nodes.len(),
                 pieces: 1,
                 certificate: residual(fs, fe, &jdw),
+                undeclared_kink: None,
             }
         })
         .collect()

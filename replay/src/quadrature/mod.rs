@@ -55,6 +55,10 @@ pub struct StepIntegral {
     pub pieces: usize,
     /// max_k |f_k(w_{s+1}) − f_k(w_s) − Jbar_k · Δw|: the certificate.
     pub certificate: f64,
+    /// Where the `auto` rule met a piece no order integrates even after [`auto::MAX_DEPTH`]
+    /// bisections, with no switching value changing sign in it: a kink the model does not
+    /// declare through `Switches`. The interval's ends along the step.
+    pub undeclared_kink: Option<(f64, f64)>,
 }
 
 /// max_k |f_end_k − f_start_k − jdw_k|: the fundamental-theorem residual of a step.
