@@ -98,27 +98,56 @@ pub fn prepare_store(path: &Path, overwrite: bool) -> Result<()> {
     Ok(())
 }
 
-/// Reads the CSV, scales pixels to [0, 1] and shuffles with `seed`.
+/// The UCI digits of `data/digits/` (64 pixels 0–16 and a label per line), pixels scaled to
+/// [0, 1], in a seeded shuffle.
 pub fn load_digits(path: &Path, seed: u64) -> Result<Vec<(Vec<f64>, i64)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    image_rows(&text, path, 64, 16.0, seed)
+}
+
+/// The MNIST digits of `data/mnist/` (gzip: 784 pixels 0–255 and a label per line), pixels
+/// scaled to [0, 1], in a seeded shuffle.
+pub fn load_mnist(path: &Path, seed: u64) -> Result<Vec<(Vec<f64>, i64)>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .with_context(|| format!("{}: not a gzip-compressed CSV", path.display()))?;
+    image_rows(&text, path, 784, 255.0, seed)
+}
+
+/// Parses CSV rows of `pixels` values in [0, `max`] and a label 0–9, scales the pixels to
+/// [0, 1] and shuffles the rows with `seed`.
+fn image_rows(
+    text: &str,
+    path: &Path,
+    pixels: usize,
+    max: f64,
+    seed: u64,
+) -> Result<Vec<(Vec<f64>, i64)>> {
     let mut rows = Vec::new();
-    for (line, row) in text.lines().enumerate() {
+    for (line, row) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, r)| !r.trim().is_empty())
+    {
         let values: Vec<f64> = row
             .split(',')
             .map(|v| v.trim().parse::<f64>())
             .collect::<Result<_, _>>()
             .with_context(|| format!("{} line {}: not numbers", path.display(), line + 1))?;
-        if values.len() != 65 || !(0.0..=9.0).contains(&values[64]) {
+        if values.len() != pixels + 1 || !(0.0..=9.0).contains(&values[pixels]) {
             bail!(
-                "{} line {}: expected 64 pixels and a label 0–9",
+                "{} line {}: expected {pixels} pixels and a label 0–9",
                 path.display(),
                 line + 1
             );
         }
         rows.push((
-            values[..64].iter().map(|v| v / 16.0).collect(),
-            values[64] as i64,
+            values[..pixels].iter().map(|v| v / max).collect(),
+            values[pixels] as i64,
         ));
     }
     let mut rng = StdRng::seed_from_u64(seed);
@@ -130,7 +159,12 @@ pub fn load_digits(path: &Path, seed: u64) -> Result<Vec<(Vec<f64>, i64)>> {
 
 /// Digit rows as 8×8 samples.
 pub fn digit_samples(rows: &[(Vec<f64>, i64)]) -> Result<Samples> {
+    image_samples(rows, 8)
+}
+
+/// Image rows as `side × side` samples.
+pub fn image_samples(rows: &[(Vec<f64>, i64)], side: usize) -> Result<Samples> {
     let inputs = rows.iter().flat_map(|r| r.0.iter().copied()).collect();
     let targets = rows.iter().map(|r| r.1).collect();
-    Samples::new(inputs, vec![8, 8], targets).map_err(anyhow::Error::msg)
+    Samples::new(inputs, vec![side, side], targets).map_err(anyhow::Error::msg)
 }

@@ -1,4 +1,8 @@
-//! Ready-made replayable models.
+//! Ready-made replayable models: [`Mlp`], [`Cnn`] and [`Guide`], Burn's guide model.
+
+mod guide;
+
+pub use guide::{Guide, GuideConfig};
 
 use crate::model::{EpkModel, Switches};
 use burn::module::Module;

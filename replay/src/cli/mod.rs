@@ -124,6 +124,7 @@ impl Registry {
         Registry { kinds: Vec::new() }
             .with::<epk_model::models::Mlp>()
             .with::<epk_model::models::Cnn>()
+            .with::<epk_model::models::Guide>()
     }
 
     /// Adds a model type.

@@ -1,0 +1,184 @@
+//! Burn's guide model (burn.dev/books/burn, "Guide") on 5,000 MNIST digits (`data/mnist/`),
+//! trained as the guide trains it — burn-train's Learner, Adam at 1e-4, batches of 64 — with
+//! the recorder attached. The model is `epk::model::models::Guide`: the guide's layers, with
+//! its ReLUs and linear layers routed through `Switches` (docs/layers.md says why).
+//!
+//! ```text
+//! cargo run --release --example guide -- --store runs/guide.zarr
+//! cargo run --release --bin replay -- verify runs/guide.zarr --points 2 --tolerance 1e-12
+//! ```
+//!
+//! `--dropout 0.5` (the guide's own setting) is refused when recording starts: epk explains the
+//! evaluation network and does not record dropout masks.
+
+mod common;
+
+use anyhow::{Context, Result, bail};
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::optim::AdamConfig;
+use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::tensor::Device;
+use burn::train::logger::InMemoryMetricLogger;
+use burn::train::{Learner, SupervisedTraining};
+use clap::Parser;
+use epk::recorder::models::{Guide, GuideConfig};
+use epk::recorder::renderer::QuietRenderer;
+use epk::recorder::{
+    EpkModel, IndexedBatcher, IndexedDataset, Loss, Recorder, Samples, Switches, WithRecorder,
+    batch::float_tensor, device::flex_f64,
+};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// MNIST's mean and standard deviation, as the guide's batcher normalises.
+const MEAN: f64 = 0.1307;
+const STD: f64 = 0.3081;
+
+#[derive(Parser, Debug)]
+#[command(about = "Train Burn's guide model on MNIST with the epk recorder")]
+struct Args {
+    /// Where to write the epk store.
+    #[arg(long, default_value = "runs/guide.zarr")]
+    store: PathBuf,
+    /// Replace an existing store at that path.
+    #[arg(long)]
+    overwrite: bool,
+    /// Training images (the rest of the 5,000 are held out).
+    #[arg(long, default_value_t = 4000)]
+    train: usize,
+    /// Held-out images stored for replay to explain.
+    #[arg(long, default_value_t = 10)]
+    explain: usize,
+    #[arg(long, default_value_t = 1)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Width of the hidden linear layer (the guide's is 512).
+    #[arg(long, default_value_t = 512)]
+    hidden: usize,
+    /// Dropout probability (the guide's is 0.5; epk records only 0).
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// Train in float32 instead of float64.
+    #[arg(long)]
+    f32: bool,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// The MNIST CSV (gzip; 784 pixels 0–255 and a label per line).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist/mnist_5k.csv.gz"))]
+    data: PathBuf,
+}
+
+fn accuracy(model: &Guide, data: &Samples, device: &Device) -> f64 {
+    let n = data.len();
+    let x = float_tensor(data.inputs.clone(), [n, 784], device);
+    let f = model.epk_forward(x, &mut Switches::off());
+    let predicted: Vec<i64> = f
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .unwrap_or_default();
+    let right = predicted
+        .iter()
+        .zip(&data.targets)
+        .filter(|(a, b)| a == b)
+        .count();
+    right as f64 / n.max(1) as f64
+}
+
+fn main() -> Result<()> {
+    epk::replay::broken_pipe::exit_quietly();
+    let args = Args::parse();
+    if args.epochs == 0 || args.batch == 0 || args.explain == 0 || args.hidden == 0 {
+        bail!("--epochs, --batch, --explain and --hidden must be positive");
+    }
+    let mut rows = common::load_mnist(&args.data, args.seed)?;
+    if args.train + args.explain > rows.len() {
+        bail!(
+            "--train {} and --explain {} exceed the {} images",
+            args.train,
+            args.explain,
+            rows.len()
+        );
+    }
+    for (pixels, _) in &mut rows {
+        pixels.iter_mut().for_each(|p| *p = (*p - MEAN) / STD);
+    }
+    common::prepare_store(&args.store, args.overwrite)?;
+    let train = common::image_samples(&rows[..args.train], 28)?;
+    let held_out = common::image_samples(&rows[args.train..], 28)?;
+    let explain = common::image_samples(&rows[args.train..args.train + args.explain], 28)?;
+
+    let device = if args.f32 {
+        Device::flex().autodiff()
+    } else {
+        flex_f64().map_err(anyhow::Error::msg)?
+    };
+    device.seed(args.seed);
+    let config = GuideConfig {
+        dropout: args.dropout,
+        ..GuideConfig::new(28, 10, args.hidden)
+    };
+    let model = Guide::init(&config, &device);
+    let adam = AdamConfig::new();
+    let recorder = Recorder::builder(&args.store)
+        .overwrite(args.overwrite)
+        .model_config::<Guide>(&config)
+        .loss(Loss::CrossEntropy)
+        .optimizer(&adam)
+        .train_data(train.clone())
+        .eval_data(explain.clone())
+        .max_batch(args.batch);
+    let model = model.with_recorder(recorder)?;
+    let loader_train = DataLoaderBuilder::new(IndexedBatcher)
+        .batch_size(args.batch)
+        .shuffle(args.seed)
+        .build(IndexedDataset::new(train.clone()));
+    let loader_valid = DataLoaderBuilder::new(IndexedBatcher)
+        .batch_size(256)
+        .build(IndexedDataset::new(held_out.clone()));
+    let artifacts = tempfile::tempdir()?;
+    let started = Instant::now();
+    let result = SupervisedTraining::new(artifacts.path(), loader_train, loader_valid)
+        .num_epochs(args.epochs)
+        .with_metric_logger(InMemoryMetricLogger::new())
+        .with_application_logger(None)
+        .renderer(Box::new(QuietRenderer))
+        .launch(Learner::new(model, adam.init(), ConstantLr::new(args.lr)));
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(e) = result.error {
+        bail!("training failed: {e}");
+    }
+    let recorded = result.model;
+    let steps = recorded.steps();
+    let path = recorded.store_path().to_path_buf();
+    let model = recorded.finish().context("finishing the recording")?;
+    let params: usize = epk::recorder::params::layout(&model)
+        .iter()
+        .map(|p| p.len)
+        .sum();
+    println!(
+        "trained the guide model ({params} parameters, hidden {}) in {} for {} epochs: {steps} \
+         Adam steps on {} images in {seconds:.1} s",
+        args.hidden,
+        if args.f32 { "f32" } else { "f64" },
+        args.epochs,
+        train.len()
+    );
+    println!(
+        "accuracy: train {:.3}, held-out {:.3} ({} images); store {} explains {} held-out images",
+        accuracy(&model, &train, &device),
+        accuracy(&model, &held_out, &device),
+        held_out.len(),
+        path.display(),
+        explain.len()
+    );
+    println!(
+        "verify: cargo run --release --bin replay -- verify {} --tolerance 1e-12",
+        path.display()
+    );
+    Ok(())
+}
