@@ -2,6 +2,9 @@
 //! Dropout in training mode (a random forward pass) and BatchNorm in training mode (a batch
 //! statistic). Both used to record silently and fail `verify` many minutes later without a
 //! reason. The same models with dropout off, or with a per-sample norm, record and verify.
+//! Replay names the cause of what it cannot make exact: a kink no switch declares (at the step
+//! that meets it) and a gradient that is not the derivative of the forward pass (before the
+//! first step).
 
 mod common;
 
@@ -188,4 +191,76 @@ fn a_kink_without_a_switch_stops_the_replay_with_its_cause() {
     r.record(&routed);
     let report = common::verify(&routed, eval.len());
     assert!(report.passed, "{}", report.table());
+}
+
+/// The toy's inputs through Burn's `MultiHeadAttention` over a sequence of two 8-wide tokens
+/// made from them, with `HEADS` heads: head width d_k = 8 / HEADS.
+#[derive(Module, Debug)]
+struct Attention<const HEADS: usize> {
+    embed: burn::nn::Linear,
+    attention: burn::nn::attention::MultiHeadAttention,
+    head: burn::nn::Linear,
+}
+
+impl<const HEADS: usize> EpkModel for Attention<HEADS> {
+    const KIND: &'static str = "attention-heads";
+    type Config = MlpConfig;
+    fn init(config: &MlpConfig, device: &Device) -> Self {
+        use burn::nn::LinearConfig;
+        use burn::nn::attention::MultiHeadAttentionConfig;
+        Attention {
+            embed: LinearConfig::new(config.sizes[0], 16).init(device),
+            attention: MultiHeadAttentionConfig::new(8, HEADS)
+                .with_dropout(0.0)
+                .init(device),
+            head: LinearConfig::new(8, 3).init(device),
+        }
+    }
+    fn epk_forward(&self, x: Tensor<2>, sw: &mut Switches) -> Tensor<2> {
+        let b = x.dims()[0];
+        let seq = self.embed.forward(x).reshape([b, 2, 8]);
+        let input = burn::nn::attention::MhaInput::self_attn(seq.clone());
+        let pooled = (self.attention.forward(input).context + seq).mean_dim(1);
+        activation::log_softmax(sw.linear(&self.head, pooled.reshape([b, 8])), 1)
+    }
+}
+
+fn replayed<M: EpkModel>(path: &std::path::Path) -> Result<epk::replay::KernelMachine, String> {
+    let reader = epk::store::StoreReader::open(path).unwrap();
+    let device = epk::recorder::device::flex_f64().unwrap();
+    let net = epk::replay::Network::<M>::new(reader.attrs(), &device).unwrap();
+    let eval = reader.eval().unwrap();
+    epk::replay::replay(
+        &reader,
+        &net,
+        &eval.inputs,
+        &epk::replay::ReplayOptions::default(),
+        |_| {},
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// burn-autodiff 0.22.1 scales the gradient of `x / c` by the f32 rounding of 1/c. Attention
+/// divides by √d_k: with d_k = 2 its gradient is not the derivative of its forward pass, and
+/// replay refuses it before the first step, naming the cause; with d_k = 4 (√d_k = 2, exact in
+/// f32) the same run verifies at 1e-12.
+#[test]
+fn an_f32_constant_in_a_backward_pass_is_refused_with_its_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = Run::toy(6, 8, 8, 6).with(common::Optim::Sgd(burn::optim::SgdConfig::new()), 8, 0.2);
+    let inexact = dir.path().join("d2.zarr");
+    r.try_record_as::<Attention<4>>(&inexact)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let error = replayed::<Attention<4>>(&inexact).err().unwrap_or_default();
+    assert!(error.contains("not a float64-smooth"), "{error}");
+    assert!(error.contains("div_scalar"), "{error}");
+    let exact = dir.path().join("d4.zarr");
+    r.try_record_as::<Attention<2>>(&exact)
+        .unwrap()
+        .finish()
+        .unwrap();
+    let machine = replayed::<Attention<2>>(&exact).unwrap();
+    assert!(machine.max_error() < 1e-12, "{:.1e}", machine.max_error());
 }

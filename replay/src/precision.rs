@@ -1,20 +1,24 @@
 //! Is the rebuilt network a deterministic, float64-smooth function of its weights? Replay's
 //! 1e-12 rests on both, and a Burn module can break either without an error: a Dropout layer
-//! left in training mode draws a new mask at every pass, and burn-nn 0.22's `RmsNorm` computes
+//! left in training mode draws a new mask at every pass; burn-nn 0.22's `RmsNorm` computes
 //! its root mean square in f32 whatever the input type, so an f64 network that uses it moves in
-//! f32 steps. Both are refused before the first step, with the cause named, instead of failing
-//! `verify` at its evaluation cap many minutes later.
+//! f32 steps; and burn-autodiff 0.22.1's `div_scalar` backward multiplies by `1 / (divisor as
+//! f32)`, so the gradient of `x / √d_k` in `MultiHeadAttention` is off by up to 3e-8 relative
+//! unless √d_k is a power of two. All three are refused before the first step, with the cause
+//! named, instead of failing `verify` at its evaluation cap many minutes later.
 
 use crate::ReplayError;
 use crate::network::Network;
 use epk_model::EpkModel;
 
-/// Steps of the central differences: the truncation error falls as h², the rounding error of
-/// an f64 network grows as ε/h, and an f32 rounding inside grows as 6e-8/h.
-const STEPS: [f64; 3] = [1e-3, 1e-4, 1e-5];
-/// Largest relative disagreement between a central difference and the Jacobian accepted from
-/// an f64 network (the best step leaves about 1e-9); f32 arithmetic inside leaves 1e-4 or more.
-const SMOOTH: f64 = 1e-6;
+/// Steps of the central differences, each extrapolated with half of it (Richardson): the
+/// truncation error falls as h⁴, the rounding error of an f64 network grows as ε/h, and an f32
+/// rounding inside grows as 6e-8/h.
+const STEPS: [f64; 4] = [1e-2, 1e-3, 1e-4, 1e-5];
+/// Largest relative disagreement between an extrapolated central difference and the Jacobian
+/// accepted from an f64 network (the best step leaves 1e-11 or less); f32 arithmetic inside
+/// the forward pass leaves 1e-6 or more, an f32 constant in a backward pass about 1e-8.
+const SMOOTH: f64 = 5e-10;
 
 /// Checks, at weights `w` and one input `x`, that two forward passes agree bit for bit and that
 /// central differences along a fixed direction agree with J·d to f64 precision.
@@ -47,14 +51,22 @@ pub fn check<M: EpkModel>(net: &Network<M>, w: &[f64], x: &[f64]) -> Result<(), 
         let moved: Vec<f64> = w.iter().zip(&d).map(|(w, d)| w + t * d).collect();
         net.forward(&moved, x)
     };
+    let difference = |h: f64| -> Vec<f64> {
+        let (up, down) = (along(h), along(-h));
+        up.iter()
+            .zip(&down)
+            .map(|(u, d)| (u - d) / (2.0 * h))
+            .collect()
+    };
     let best = STEPS
         .iter()
         .map(|&h| {
-            let (up, down) = (along(h), along(-h));
-            up.iter()
-                .zip(&down)
+            let (coarse, fine) = (difference(h), difference(h / 2.0));
+            coarse
+                .iter()
+                .zip(&fine)
                 .zip(&jd)
-                .map(|((u, d), g)| ((u - d) / (2.0 * h) - g).abs() / scale)
+                .map(|((c, f), g)| ((4.0 * f - c) / 3.0 - g).abs() / scale)
                 .fold(0.0f64, f64::max)
         })
         .fold(f64::INFINITY, f64::min);
@@ -62,9 +74,12 @@ pub fn check<M: EpkModel>(net: &Network<M>, w: &[f64], x: &[f64]) -> Result<(), 
         return Err(ReplayError::Unsupported(format!(
             "the rebuilt network is not a float64-smooth function of its weights: central \
              differences disagree with its Jacobian by {best:.1e} (relative) at every step \
-             from 1e-3 to 1e-5, where f64 arithmetic leaves about 1e-9. A layer computes in \
-             f32 inside (burn-nn 0.22's RmsNorm does; LayerNorm does not), or the forward pass \
-             reads a value back and branches on it"
+             from 1e-2 to 1e-5, where f64 arithmetic leaves 1e-11 or less. A layer computes in \
+             f32 inside (burn-nn 0.22's RmsNorm does; LayerNorm does not); a backward pass \
+             uses an f32 constant (burn-autodiff 0.22's div_scalar rounds the divisor to f32: \
+             MultiHeadAttention whose head width d_model/heads is not 1, 4, 16, 64, …, a power \
+             of 4, divides by its square root); or the forward pass reads a value back and \
+             branches on it"
         )));
     }
     Ok(())

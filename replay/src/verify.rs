@@ -232,7 +232,7 @@ impl VerifyReport {
         self.checks(&mut s);
         let _ = writeln!(
             s,
-            "rounding floor {:.1e}: ε(|f(w_s)| + |f(w_s+1)|) at worst, the smallest tolerance a step's certificate can meet{}",
+            "rounding floor {:.1e}: ε(|f(w_s)| + |f(w_s+1)|) or f's measured rounding noise, at worst: the smallest tolerance a step's certificate can meet{}",
             self.rounding_floor,
             if self.rounding_floor > self.tolerance {
                 " (the tolerance is below it)"

@@ -66,7 +66,8 @@ pub struct StepCheck {
     pub evals: usize,
     /// Smooth pieces over all points.
     pub pieces: usize,
-    /// max over points and outputs of ε (|f(w_s)| + |f(w_s+1)|): the rounding the step's
+    /// max over points of the larger of ε max_k (|f_k(w_s)| + |f_k(w_s+1)|) and the measured
+    /// rounding noise of f near w_s ([`crate::quadrature::noise`]): the rounding the step's
     /// change carries as f64 computes it, below which its certificate cannot go.
     pub rounding: f64,
 }

@@ -139,7 +139,8 @@ impl<'a, M: EpkModel> Integrator<'a, M> {
                  {b:.9} of the step (no quadrature converges there after {} bisections) while \
                  none of its switching values changes sign: a ReLU, max-pool or other kink is \
                  not routed through Switches (relu, leaky_relu, max_pool1d, max_pool2d, note) \
-                 in epk_forward",
+                 in epk_forward, or the gradient Burn computes is not quite the derivative of \
+                 the forward pass (an f32 constant in a backward pass)",
                 step.index,
                 crate::quadrature::auto::MAX_DEPTH
             )));
@@ -163,7 +164,7 @@ fn check(s: usize, results: &[StepIntegral]) -> StepCheck {
     for (i, r) in results.iter().enumerate() {
         let ends = r.f_start.iter().zip(&r.f_end);
         let size = ends.fold(0.0f64, |m, (a, b)| m.max(a.abs() + b.abs()));
-        check.rounding = check.rounding.max(f64::EPSILON * size);
+        check.rounding = check.rounding.max(f64::EPSILON * size).max(r.noise);
         if r.certificate > check.certificate || r.certificate.is_nan() {
             check.certificate = r.certificate;
             check.worst_point = i;

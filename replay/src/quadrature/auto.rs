@@ -54,6 +54,7 @@ pub fn integrate<M: EpkModel>(
     let k = net.outputs();
     let (f_start, s_start) = net.forward_switches(seg.start, x);
     let (f_end, s_end) = net.forward_switches(seg.end, x);
+    let noise = super::noise(net, seg, x, &f_start)[0];
     let mut acc = Acc {
         sum: JbarSum::default(),
         jdw: vec![0.0; k],
@@ -74,6 +75,7 @@ pub fn integrate<M: EpkModel>(
         evals: 0,
         pieces: 0,
         tol,
+        noise,
         kink: None,
     };
     run.interval(ends, 0);
@@ -86,6 +88,7 @@ pub fn integrate<M: EpkModel>(
         evals,
         pieces,
         certificate,
+        noise,
         undeclared_kink,
     }
 }
@@ -108,6 +111,8 @@ struct Adaptive<'a, M: EpkModel> {
     evals: usize,
     pieces: usize,
     tol: f64,
+    /// The measured rounding noise of f near w_s ([`super::noise`]).
+    noise: f64,
     /// The first piece that resisted every order at the deepest bisection.
     kink: Option<(f64, f64)>,
 }
@@ -227,9 +232,11 @@ impl<M: EpkModel> Adaptive<'_, M> {
             let r = (0..k)
                 .map(|o| (e.fb[o] - e.fa[o] - jdw[o]).abs())
                 .fold(0.0, f64::max);
-            // What rounding alone leaves in f(b) − f(a) − J·Δw.
+            // What rounding alone leaves in f(b) − f(a) − J·Δw: relative to |f| and |J·Δw|,
+            // or the measured noise of f, whichever is larger. Two noisy forward passes
+            // differ by √2σ; 2·max|second difference| is about 5σ.
             let fmax = e.fa.iter().chain(&e.fb).fold(0.0f64, |m, v| m.max(v.abs()));
-            let floor = 16.0 * f64::EPSILON * (size + fmax);
+            let floor = (16.0 * f64::EPSILON * (size + fmax)).max(2.0 * self.noise);
             let target = (self.tol * h).max(floor);
             // A non-finite residual cannot improve: keep it for the certificate to report.
             // Past the evaluation budget, take what there is.

@@ -17,6 +17,7 @@ pub fn integrate<M: EpkModel>(
     let nodes = rule.nodes(0.0, 1.0);
     let f_start = net.forward(seg.start, xs);
     let f_end = net.forward(seg.end, xs);
+    let noise = super::noise(net, seg, xs, &f_start);
     net.implementation()
         .integrate_nodes(net, seg, xs, &nodes)
         .into_iter()
@@ -30,6 +31,7 @@ pub fn integrate<M: EpkModel>(
                 evals: nodes.len(),
                 pieces: 1,
                 certificate: residual(fs, fe, &jdw),
+                noise: noise[pt],
                 undeclared_kink: None,
             }
         })

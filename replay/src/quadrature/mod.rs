@@ -7,9 +7,11 @@
 pub mod auto;
 pub mod fixed;
 pub mod gauss;
+mod noise;
 mod rule;
 pub mod sweep;
 
+pub use noise::noise;
 pub(crate) use rule::AUTO_ORDERS;
 pub use rule::{Rule, RuleError};
 
@@ -55,6 +57,8 @@ pub struct StepIntegral {
     pub pieces: usize,
     /// max_k |f_k(w_{s+1}) − f_k(w_s) − Jbar_k · Δw|: the certificate.
     pub certificate: f64,
+    /// The rounding noise of f near w_s, measured ([`noise`]): below it no certificate can go.
+    pub noise: f64,
     /// Where the `auto` rule met a piece no order integrates even after [`auto::MAX_DEPTH`]
     /// bisections, with no switching value changing sign in it: a kink the model does not
     /// declare through `Switches`. The interval's ends along the step.
