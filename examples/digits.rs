@@ -27,12 +27,10 @@ use burn::tensor::Device;
 use burn::train::logger::InMemoryMetricLogger;
 use burn::train::{Learner, SupervisedTraining};
 use clap::{Parser, ValueEnum};
-use epk::recorder::batch::float_tensor;
 use epk::recorder::models::{Cnn, CnnConfig};
 use epk::recorder::renderer::QuietRenderer;
 use epk::recorder::{
-    EpkModel, IndexedBatcher, IndexedDataset, Loss, Recorder, Samples, Switches, WithRecorder,
-    device::flex_f64,
+    IndexedBatcher, IndexedDataset, Loss, Recorder, WithRecorder, device::flex_f64,
 };
 use std::path::PathBuf;
 use std::time::Instant;
@@ -81,24 +79,6 @@ struct Args {
     /// The digits CSV (64 pixels 0–16 and a label per line).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/digits/digits.csv"))]
     data: PathBuf,
-}
-
-fn accuracy(model: &Cnn, data: &Samples, device: &Device) -> f64 {
-    let n = data.len();
-    let x = float_tensor(data.inputs.clone(), [n, 64], device);
-    let f = model.epk_forward(x, &mut Switches::off());
-    let predicted: Vec<i64> = f
-        .argmax(1)
-        .into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .unwrap_or_default();
-    let right = predicted
-        .iter()
-        .zip(&data.targets)
-        .filter(|(a, b)| a == b)
-        .count();
-    right as f64 / n as f64
 }
 
 fn main() -> Result<()> {
@@ -202,8 +182,8 @@ fn main() -> Result<()> {
     );
     println!(
         "accuracy: train {:.3}, held-out {:.3} ({} images); store {} explains {} held-out images",
-        accuracy(&model, &train, &device),
-        accuracy(&model, &held_out, &device),
+        common::accuracy(&model, &train, &device),
+        common::accuracy(&model, &held_out, &device),
         held_out.len(),
         path.display(),
         explain.len()

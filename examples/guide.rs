@@ -14,21 +14,12 @@
 mod common;
 
 use anyhow::{Context, Result, bail};
-use burn::data::dataloader::DataLoaderBuilder;
 use burn::optim::AdamConfig;
-use burn::optim::lr_scheduler::constant::ConstantLr;
 use burn::tensor::Device;
-use burn::train::logger::InMemoryMetricLogger;
-use burn::train::{Learner, SupervisedTraining};
 use clap::Parser;
 use epk::recorder::models::{Guide, GuideConfig};
-use epk::recorder::renderer::QuietRenderer;
-use epk::recorder::{
-    EpkModel, IndexedBatcher, IndexedDataset, Loss, Recorder, Samples, Switches, WithRecorder,
-    batch::float_tensor, device::flex_f64,
-};
+use epk::recorder::{EpkModel, Loss, Recorder, WithRecorder, device::flex_f64};
 use std::path::PathBuf;
-use std::time::Instant;
 
 /// MNIST's mean and standard deviation, as the guide's batcher normalises.
 const MEAN: f64 = 0.1307;
@@ -69,24 +60,6 @@ struct Args {
     /// The MNIST CSV (gzip; 784 pixels 0–255 and a label per line).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist/mnist_5k.csv.gz"))]
     data: PathBuf,
-}
-
-fn accuracy(model: &Guide, data: &Samples, device: &Device) -> f64 {
-    let n = data.len();
-    let x = float_tensor(data.inputs.clone(), [n, 784], device);
-    let f = model.epk_forward(x, &mut Switches::off());
-    let predicted: Vec<i64> = f
-        .argmax(1)
-        .into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .unwrap_or_default();
-    let right = predicted
-        .iter()
-        .zip(&data.targets)
-        .filter(|(a, b)| a == b)
-        .count();
-    right as f64 / n.max(1) as f64
 }
 
 fn main() -> Result<()> {
@@ -133,26 +106,15 @@ fn main() -> Result<()> {
         .eval_data(explain.clone())
         .max_batch(args.batch);
     let model = model.with_recorder(recorder)?;
-    let loader_train = DataLoaderBuilder::new(IndexedBatcher)
-        .batch_size(args.batch)
-        .shuffle(args.seed)
-        .build(IndexedDataset::new(train.clone()));
-    let loader_valid = DataLoaderBuilder::new(IndexedBatcher)
-        .batch_size(256)
-        .build(IndexedDataset::new(held_out.clone()));
-    let artifacts = tempfile::tempdir()?;
-    let started = Instant::now();
-    let result = SupervisedTraining::new(artifacts.path(), loader_train, loader_valid)
-        .num_epochs(args.epochs)
-        .with_metric_logger(InMemoryMetricLogger::new())
-        .with_application_logger(None)
-        .renderer(Box::new(QuietRenderer))
-        .launch(Learner::new(model, adam.init(), ConstantLr::new(args.lr)));
-    let seconds = started.elapsed().as_secs_f64();
-    if let Some(e) = result.error {
-        bail!("training failed: {e}");
-    }
-    let recorded = result.model;
+    let (recorded, seconds) = common::learn(
+        model,
+        &adam,
+        (&train, &held_out),
+        args.batch,
+        args.epochs,
+        args.lr,
+        args.seed,
+    )?;
     let steps = recorded.steps();
     let path = recorded.store_path().to_path_buf();
     let model = recorded.finish().context("finishing the recording")?;
@@ -170,8 +132,8 @@ fn main() -> Result<()> {
     );
     println!(
         "accuracy: train {:.3}, held-out {:.3} ({} images); store {} explains {} held-out images",
-        accuracy(&model, &train, &device),
-        accuracy(&model, &held_out, &device),
+        common::accuracy(&model, &train, &device),
+        common::accuracy(&model, &held_out, &device),
         held_out.len(),
         path.display(),
         explain.len()

@@ -150,11 +150,16 @@ fn image_rows(
             values[pixels] as i64,
         ));
     }
+    shuffle(&mut rows, seed);
+    Ok(rows)
+}
+
+/// A seeded Fisher–Yates shuffle (the same order on every platform).
+pub fn shuffle<T>(rows: &mut [T], seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     for i in (1..rows.len()).rev() {
         rows.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
     }
-    Ok(rows)
 }
 
 /// Digit rows as 8×8 samples.
@@ -167,4 +172,67 @@ pub fn image_samples(rows: &[(Vec<f64>, i64)], side: usize) -> Result<Samples> {
     let inputs = rows.iter().flat_map(|r| r.0.iter().copied()).collect();
     let targets = rows.iter().map(|r| r.1).collect();
     Samples::new(inputs, vec![side, side], targets).map_err(anyhow::Error::msg)
+}
+
+/// The share of `data` that `model` classifies right (argmax of f against the label).
+pub fn accuracy<M: epk::recorder::EpkModel>(
+    model: &M,
+    data: &Samples,
+    device: &burn::tensor::Device,
+) -> f64 {
+    let n = data.len();
+    let len: usize = data.input_shape.iter().product();
+    let x = epk::recorder::batch::float_tensor(data.inputs.clone(), [n, len], device);
+    let f = model.epk_forward(x, &mut epk::recorder::Switches::off());
+    let predicted: Vec<i64> = f
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .unwrap_or_default();
+    let right = predicted
+        .iter()
+        .zip(&data.targets)
+        .filter(|(a, b)| a == b)
+        .count();
+    right as f64 / n.max(1) as f64
+}
+
+/// Trains `model` (a recorded one) with burn-train's `Learner`: Adam at a constant `lr`,
+/// shuffled batches of `batch` from `train`, `held_out` as the validation set, no terminal
+/// dashboard. Returns the trained model and the seconds training took.
+pub fn learn<M: epk::recorder::EpkModel + 'static>(
+    model: epk::recorder::Recorded<M>,
+    adam: &burn::optim::AdamConfig,
+    data: (&Samples, &Samples),
+    batch: usize,
+    epochs: usize,
+    lr: f64,
+    seed: u64,
+) -> Result<(epk::recorder::Recorded<M>, f64)> {
+    use burn::data::dataloader::DataLoaderBuilder;
+    use burn::optim::lr_scheduler::constant::ConstantLr;
+    use burn::train::logger::InMemoryMetricLogger;
+    use burn::train::{Learner, SupervisedTraining};
+    let (train, held_out) = data;
+    let loader_train = DataLoaderBuilder::new(IndexedBatcher)
+        .batch_size(batch)
+        .shuffle(seed)
+        .build(epk::recorder::IndexedDataset::new(train.clone()));
+    let loader_valid = DataLoaderBuilder::new(IndexedBatcher)
+        .batch_size(256)
+        .build(epk::recorder::IndexedDataset::new(held_out.clone()));
+    let artifacts = tempfile::tempdir()?;
+    let started = std::time::Instant::now();
+    let result = SupervisedTraining::new(artifacts.path(), loader_train, loader_valid)
+        .num_epochs(epochs)
+        .with_metric_logger(InMemoryMetricLogger::new())
+        .with_application_logger(None)
+        .renderer(Box::new(epk::recorder::renderer::QuietRenderer))
+        .launch(Learner::new(model, adam.init(), ConstantLr::new(lr)));
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(e) = result.error {
+        bail!("training failed: {e}");
+    }
+    Ok((result.model, seconds))
 }

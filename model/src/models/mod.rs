@@ -1,8 +1,11 @@
-//! Ready-made replayable models: [`Mlp`], [`Cnn`] and [`Guide`], Burn's guide model.
+//! Ready-made replayable models: [`Mlp`], [`Cnn`], [`Guide`] (Burn's guide model) and
+//! [`Text`], a small transformer classifier.
 
 mod guide;
+mod text;
 
 pub use guide::{Guide, GuideConfig};
+pub use text::{PAD, Text, TextConfig};
 
 use crate::model::{EpkModel, Switches};
 use burn::module::Module;

@@ -125,6 +125,7 @@ impl Registry {
             .with::<epk_model::models::Mlp>()
             .with::<epk_model::models::Cnn>()
             .with::<epk_model::models::Guide>()
+            .with::<epk_model::models::Text>()
     }
 
     /// Adds a model type.

@@ -9,7 +9,11 @@ use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 use std::path::Path;
 
-const FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+mod grouped;
+
+pub use grouped::grouped_bars;
+
+const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// Why a figure could not be drawn.
 #[derive(Debug, thiserror::Error)]
