@@ -186,3 +186,56 @@ fn the_ck_of_a_model_without_switches_linear_is_a_clear_error() {
     .unwrap();
     assert_eq!(tangent.rows.len(), 1);
 }
+
+/// The Grams `compare` fits its kGLMs on are built in panels that fit `memory`: with room for
+/// everything, and with room for one point at a time (n panels, Jacobians recomputed per
+/// panel), they equal the dense Grams from all Jacobians at once.
+#[test]
+fn grams_built_in_panels_equal_the_dense_grams() {
+    use epk::replay::kernels::compare::{CompareOptions, Surrogate};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("toy.zarr");
+    let run = Run::toy(5, 6, 4, 3);
+    run.record(&path);
+    let reader = StoreReader::open(&path).unwrap();
+    let device = flex_f64().unwrap();
+    let net = Network::<Mlp>::new(reader.attrs(), &device).unwrap();
+    let w = reader.weights(reader.steps()).unwrap();
+    let (train, test) = (&run.train.inputs, &run.eval.inputs[..3 * 5]);
+    let k = net.outputs();
+    let kernels = [Kernel::TrNtk0, Kernel::TrNtk, Kernel::PNtk].map(Surrogate::Tangent);
+    let (jt, js) = (jacobians(&net, &w, train), jacobians(&net, &w, test));
+    let dense = |kernel: Kernel| {
+        let (mut g_train, mut g_test) = (
+            reduce(&entk(&jt, &jt), k, kernel),
+            reduce(&entk(&js, &jt), k, kernel),
+        );
+        if kernel.is_cosine() {
+            let d_train: Vec<f64> = g_train.diag().to_vec();
+            let d_test: Vec<f64> = reduce(&entk(&js, &js), k, kernel).diag().to_vec();
+            cosine_normalise(&mut g_train, &d_train, &d_train);
+            cosine_normalise(&mut g_test, &d_test, &d_train);
+        }
+        (g_train, g_test)
+    };
+    for memory in [1 << 30, 1] {
+        let options = CompareOptions {
+            memory,
+            ..CompareOptions::default()
+        };
+        let grams =
+            epk::replay::kernels::gram::grams(&net, &w, train, test, &kernels, &options).unwrap();
+        for (s, (g_train, g_test, _)) in kernels.iter().zip(grams) {
+            let Surrogate::Tangent(kernel) = *s else {
+                unreachable!()
+            };
+            let (want_train, want_test) = dense(kernel);
+            let err = |a: &ndarray::Array2<f64>, b: &ndarray::Array2<f64>| {
+                (a - b).iter().fold(0.0f64, |m, v| m.max(v.abs()))
+                    / b.iter().fold(1e-300f64, |m, v| m.max(v.abs()))
+            };
+            assert!(err(&g_train, &want_train) < 1e-13, "{memory} {}", s.name());
+            assert!(err(&g_test, &want_test) < 1e-13, "{memory} {}", s.name());
+        }
+    }
+}

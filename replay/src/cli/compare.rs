@@ -39,6 +39,11 @@ pub struct CompareArgs {
     /// Fit the kGLMs on the first N training points only, every kernel alike (default: all).
     #[arg(long)]
     pub fit_samples: Option<usize>,
+    /// Memory for the tangent kernels' features, in MiB: their Grams are built in panels of
+    /// training points whose features fit, recomputing Jacobians once per panel. The Grams
+    /// themselves (n² numbers per kernel) come on top.
+    #[arg(long, default_value_t = 1024)]
+    pub memory: usize,
     /// L2 penalty of the kGLM refits.
     #[arg(long, default_value_t = 1e-4)]
     pub l2: f64,
@@ -130,6 +135,9 @@ pub(super) fn compare<M: EpkModel>(
     if args.fit_samples == Some(0) {
         bail!("--fit-samples must be at least 1");
     }
+    if args.memory == 0 {
+        bail!("--memory must be at least 1 (MiB)");
+    }
     if let Some(s) = args.step
         && s > a.steps
     {
@@ -141,6 +149,7 @@ pub(super) fn compare<M: EpkModel>(
         seed: args.seed,
         step: args.step,
         fit_samples: args.fit_samples,
+        memory: args.memory << 20,
         ..Default::default()
     };
     options.kglm.l2 = args.l2;

@@ -4,11 +4,11 @@
 
 use super::faithfulness::{kendall_tau_b, r_squared_affine};
 use super::kglm::{Kglm, KglmOptions, softmax_rows};
-use super::tangent::{Kernel, Projection, cosine_normalise, jacobians};
+use super::tangent::Kernel;
 use crate::{Network, ReplayError, ReplayOptions, Rule, replay};
 use epk_model::EpkModel;
 use epk_store::{Loss, StoreReader};
-use ndarray::{Array2, ArrayView2, Axis, s};
+use ndarray::{Array2, s};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -88,6 +88,9 @@ pub struct CompareOptions {
     pub kglm: KglmOptions,
     /// Training points per block of Jacobians.
     pub block: usize,
+    /// Bytes the tangent kernels' features may hold at once; their Grams are built in panels
+    /// of training points that fit (the Grams themselves, n² numbers each, come on top).
+    pub memory: usize,
     /// How the EPK and DPK machines (and the EPK Gram) are replayed.
     pub replay: ReplayOptions,
 }
@@ -102,6 +105,7 @@ impl Default for CompareOptions {
             fit_samples: None,
             kglm: KglmOptions::default(),
             block: 256,
+            memory: 1 << 30,
             replay: ReplayOptions::default(),
         }
     }
@@ -233,7 +237,7 @@ fn kglm_rows<M: EpkModel>(
         )));
     }
     let w_kernel = reader.weights(step)?;
-    let mut grams = grams(net, &w_kernel, fit_inputs, xs, &kernels, options)?;
+    let mut grams = super::gram::grams(net, &w_kernel, fit_inputs, xs, &kernels, options)?;
     let mut kernels = kernels;
     if wanted(Surrogate::EpkKglm) {
         let started = Instant::now();
@@ -332,91 +336,6 @@ fn affine_max_error(x: &[f64], y: &[f64]) -> f64 {
     x.iter().zip(y).fold(0.0f64, |m, (xi, yi)| {
         m.max((yi - (my + a * (xi - mx))).abs())
     })
-}
-
-type Grams = Vec<(Array2<f64>, Array2<f64>, f64)>;
-
-/// train × train and test × train Gram matrices of each kernel, Jacobians computed once per
-/// block of training points and shared by the kernels.
-fn grams<M: EpkModel>(
-    net: &Network<M>,
-    w: &[f64],
-    train: &[f64],
-    test: &[f64],
-    kernels: &[Surrogate],
-    options: &CompareOptions,
-) -> Result<Grams, ReplayError> {
-    let (k, len) = (net.outputs(), net.input_len());
-    let n = train.len() / len;
-    let projection = Projection::new(options.projection_dim, net.num_params(), options.seed);
-    let ck = |xs: &[f64]| {
-        super::tangent::penultimate(net, w, xs).ok_or_else(|| {
-            ReplayError::Input(
-                "the CK (conjugate kernel) reads the input of the model's last layer, which it \
-                 finds only when that layer goes through Switches::linear in epk_forward; \
-                 route it there or leave ck out of --kernels"
-                    .into(),
-            )
-        })
-    };
-    // Refused before any Jacobian is computed, not after the first block's.
-    if kernels.contains(&Surrogate::Ck) && n > 0 {
-        ck(&train[..len])?;
-    }
-    let mut seconds = vec![0.0; kernels.len()];
-    // Features of every training point per kernel, built block by block.
-    let mut train_features: Vec<Vec<Array2<f64>>> = vec![Vec::new(); kernels.len()];
-    let block = options.block.max(1);
-    for start in (0..n).step_by(block) {
-        let end = (start + block).min(n);
-        let t = Instant::now();
-        let need_j = kernels.iter().any(|&s| s != Surrogate::Ck);
-        let j = if need_j {
-            jacobians(net, w, &train[start * len..end * len])
-        } else {
-            Array2::zeros((0, 0))
-        };
-        let shared = t.elapsed().as_secs_f64() / kernels.len() as f64;
-        for (q, &s) in kernels.iter().enumerate() {
-            let t = Instant::now();
-            let phi = match s {
-                Surrogate::Tangent(kernel) => kernel.features(&j, k, &projection),
-                _ => ck(&train[start * len..end * len])?,
-            };
-            train_features[q].push(phi);
-            seconds[q] += shared + t.elapsed().as_secs_f64();
-        }
-    }
-    let t = Instant::now();
-    let jt = if kernels.iter().any(|&s| s != Surrogate::Ck) {
-        jacobians(net, w, test)
-    } else {
-        Array2::zeros((0, 0))
-    };
-    let shared = t.elapsed().as_secs_f64() / kernels.len() as f64;
-    let mut out = Vec::with_capacity(kernels.len());
-    for (q, &s) in kernels.iter().enumerate() {
-        let t = Instant::now();
-        let blocks: Vec<ArrayView2<f64>> = train_features[q].iter().map(|b| b.view()).collect();
-        let phi = ndarray::concatenate(Axis(0), &blocks)
-            .map_err(|e| ReplayError::Input(format!("kernel features: {e}")))?;
-        train_features[q].clear();
-        let phi_test = match s {
-            Surrogate::Tangent(kernel) => kernel.features(&jt, k, &projection),
-            _ => ck(test)?,
-        };
-        let mut g_train = phi.dot(&phi.t());
-        let mut g_test = phi_test.dot(&phi.t());
-        if s == Surrogate::Ck || matches!(s, Surrogate::Tangent(kernel) if kernel.is_cosine()) {
-            let d_train: Vec<f64> = phi.rows().into_iter().map(|r| r.dot(&r)).collect();
-            let d_test: Vec<f64> = phi_test.rows().into_iter().map(|r| r.dot(&r)).collect();
-            cosine_normalise(&mut g_train, &d_train, &d_train);
-            cosine_normalise(&mut g_test, &d_test, &d_train);
-        }
-        seconds[q] += shared + t.elapsed().as_secs_f64();
-        out.push((g_train, g_test, seconds[q]));
-    }
-    Ok(out)
 }
 
 impl Comparison {

@@ -5,12 +5,14 @@
 //! * [`path`]: the exact path kernel K(x, z) between arbitrary inputs (Bell et al.);
 //! * [`compare`]: every surrogate beside the network with Engel et al.'s faithfulness measures
 //!   ([`faithfulness`]), kernel GLMs refitted on each Gram ([`kglm`]);
+//! * [`gram`]: the tangent kernels' Grams built in panels that fit a memory budget;
 //! * [`gp`] and [`svm`]: a Gram used as a Gaussian-process covariance or by SVMs (Bell et al.
 //!   Figs. 3 and 5).
 
 pub mod compare;
 pub mod faithfulness;
 pub mod gp;
+pub mod gram;
 pub mod kglm;
 pub mod path;
 pub mod svm;
