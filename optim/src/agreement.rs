@@ -32,7 +32,7 @@ pub fn unit_roundoff(dtype: TrainDType) -> f64 {
 }
 
 /// One step's decomposition residual ρ = Δw − Δŵ, measured against the rounding bound β.
-#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Agreement {
     /// max_j |ρ_j|.
     pub max_abs: f64,

@@ -77,6 +77,7 @@ pub mod network;
 pub mod plot;
 pub mod precision;
 pub mod quadrature;
+pub mod shard;
 pub mod verify;
 
 /// burn-optim's optimizers as linear maps of the data gradients (crate `epk-optim`).

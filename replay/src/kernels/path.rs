@@ -53,7 +53,7 @@ fn path_kernel_with<M: EpkModel>(
     let mut kernel = Array2::<f64>::zeros((m, if diagonal { 1 } else { nz }));
     let rows_per_block = options.block.max(1) * k;
     let threads = options.threads.max(1);
-    walk::steps(reader, Direction::Forward, |step| {
+    walk::steps(reader, Direction::Forward, 0..reader.steps(), |step| {
         let (results, _) = integrator.integrate(step)?;
         let jbar = dense_jbar(&results, k, p);
         let lr = reader.lr(step.index)?;

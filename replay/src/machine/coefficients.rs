@@ -4,7 +4,8 @@ use epk_store::Loss;
 
 /// Tracks whether each sample's dL/df is the same at every step it appears in and has one
 /// non-zero entry (cross-entropy on log-softmax outputs): then a_i is constant.
-pub(super) struct Coefficients {
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Coefficients {
     seen: Vec<Option<Vec<f64>>>,
     constant: bool,
     k: usize,
@@ -33,8 +34,21 @@ impl Coefficients {
         }
     }
 
+    /// The observations of two stretches of one run, as if one had seen both.
+    pub(crate) fn merge(&mut self, other: &Coefficients) {
+        self.constant &= other.constant;
+        for (mine, theirs) in self.seen.iter_mut().zip(&other.seen) {
+            match (mine.as_ref(), theirs) {
+                (_, None) => {}
+                (None, Some(d)) => *mine = Some(d.clone()),
+                (Some(a), Some(b)) if a == b => {}
+                (Some(_), Some(_)) => self.constant = false,
+            }
+        }
+    }
+
     /// a_i = −(the one non-zero dL/df entry) for each sample, if constant.
-    pub(super) fn constant(&self) -> Option<Vec<f64>> {
+    pub(crate) fn constant(&self) -> Option<Vec<f64>> {
         if !self.constant {
             return None;
         }

@@ -108,18 +108,40 @@ pub(crate) fn dense_block<M: EpkModel>(
     total: Option<&mut [f64]>,
     groups: &mut Groups,
 ) -> Array2<f64> {
-    let p = net.num_params();
-    let n = block.indices.len();
+    let g = sample_grads(net, w, block, threads);
+    contract(rows, &g.view(), block.indices, total, groups)
+}
+
+/// A block's per-sample gradients at `w`, each weighted by its coefficients, `[samples, P]`.
+pub(crate) fn sample_grads<M: EpkModel>(
+    net: &Network<M>,
+    w: &[f64],
+    block: &Block<'_>,
+    threads: usize,
+) -> Array2<f64> {
+    let (p, n) = (net.num_params(), block.indices.len());
     let grads = net
         .implementation()
         .sample_grads(net, w, &block.inputs, block.coeffs, threads);
-    let g = ArrayView2::from_shape((n, p), &grads).expect("grads are [n, p]");
+    Array2::from_shape_vec((n, p), grads).expect("grads are [n, p]")
+}
+
+/// `rows` `[points·outputs, P]` against gradients `g` `[samples, P]` of the samples `indices`:
+/// `[points·outputs, samples]`, adding the summed gradient to `total` (if any) and each
+/// parameter group's share to `groups`.
+pub(crate) fn contract(
+    rows: &Array2<f64>,
+    g: &ArrayView2<f64>,
+    indices: &[usize],
+    total: Option<&mut [f64]>,
+    groups: &mut Groups,
+) -> Array2<f64> {
     if let Some(total) = total {
         for row in g.rows() {
             add(total, row.as_slice().expect("contiguous"));
         }
     }
-    groups.add(rows, &g, block.indices);
+    groups.add(rows, g, indices);
     // [m·k, p] · [p, n] → [m·k, n]
     rows.dot(&g.t())
 }

@@ -6,8 +6,9 @@
 //! in `contraction.rs`. The path kernel between arbitrary inputs walks the same steps
 //! ([`crate::kernels::path`]).
 
-mod coefficients;
-mod compensated;
+pub(crate) mod boundary;
+pub(crate) mod coefficients;
+pub(crate) mod compensated;
 pub(crate) mod contraction;
 mod plain;
 mod scratch;
@@ -50,7 +51,7 @@ impl Default for ReplayOptions {
 }
 
 /// Per-step facts that `verify` checks.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct StepCheck {
     /// The step, from 0.
     pub step: usize,
@@ -77,6 +78,7 @@ pub struct StepCheck {
 /// f(x; w_N) = b(x) + Σ_i A[x, i, ·] where b(x) = f(x; w_0) and
 /// A[x, i, k] = Σ_s Σ_j a_{i,j,s} ⟨Jbar_s(x)_k, ∇_w f_j(x_i; w_s)⟩, a_{i,s} = −η_s ∂L/∂f(x_i)
 /// (Bell et al., Theorem 3.6).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct KernelMachine {
     /// b(x) = f(x; w_0), `[points, outputs]`.
     pub bias: Array2<f64>,
@@ -176,10 +178,12 @@ struct Setup {
 }
 
 impl Setup {
+    /// For a replay that starts at step `start` (b is f at w_start).
     fn new<M: EpkModel>(
         reader: &StoreReader,
         net: &Network<M>,
         xs: &[f64],
+        start: usize,
     ) -> Result<Self, ReplayError> {
         let attrs = reader.attrs();
         let (k, p, n_train) = (attrs.outputs, attrs.num_params, attrs.train_samples);
@@ -187,7 +191,7 @@ impl Setup {
         if m == 0 {
             return Err(ReplayError::Input("no inputs to explain".into()));
         }
-        let w0 = reader.weights(0)?;
+        let w0 = reader.weights(start)?;
         let bias = Array2::from_shape_vec((m, k), net.forward(&w0, xs)).expect("f is [m, k]");
         Ok(Setup {
             k,
@@ -197,6 +201,18 @@ impl Setup {
             attributions: compensated::Attributions::zeros((m, n_train, k)),
         })
     }
+}
+
+/// A replay of the steps `s0..s1` alone: the machine of that stretch of the path (its `bias` is
+/// f(x; w_s0) and its `network` f(x; w_s1)), with what joining it to the other stretches needs
+/// ([`crate::shard`]).
+pub(crate) struct Part {
+    /// The stretch's machine.
+    pub machine: KernelMachine,
+    /// Each sample's dL/df as seen in the stretch (plain gradient descent).
+    pub coefficients: Option<coefficients::Coefficients>,
+    /// Where the stretch meets the steps after it (optimizers with state).
+    pub boundary: Option<boundary::Boundary>,
 }
 
 /// Replays every committed step for the inputs `xs` (flat, one sample per row) and returns the
@@ -215,14 +231,34 @@ pub fn replay<M: EpkModel>(
     options: &ReplayOptions,
     progress: impl FnMut(usize),
 ) -> Result<KernelMachine, ReplayError> {
+    Ok(replay_steps(reader, net, xs, options, 0..reader.steps(), progress)?.machine)
+}
+
+/// [`replay`] of the steps `steps` alone; `progress` counts the steps done in the range.
+pub(crate) fn replay_steps<M: EpkModel>(
+    reader: &StoreReader,
+    net: &Network<M>,
+    xs: &[f64],
+    options: &ReplayOptions,
+    steps: std::ops::Range<usize>,
+    progress: impl FnMut(usize),
+) -> Result<Part, ReplayError> {
     let optimizer = Optimizer::from_spec(&reader.attrs().optimizer)?;
     if let Some(x) = xs.get(..net.input_len()) {
         // At the last weights: a zero last layer at w_0 would hide everything before it.
         crate::precision::check(net, &reader.weights(reader.steps())?, x)?;
     }
+    if steps.start > steps.end || steps.end > reader.steps() {
+        return Err(ReplayError::Input(format!(
+            "steps {}..{} are not a stretch of the store's {} committed steps",
+            steps.start,
+            steps.end,
+            reader.steps()
+        )));
+    }
     if optimizer.is_plain() {
-        plain::replay(reader, net, xs, options, progress)
+        plain::replay(reader, net, xs, options, steps, progress)
     } else {
-        stateful::replay(reader, net, xs, options, optimizer, progress)
+        stateful::replay(reader, net, xs, options, optimizer, steps, progress)
     }
 }

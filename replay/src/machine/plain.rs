@@ -5,7 +5,7 @@ use super::coefficients::Coefficients;
 use super::compensated::Terms;
 use super::contraction::{Contraction, Groups};
 use super::walk::{self, Direction, Integrator, blocks};
-use super::{KernelMachine, ReplayOptions, Setup};
+use super::{KernelMachine, Part, ReplayOptions, Setup};
 use crate::ReplayError;
 use crate::network::Network;
 use crate::optimizer::{Agreement, unit_roundoff};
@@ -13,32 +13,35 @@ use crate::quadrature::StepIntegral;
 use epk_model::EpkModel;
 use epk_store::StoreReader;
 use ndarray::Array2;
+use std::ops::Range;
 
-/// The kernel machine of a plain gradient-descent run.
+/// The kernel machine of the steps `range` of a plain gradient-descent run.
 pub(super) fn replay<M: EpkModel>(
     reader: &StoreReader,
     net: &Network<M>,
     xs: &[f64],
     options: &ReplayOptions,
+    range: Range<usize>,
     mut progress: impl FnMut(usize),
-) -> Result<KernelMachine, ReplayError> {
+) -> Result<Part, ReplayError> {
     let Setup {
         k,
         p,
         m,
         bias,
         mut attributions,
-    } = Setup::new(reader, net, xs)?;
+    } = Setup::new(reader, net, xs, range.start)?;
     let attrs = reader.attrs();
     let train = reader.train()?;
     let integrator = Integrator::new(net, xs, options, reader.steps());
     let mut residual = Terms::zeros((m, k));
     let mut groups = Groups::new(&options.groups, m, attrs.train_samples, k);
-    let mut checks = Vec::with_capacity(reader.steps());
+    let mut checks = Vec::with_capacity(range.len());
     let mut coefficients = Coefficients::new(attrs.train_samples, attrs.loss, k);
     let threads = options.threads.max(1);
     let unit = unit_roundoff(attrs.dtype);
-    walk::steps(reader, Direction::Forward, |step| {
+    let first = range.start;
+    walk::steps(reader, Direction::Forward, range.clone(), |step| {
         let (lr, batch) = (reader.lr(step.index)?, reader.batch(step.index)?);
         let (results, mut check) = integrator.integrate(step)?;
         // Train side: a_{i,s} = −η ∂L/∂f(x_i), per-sample gradients in blocks.
@@ -56,12 +59,12 @@ pub(super) fn replay<M: EpkModel>(
         check.decomposition = Agreement::new(step.start, step.end, step.delta, &total, unit);
         add_residual(&mut residual, &results, &rho, k);
         checks.push(check);
-        progress(step.index + 1);
+        progress(step.index + 1 - first);
         Ok(())
     })?;
-    let end = reader.weights(reader.steps())?;
+    let end = reader.weights(range.end)?;
     let network = Array2::from_shape_vec((m, k), net.forward(&end, xs)).expect("f is [m, k]");
-    Ok(KernelMachine {
+    let machine = KernelMachine {
         bias,
         attributions: attributions.finish(),
         nondata: Array2::zeros((m, k)),
@@ -72,6 +75,11 @@ pub(super) fn replay<M: EpkModel>(
         optimizer: "sgd".into(),
         group_attributions: groups.out,
         unit_roundoff: unit,
+    };
+    Ok(Part {
+        machine,
+        coefficients: Some(coefficients),
+        boundary: None,
     })
 }
 

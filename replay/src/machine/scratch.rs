@@ -1,8 +1,11 @@
 //! The stateful replay's per-step vectors, kept on disk between its forward and backward pass.
 
 use crate::ReplayError;
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom, Write};
 
 /// One step's vectors of the stateful optimizer's linear map.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct StepVectors {
     /// Clipping factors c_s (None: all ones).
     pub clip: Option<Vec<f64>>,
@@ -15,73 +18,47 @@ pub(super) struct StepVectors {
 }
 
 /// Per-step vectors of the forward pass, on disk so that memory does not grow with steps.
+/// Each step is one bincode record (serde), found by its offset and length.
 pub(super) struct Scratch {
     file: std::fs::File,
-    p: usize,
-    /// Which of the four vectors each step has.
-    present: Vec<[bool; 4]>,
-    offsets: Vec<u64>,
+    records: HashMap<usize, (u64, usize)>,
     end: u64,
 }
 
+fn io(e: impl std::fmt::Display) -> ReplayError {
+    ReplayError::Input(format!("scratch file: {e}"))
+}
+
 impl Scratch {
-    pub(super) fn new(p: usize) -> Result<Self, ReplayError> {
+    pub(super) fn new() -> Result<Self, ReplayError> {
         let file = tempfile::tempfile()
             .map_err(|e| ReplayError::Input(format!("cannot create a scratch file: {e}")))?;
         Ok(Scratch {
             file,
-            p,
-            present: Vec::new(),
-            offsets: Vec::new(),
+            records: HashMap::new(),
             end: 0,
         })
     }
 
-    pub(super) fn write(&mut self, s: usize, v: StepVectors) -> Result<(), ReplayError> {
-        let vectors = [v.clip, v.precondition, v.mask, Some(v.rho)];
-        use std::io::{Seek, SeekFrom, Write};
-        debug_assert_eq!(s, self.offsets.len());
-        let mut bytes = Vec::new();
-        let mut present = [false; 4];
-        for (i, v) in vectors.iter().enumerate() {
-            if let Some(v) = v {
-                present[i] = true;
-                bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
-            }
-        }
-        let io = |e: std::io::Error| ReplayError::Input(format!("scratch file: {e}"));
+    pub(super) fn write(&mut self, s: usize, v: &StepVectors) -> Result<(), ReplayError> {
+        let bytes = bincode::serde::encode_to_vec(v, bincode::config::standard()).map_err(io)?;
         self.file.seek(SeekFrom::Start(self.end)).map_err(io)?;
         self.file.write_all(&bytes).map_err(io)?;
-        self.offsets.push(self.end);
-        self.present.push(present);
+        self.records.insert(s, (self.end, bytes.len()));
         self.end += bytes.len() as u64;
         Ok(())
     }
 
     pub(super) fn read(&mut self, s: usize) -> Result<StepVectors, ReplayError> {
-        use std::io::{Read, Seek, SeekFrom};
-        let io = |e: std::io::Error| ReplayError::Input(format!("scratch file: {e}"));
-        self.file
-            .seek(SeekFrom::Start(self.offsets[s]))
-            .map_err(io)?;
-        let mut out: [Option<Vec<f64>>; 4] = Default::default();
-        let mut buf = vec![0u8; self.p * 8];
-        for (i, slot) in out.iter_mut().enumerate() {
-            if self.present[s][i] {
-                self.file.read_exact(&mut buf).map_err(io)?;
-                *slot = Some(
-                    buf.chunks_exact(8)
-                        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-                        .collect(),
-                );
-            }
-        }
-        let [clip, precondition, mask, rho] = out;
-        Ok(StepVectors {
-            clip,
-            precondition,
-            mask,
-            rho: rho.unwrap_or_else(|| vec![0.0; self.p]),
-        })
+        let &(offset, len) = self
+            .records
+            .get(&s)
+            .ok_or_else(|| io(format!("step {s} was not kept")))?;
+        self.file.seek(SeekFrom::Start(offset)).map_err(io)?;
+        let mut bytes = vec![0u8; len];
+        self.file.read_exact(&mut bytes).map_err(io)?;
+        let (v, _) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).map_err(io)?;
+        Ok(v)
     }
 }

@@ -7,18 +7,25 @@
 //! u_s = −η_s D_s ⊙ Jbar_s, so that a point used at step r is credited for every later step it
 //! moves: the data gradient of step s meets E_s = γ_s u_s + b_s Z_s. Memory stays independent
 //! of the number of steps and of the training set.
+//!
+//! A stretch s0..s1 replayed alone runs the forward pass from step 0 to s1 (the optimizer's state
+//! needs every earlier gradient; one gradient per step, cheap beside the Jacobians) and the
+//! backward pass over the stretch, keeping what the later steps' adjoint will reach
+//! (`boundary.rs`).
 
+use super::boundary::Through;
 use super::compensated::{Attributions, Terms};
-use super::contraction::{Groups, add, dense_block, dense_jbar};
+use super::contraction::{Groups, add, contract, dense_jbar, sample_grads};
 use super::scratch::{Scratch, StepVectors};
 use super::walk::{self, Direction, Integrator, Step, blocks};
-use super::{KernelMachine, ReplayOptions, Setup, StepCheck};
+use super::{KernelMachine, Part, ReplayOptions, Setup, StepCheck};
 use crate::ReplayError;
 use crate::network::Network;
 use crate::optimizer::{Agreement, Optimizer, State, Transform, unit_roundoff};
 use epk_model::EpkModel;
 use epk_store::{Samples, StoreReader};
 use ndarray::{Array2, ArrayView1};
+use std::ops::Range;
 
 /// Per step of the forward pass: the linear map's scalars and the decomposition residual.
 struct Kept {
@@ -26,28 +33,37 @@ struct Kept {
     decomposition: Agreement,
 }
 
-/// The kernel machine of a run whose optimizer has state or clips.
+/// The kernel machine of the steps `range` of a run whose optimizer has state or clips.
 pub(super) fn replay<M: EpkModel>(
     reader: &StoreReader,
     net: &Network<M>,
     xs: &[f64],
     options: &ReplayOptions,
     optimizer: Optimizer,
+    range: Range<usize>,
     mut progress: impl FnMut(usize),
-) -> Result<KernelMachine, ReplayError> {
+) -> Result<Part, ReplayError> {
     let Setup {
         k,
         p,
         m,
         bias,
         attributions,
-    } = Setup::new(reader, net, xs)?;
+    } = Setup::new(reader, net, xs, range.start)?;
     let train = reader.train()?;
     let steps = reader.steps();
     let describe = optimizer.describe();
-    let mut scratch = Scratch::new(p)?;
-    let kept = forward(reader, net, &train, options, optimizer, &mut scratch)?;
-    let end = reader.weights(steps)?;
+    let mut scratch = Scratch::new()?;
+    let kept = forward(
+        reader,
+        net,
+        &train,
+        options,
+        optimizer,
+        &range,
+        &mut scratch,
+    )?;
+    let end = reader.weights(range.end)?;
     let network = Array2::from_shape_vec((m, k), net.forward(&end, xs)).expect("f is [m, k]");
     let mut adjoint = Adjoint {
         net,
@@ -59,10 +75,12 @@ pub(super) fn replay<M: EpkModel>(
         nondata: Terms::zeros((m, k)),
         residual: Terms::zeros((m, k)),
         groups: Groups::new(&options.groups, m, reader.attrs().train_samples, k),
+        through: Through::new(kept.get(range.end).map(|k| k.transform.a), p),
     };
     let integrator = Integrator::new(net, xs, options, steps);
-    let mut checks: Vec<StepCheck> = Vec::with_capacity(steps);
-    walk::steps(reader, Direction::Backward, |step| {
+    let mut checks: Vec<StepCheck> = Vec::with_capacity(range.len());
+    let last = range.end;
+    walk::steps(reader, Direction::Backward, range, |step| {
         let (results, mut check) = integrator.integrate(step)?;
         let kept = &kept[step.index];
         check.decomposition = kept.decomposition;
@@ -71,11 +89,12 @@ pub(super) fn replay<M: EpkModel>(
         let dloss = reader.batch(step.index)?;
         adjoint.step(step, &kept.transform, vectors, jbar, &dloss)?;
         checks.push(check);
-        progress(steps - step.index);
+        progress(last - step.index);
         Ok(())
     })?;
     checks.reverse();
-    Ok(KernelMachine {
+    let boundary = adjoint.through.finish(adjoint.z);
+    let machine = KernelMachine {
         bias,
         attributions: adjoint.attributions.finish(),
         nondata: adjoint.nondata.finish(),
@@ -86,24 +105,33 @@ pub(super) fn replay<M: EpkModel>(
         optimizer: describe,
         group_attributions: adjoint.groups.out,
         unit_roundoff: epk_optim::unit_roundoff(reader.attrs().dtype),
+    };
+    Ok(Part {
+        machine,
+        coefficients: None,
+        boundary: Some(boundary),
     })
 }
 
-/// The forward pass: the optimizer's state from the recorded data gradients; each step's
-/// vectors (clipping factors, preconditioner, decay mask, residual) go to `scratch`.
+/// The forward pass from step 0 through the step after `range` (whose momentum factor the
+/// stretch's boundary needs): the optimizer's state from the recorded data gradients; the
+/// vectors (clipping factors, preconditioner, decay mask, residual) of the steps in `range` go
+/// to `scratch`.
 fn forward<M: EpkModel>(
     reader: &StoreReader,
     net: &Network<M>,
     train: &Samples,
     options: &ReplayOptions,
     optimizer: Optimizer,
+    range: &Range<usize>,
     scratch: &mut Scratch,
 ) -> Result<Vec<Kept>, ReplayError> {
     let (k, p) = (net.outputs(), net.num_params());
     let mut state = State::new(optimizer, &reader.attrs().params, p);
-    let mut kept: Vec<Kept> = Vec::with_capacity(reader.steps());
+    let through = (range.end + 1).min(reader.steps());
+    let mut kept: Vec<Kept> = Vec::with_capacity(through);
     let unit = unit_roundoff(reader.attrs().dtype);
-    walk::steps(reader, Direction::Forward, |step| {
+    walk::steps(reader, Direction::Forward, 0..through, |step| {
         let batch = reader.batch(step.index)?;
         let mut grad = vec![0.0; p];
         for block in blocks(train, &batch.indices, &batch.dloss, k, options.block) {
@@ -121,7 +149,9 @@ fn forward<M: EpkModel>(
             mask: transform.mask.take(),
             rho,
         };
-        scratch.write(step.index, vectors)?;
+        if range.contains(&step.index) {
+            scratch.write(step.index, &vectors)?;
+        }
         kept.push(Kept {
             transform,
             decomposition,
@@ -144,6 +174,8 @@ struct Adjoint<'a, M: EpkModel> {
     nondata: Terms,
     residual: Terms,
     groups: Groups,
+    /// What the later steps' adjoint will reach (a stretch replayed alone).
+    through: Through,
 }
 
 impl<M: EpkModel> Adjoint<'_, M> {
@@ -171,6 +203,7 @@ impl<M: EpkModel> Adjoint<'_, M> {
         e.scaled_add(t.b, &self.z);
         self.a_next = t.a;
         self.add_nondata(step, t, &v, &e, &jbar);
+        let beta = self.through.beta(t.b);
         if let Some(c) = &v.clip {
             for mut row in e.rows_mut() {
                 for (x, c) in row.iter_mut().zip(c) {
@@ -186,17 +219,13 @@ impl<M: EpkModel> Adjoint<'_, M> {
             k,
             self.options.block,
         ) {
-            let contrib = dense_block(
-                &e,
-                self.net,
-                step.start,
-                &block,
-                threads,
-                None,
-                &mut self.groups,
-            );
+            let g = sample_grads(self.net, step.start, &block, threads);
+            let contrib = contract(&e, &g.view(), block.indices, None, &mut self.groups);
             self.attributions.scatter(&contrib, block.indices, k);
+            let clip = v.clip.as_deref();
+            self.through.add_grads(beta, clip, block.indices, &g.view());
         }
+        self.through.advance(t.a);
         Ok(())
     }
 
@@ -215,6 +244,7 @@ impl<M: EpkModel> Adjoint<'_, M> {
             .map(|j| -t.decoupled * step.start[j] * v.mask.as_ref().map_or(1.0, |m| m[j]))
             .collect();
         let coupled: Vec<f64> = step.start.iter().map(|w| t.coupled * w).collect();
+        self.through.add_coupled(self.through.beta(t.b), &coupled);
         let row_dot =
             |r: ArrayView1<f64>, x: &[f64]| -> f64 { r.iter().zip(x).map(|(a, b)| a * b).sum() };
         for row in 0..e.nrows() {

@@ -12,6 +12,7 @@ use crate::network::Network;
 use crate::quadrature::{self, Segment, StepIntegral};
 use epk_model::EpkModel;
 use epk_store::{Samples, StoreReader};
+use std::ops::Range;
 
 /// One step of the walk.
 pub(crate) struct Step<'a> {
@@ -43,21 +44,25 @@ pub(crate) enum Direction {
     Backward,
 }
 
-/// Visits every committed step of `reader` in `direction`, reading each weight vector once.
+/// Visits the steps `range` of `reader` in `direction`, reading each weight vector once.
 pub(crate) fn steps(
     reader: &StoreReader,
     direction: Direction,
+    range: Range<usize>,
     mut visit: impl FnMut(&Step<'_>) -> Result<(), ReplayError>,
 ) -> Result<(), ReplayError> {
-    let n = reader.steps();
+    let (first, last) = (range.start, range.end);
     let mut kept = reader.weights(match direction {
-        Direction::Forward => 0,
-        Direction::Backward => n,
+        Direction::Forward => first,
+        Direction::Backward => last,
     })?;
-    for i in 0..n {
+    for i in range {
         let (s, other) = match direction {
             Direction::Forward => (i, reader.weights(i + 1)?),
-            Direction::Backward => (n - 1 - i, reader.weights(n - 1 - i)?),
+            Direction::Backward => {
+                let s = last - 1 - (i - first);
+                (s, reader.weights(s)?)
+            }
         };
         let (start, end) = match direction {
             Direction::Forward => (&kept, &other),

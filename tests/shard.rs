@@ -1,0 +1,215 @@
+//! Replay cut into tiles (stretches of steps × blocks of points) and joined equals the
+//! one-process replay: on plain gradient descent, where stretches just add, and on optimizers
+//! with state, where the later steps' adjoint enters each stretch through its boundary.
+
+mod common;
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, SgdConfig};
+use common::{Optim, Run};
+use epk::recorder::device::flex_f64;
+use epk::recorder::models::Mlp;
+use epk::replay::shard::{Job, Partial, Plan, read_partials, reduce, replay_tile, write_partial};
+use epk::replay::{KernelMachine, Network, ReplayOptions, replay};
+use epk::store::StoreReader;
+use std::path::Path;
+
+/// The tiles of `plan`, each replayed on its own.
+fn tiles(path: &Path, plan: Plan, options: &ReplayOptions) -> Vec<Partial> {
+    let reader = StoreReader::open(path).unwrap();
+    let net = Network::<Mlp>::new(reader.attrs(), &flex_f64().unwrap()).unwrap();
+    let eval = reader.eval().unwrap();
+    let job = Job::new(&reader, eval.len(), options, plan);
+    (0..plan.count())
+        .map(|i| replay_tile(&reader, &net, &eval.inputs, options, &job, i, |_| {}).unwrap())
+        .collect()
+}
+
+fn one_process(path: &Path, options: &ReplayOptions) -> KernelMachine {
+    let reader = StoreReader::open(path).unwrap();
+    let net = Network::<Mlp>::new(reader.attrs(), &flex_f64().unwrap()).unwrap();
+    let eval = reader.eval().unwrap();
+    replay(&reader, &net, &eval.inputs, options, |_| {}).unwrap()
+}
+
+/// max |a − b| / max(1, |b|) over two arrays of one shape: relative where values exceed 1, so
+/// that a bound of 1e-15 allows the few units in the last place that adding the stretches in
+/// another grouping leaves on a prediction near 8.
+fn gap<D: ndarray::Dimension>(a: &ndarray::Array<f64, D>, b: &ndarray::Array<f64, D>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter()
+        .zip(b)
+        .fold(0.0, |m, (x, y)| m.max((x - y).abs() / y.abs().max(1.0)))
+}
+
+/// The joined machine equals the one-process machine: every array within `tol` ([`gap`]), and
+/// the per-step checks the same.
+fn assert_same(joined: &KernelMachine, whole: &KernelMachine, tol: f64, what: &str) {
+    assert_eq!(joined.bias, whole.bias, "{what}: b is f(x; w_0) either way");
+    assert_eq!(
+        joined.network, whole.network,
+        "{what}: f(x; w_N) either way"
+    );
+    let gaps = [
+        ("A", gap(&joined.attributions, &whole.attributions)),
+        ("N", gap(&joined.nondata, &whole.nondata)),
+        ("R", gap(&joined.residual, &whole.residual)),
+        (
+            "b + ΣA + N + R",
+            gap(&joined.prediction(), &whole.prediction()),
+        ),
+    ];
+    for (name, g) in gaps {
+        assert!(g <= tol, "{what}: {name} differs by {g:e}");
+    }
+    if let (Some(a), Some(b)) = (&joined.group_attributions, &whole.group_attributions) {
+        let g = gap(a, b);
+        assert!(g <= tol, "{what}: per-group attributions differ by {g:e}");
+    }
+    assert_eq!(joined.constant_coefficients, whole.constant_coefficients);
+    assert_eq!(joined.steps.len(), whole.steps.len());
+    for (j, w) in joined.steps.iter().zip(&whole.steps) {
+        assert_eq!(j.certificate, w.certificate, "{what}: step {}", w.step);
+        assert_eq!(j.worst_point, w.worst_point, "{what}: step {}", w.step);
+        assert_eq!(j.evals, w.evals, "{what}: step {}", w.step);
+        assert_eq!(j.decomposition, w.decomposition, "{what}: step {}", w.step);
+    }
+    assert!(
+        joined.max_error() < 1e-12,
+        "{what}: {:e}",
+        joined.max_error()
+    );
+}
+
+/// Every cut of a run: steps alone, points alone, both, and an uneven one.
+fn cuts(steps: usize, points: usize) -> Vec<Plan> {
+    vec![
+        Plan::with_stretches(4, 4, steps, points).unwrap(),
+        Plan::with_stretches(4, 1, steps, points).unwrap(),
+        Plan::with_stretches(4, 2, steps, points).unwrap(),
+        Plan::with_stretches(6, 3, steps, points).unwrap(),
+    ]
+}
+
+fn check_run(run: Run, groups: bool, what: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.zarr");
+    run.record(&path);
+    let reader = StoreReader::open(&path).unwrap();
+    let mut options = ReplayOptions::default();
+    if groups {
+        options.groups = reader
+            .attrs()
+            .params
+            .iter()
+            .map(|p| p.offset..p.offset + p.len)
+            .collect();
+    }
+    let whole = one_process(&path, &options);
+    let points = reader.eval().unwrap().len();
+    for plan in cuts(reader.steps(), points) {
+        let joined = reduce(tiles(&path, plan, &options)).unwrap();
+        assert_same(&joined, &whole, 1e-15, &format!("{what}, {plan:?}"));
+    }
+}
+
+#[test]
+fn plain_minibatch_sgd_joins_to_the_one_process_machine() {
+    let run = Run::toy(6, 8, 10, 9).with(Optim::Sgd(SgdConfig::new()), 10, 0.3);
+    check_run(run, true, "sgd");
+}
+
+#[test]
+fn momentum_with_coupled_decay_joins_to_the_one_process_machine() {
+    let config = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new()))
+        .with_weight_decay(Some(WeightDecayConfig::new(1e-2)));
+    let run = Run::toy(6, 8, 10, 9).with(Optim::Sgd(config), 10, 0.2);
+    check_run(run, true, "momentum");
+}
+
+#[test]
+fn adam_with_clipping_and_decay_joins_to_the_one_process_machine() {
+    let config = AdamConfig::new()
+        .with_weight_decay(Some(WeightDecayConfig::new(1e-2)))
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(0.05)));
+    let run = Run::toy(6, 8, 10, 9).with(Optim::Adam(config), 10, 0.02);
+    check_run(run, false, "adam");
+}
+
+/// The boundaries carry real weight: dropping them (each stretch alone) misses the machine.
+#[test]
+fn without_the_boundaries_momentum_stretches_do_not_add_up() {
+    let config = SgdConfig::new().with_momentum(Some(MomentumConfig::new()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.zarr");
+    Run::toy(6, 8, 10, 8)
+        .with(Optim::Sgd(config), 10, 0.2)
+        .record(&path);
+    let options = ReplayOptions::default();
+    let reader = StoreReader::open(&path).unwrap();
+    let points = reader.eval().unwrap().len();
+    let plan = Plan::with_stretches(2, 2, reader.steps(), points).unwrap();
+    let mut parts = tiles(&path, plan, &options);
+    let whole = one_process(&path, &options);
+    let joined = reduce(parts.clone()).unwrap();
+    assert!(gap(&joined.attributions, &whole.attributions) <= 1e-15);
+    for p in &mut parts {
+        p.boundary = None;
+    }
+    let cut = reduce(parts).unwrap();
+    let missed = gap(&cut.prediction(), &whole.network);
+    assert!(
+        missed > 1e-6,
+        "the later steps' momentum moved the first stretch: {missed:e}"
+    );
+}
+
+/// Tiles kept in the store and read back join the same, in whatever order; a missing tile, a
+/// torn record and another job's tile are refused with the reason.
+#[test]
+fn partials_in_the_store_round_trip_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.zarr");
+    let config = SgdConfig::new().with_momentum(Some(MomentumConfig::new()));
+    Run::toy(6, 8, 10, 6)
+        .with(Optim::Sgd(config), 10, 0.2)
+        .record(&path);
+    let options = ReplayOptions::default();
+    let reader = StoreReader::open(&path).unwrap();
+    let points = reader.eval().unwrap().len();
+    let plan = Plan::new(3, reader.steps(), points).unwrap();
+    assert_eq!((plan.stretches, plan.blocks), (3, 1), "steps are cut first");
+    let parts = tiles(&path, plan, &options);
+    for p in parts.iter().rev() {
+        write_partial(&path, "check", p).unwrap();
+    }
+    let back = read_partials(&path, "check").unwrap();
+    let (a, b) = (reduce(back).unwrap(), reduce(parts.clone()).unwrap());
+    assert_eq!(a.attributions, b.attributions, "the same to the bit");
+    // The store still opens, and the partials are a Zarr group beside the run.
+    StoreReader::open(&path).unwrap();
+    assert!(path.join("partials/check/zarr.json").exists());
+
+    let err = reduce(parts[..2].to_vec()).unwrap_err().to_string();
+    assert!(err.contains("missing [2]"), "{err}");
+
+    let other = Job::new(&reader, points - 1, &options, plan);
+    let mut stranger = parts[0].clone();
+    stranger.job = other;
+    let err = write_partial(&path, "check", &stranger)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another job"), "{err}");
+
+    let file = path.join("partials/check/tile-0001-of-0003.bin");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let err = read_partials(&path, "check").unwrap_err().to_string();
+    assert!(
+        err.contains("tile-0001-of-0003.bin") && err.contains("not a whole tile"),
+        "{err}"
+    );
+}
