@@ -213,3 +213,79 @@ fn partials_in_the_store_round_trip_and_bad_ones_are_refused() {
         "{err}"
     );
 }
+
+/// The command line: three shards (one found through $JOB_COMPLETION_INDEX, as a Kubernetes
+/// Indexed Job sets it), then `reduce`, report what `verify` reports for the same job.
+#[test]
+fn shard_and_reduce_on_the_command_line_report_what_verify_reports() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.zarr");
+    let config = SgdConfig::new().with_momentum(Some(MomentumConfig::new()));
+    Run::toy(6, 8, 10, 6)
+        .with(Optim::Sgd(config), 10, 0.2)
+        .record(&path);
+    let replay = common::built("replay");
+    let store = path.to_str().unwrap();
+    for i in 0..3 {
+        let mut cmd = Command::new(&replay);
+        cmd.args(["shard", store, "--count", "3", "--points", "5", "--quiet"]);
+        if i == 1 {
+            cmd.env("JOB_COMPLETION_INDEX", "1");
+        } else {
+            cmd.args(["--index", &i.to_string()]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            said.contains(&format!("tile {i} of 3: steps {}..{}", 2 * i, 2 * i + 2)),
+            "{said}"
+        );
+    }
+    let json = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(&replay).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let joined = json(&["reduce", store, "--json"]);
+    let whole = json(&["verify", store, "--points", "5", "--json"]);
+    assert_eq!(joined["passed"], true);
+    for key in [
+        "points",
+        "steps",
+        "total_evals",
+        "max_certificate",
+        "worst_step",
+    ] {
+        assert_eq!(joined[key], whole[key], "{key}");
+    }
+    let (a, b) = (
+        joined["max_abs_error"].as_f64().unwrap(),
+        whole["max_abs_error"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-14, "machine errors {a:e} and {b:e}");
+
+    // A missing tile and a wrong index are refused with the reason, exit 2.
+    std::fs::remove_file(path.join("partials/verify/tile-0002-of-0003.bin")).unwrap();
+    let out = Command::new(&replay)
+        .args(["reduce", store])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing [2]"));
+    let out = Command::new(&replay)
+        .args(["shard", store, "--index", "3", "--count", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("below the count"));
+}

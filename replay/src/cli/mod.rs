@@ -15,13 +15,17 @@ mod attribute;
 mod compare;
 mod info;
 mod layers;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod progress;
+mod shard;
 mod verify;
 
 pub use attribute::AttributeArgs;
 pub use compare::CompareArgs;
 pub use info::InfoArgs;
 pub use layers::LayersArgs;
+pub use shard::{ReduceArgs, ShardArgs};
 pub use verify::{Decomposition, VerifyArgs};
 
 use crate::{KernelMachine, Network, ReplayOptions, Rule, replay};
@@ -66,6 +70,11 @@ pub enum Command {
     Layers(LayersArgs),
     /// Summarise a store: model, optimizer, steps, data.
     Info(InfoArgs),
+    /// Replay one tile of a verify job (a stretch of steps × a block of points) into
+    /// STORE/partials/JOB, for job arrays (Slurm --array, Kubernetes Indexed Jobs).
+    Shard(ShardArgs),
+    /// Join a job's tiles into the whole machine and verify it, as verify does.
+    Reduce(ReduceArgs),
 }
 
 impl Command {
@@ -77,6 +86,8 @@ impl Command {
             Command::Compare(a) => &a.store,
             Command::Layers(a) => &a.point.store,
             Command::Info(a) => &a.store,
+            Command::Shard(a) => &a.store,
+            Command::Reduce(a) => &a.store,
         }
     }
 }
@@ -142,13 +153,44 @@ impl Registry {
 /// Parses the command line and runs it; the exit code follows the documented convention.
 pub fn main_with(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
-    match dispatch(&registry, &cli) {
-        Ok(code) => code,
+    #[cfg(not(feature = "mpi"))]
+    if let Some(n) = launched_ranks()
+        && n > 1
+    {
+        eprintln!(
+            "error: launched as one of {n} MPI ranks, but this replay was built without the \
+             `mpi` feature, so every rank would replay everything: build it with \
+             `--features mpi`, or run one process"
+        );
+        return ExitCode::from(2);
+    }
+    #[cfg(feature = "mpi")]
+    let _mpi = match mpi::init(&cli.command) {
+        Ok(session) => session,
         Err(e) => {
             eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match dispatch(&registry, &cli) {
+        Ok(code) => code,
+        #[cfg(feature = "mpi")]
+        Err(e) if e.downcast_ref::<mpi::Contributed>().is_some() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            #[cfg(feature = "mpi")]
+            mpi::abort_others(2);
             ExitCode::from(2)
         }
     }
+}
+
+/// How many ranks an MPI launcher (Open MPI, MPICH, PMIx) started this process among.
+#[cfg(not(feature = "mpi"))]
+fn launched_ranks() -> Option<usize> {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
 }
 
 /// Opens the store and runs the command with the model the store names.
@@ -156,8 +198,10 @@ fn dispatch(registry: &Registry, cli: &Cli) -> Result<ExitCode> {
     let command = &cli.command;
     let path = command.store();
     let reader = StoreReader::open(path)?;
-    if let Command::Info(a) = command {
-        return info::info(&reader, a);
+    match command {
+        Command::Info(a) => return info::info(&reader, a),
+        Command::Reduce(a) => return shard::reduce(a, &reader),
+        _ => {}
     }
     let kind = reader.attrs().model.kind.clone();
     let Some(runner) = registry.find(&kind) else {
@@ -180,6 +224,8 @@ fn run<M: EpkModel>(command: &Command, reader: &StoreReader, device: &Device) ->
         Command::Compare(args) => compare::compare::<M>(args, reader, device),
         Command::Layers(args) => layers::layers::<M>(args, reader, device),
         Command::Info(args) => info::info(reader, args),
+        Command::Shard(args) => shard::shard::<M>(args, reader, device),
+        Command::Reduce(args) => shard::reduce(args, reader),
     }
 }
 
@@ -231,6 +277,10 @@ fn replay_with_progress<M: EpkModel>(
     options: &ReplayOptions,
     json: bool,
 ) -> Result<KernelMachine> {
+    #[cfg(feature = "mpi")]
+    if let Some(machine) = mpi::replay(reader, net, xs, options, json)? {
+        return Ok(machine);
+    }
     let mut progress = Progress::new("replay", reader.attrs().steps, json);
     let machine = replay(reader, net, xs, options, |s| progress.set(s)).context("replay failed")?;
     progress.finish();

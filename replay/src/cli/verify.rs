@@ -77,8 +77,7 @@ pub(super) fn verify<M: EpkModel>(
         }
         held_out_points(args.points, eval.len())
     })?;
-    let a = reader.attrs();
-    let xs = &eval.inputs[..m * a.input_len()];
+    let xs = &eval.inputs[..m * reader.attrs().input_len()];
     let mut options = ReplayOptions {
         tolerance: args.tolerance,
         ..ReplayOptions::default()
@@ -86,32 +85,57 @@ pub(super) fn verify<M: EpkModel>(
     set_rule(&mut options, args.rule, args.threads);
     let started = Instant::now();
     let machine = replay_with_progress(reader, &net, xs, &options, args.json)?;
-    let check = match args.decomposition {
-        Decomposition::Check => true,
-        Decomposition::Report => false,
-        Decomposition::Auto => a.dtype == epk_store::TrainDType::F64,
-    };
-    let report = VerifyReport::new(
-        &machine,
-        args.rule,
-        args.tolerance,
-        check,
-        started.elapsed().as_secs_f64(),
-    )
-    .with_faults(&a.faults);
     let points: Vec<usize> = (0..m).collect();
-    super::export_to(args.out.as_deref(), &machine, reader, args.rule, &points)?;
-    if args.json {
-        print_json(&report)?;
-    } else {
-        println!("{}", report.table());
-    }
-    if report.passed {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        if args.json {
-            eprintln!("verification failed: {}", report.failures.join("; "));
+    let judged = Judged {
+        rule: args.rule,
+        tolerance: args.tolerance,
+        decomposition: args.decomposition,
+        json: args.json,
+        out: args.out.as_deref(),
+    };
+    judged.report(&machine, reader, &points, started.elapsed().as_secs_f64())
+}
+
+/// How a machine is judged and shown (`verify`, `reduce`).
+pub(super) struct Judged<'a> {
+    pub rule: Rule,
+    pub tolerance: f64,
+    pub decomposition: Decomposition,
+    pub json: bool,
+    pub out: Option<&'a std::path::Path>,
+}
+
+impl Judged<'_> {
+    /// The verify report of `machine` (replayed for the held-out `points` of `reader` in
+    /// `seconds`), the export if asked, and the exit code: 0 passed, 1 failed.
+    pub fn report(
+        &self,
+        machine: &crate::KernelMachine,
+        reader: &StoreReader,
+        points: &[usize],
+        seconds: f64,
+    ) -> Result<ExitCode> {
+        let a = reader.attrs();
+        let check = match self.decomposition {
+            Decomposition::Check => true,
+            Decomposition::Report => false,
+            Decomposition::Auto => a.dtype == epk_store::TrainDType::F64,
+        };
+        let report = VerifyReport::new(machine, self.rule, self.tolerance, check, seconds)
+            .with_faults(&a.faults);
+        super::export_to(self.out, machine, reader, self.rule, points)?;
+        if self.json {
+            print_json(&report)?;
+        } else {
+            println!("{}", report.table());
         }
-        Ok(ExitCode::from(1))
+        if report.passed {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            if self.json {
+                eprintln!("verification failed: {}", report.failures.join("; "));
+            }
+            Ok(ExitCode::from(1))
+        }
     }
 }

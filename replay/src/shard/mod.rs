@@ -64,7 +64,7 @@ impl Plan {
     pub fn new(count: usize, steps: usize, points: usize) -> Result<Plan, ReplayError> {
         (1..=count.min(steps))
             .rev()
-            .filter(|s| count % s == 0)
+            .filter(|s| count.is_multiple_of(*s))
             .map(|s| Plan {
                 stretches: s,
                 blocks: count / s,
@@ -90,7 +90,11 @@ impl Plan {
             stretches,
             blocks: count / stretches.max(1),
         };
-        if stretches == 0 || count % stretches != 0 || stretches > steps || plan.blocks > points {
+        if stretches == 0
+            || !count.is_multiple_of(stretches)
+            || stretches > steps
+            || plan.blocks > points
+        {
             return Err(ReplayError::Input(format!(
                 "{stretches} stretches do not divide {count} tiles over {steps} steps × \
                  {points} points"
