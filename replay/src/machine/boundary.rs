@@ -42,23 +42,26 @@ pub(super) struct Through {
     coupled: Vec<f64>,
     rows: HashMap<usize, usize>,
     samples: Vec<usize>,
-    h: Vec<f64>,
-    p: usize,
+    /// H, `[samples, P]`.
+    h: Array2<f64>,
 }
 
 impl Through {
-    /// For a stretch whose next step (s1) has momentum factor `a_s1`; `None` when the stretch
-    /// ends the run.
-    pub fn new(a_s1: Option<f64>, p: usize) -> Self {
+    /// For a stretch whose next step (s1) has momentum factor `a_s1` (`None` when the stretch
+    /// ends the run) and whose batches hold `samples` (each once, in any order): H is sized
+    /// once, one row per sample.
+    pub fn new(a_s1: Option<f64>, p: usize, samples: Vec<usize>) -> Self {
+        let open = a_s1.is_some();
+        let samples = if open { samples } else { Vec::new() };
+        let rows = samples.iter().enumerate().map(|(r, &i)| (i, r)).collect();
         Through {
-            open: a_s1.is_some(),
+            open,
             product: a_s1.unwrap_or(0.0),
             last: 0.0,
-            coupled: vec![0.0; p],
-            rows: HashMap::new(),
-            samples: Vec::new(),
-            h: Vec::new(),
-            p,
+            coupled: vec![0.0; if open { p } else { 0 }],
+            rows,
+            h: Array2::zeros((samples.len(), p)),
+            samples,
         }
     }
 
@@ -90,15 +93,15 @@ impl Through {
             return;
         }
         for (&i, g) in indices.iter().zip(grads.rows()) {
-            let next = self.samples.len();
-            let row = *self.rows.entry(i).or_insert(next);
-            if row == next {
-                self.samples.push(i);
-                self.h.resize(self.h.len() + self.p, 0.0);
-            }
-            let h = &mut self.h[row * self.p..(row + 1) * self.p];
-            for (j, (h, g)) in h.iter_mut().zip(g).enumerate() {
-                *h += beta * clip.map_or(1.0, |c| c[j]) * g;
+            let row = self.rows[&i];
+            let mut h = self.h.row_mut(row);
+            match clip {
+                Some(c) => {
+                    for ((h, g), c) in h.iter_mut().zip(g).zip(c) {
+                        *h += beta * c * g;
+                    }
+                }
+                None => h.scaled_add(beta, &g),
             }
         }
     }
@@ -111,13 +114,12 @@ impl Through {
 
     /// The map, given Z_{s0}^loc once s0 is walked.
     pub fn finish(self, z: Array2<f64>) -> Boundary {
-        let n = self.samples.len();
         Boundary {
             z,
             carry: self.last,
-            coupled: if self.open { self.coupled } else { Vec::new() },
+            coupled: self.coupled,
             samples: self.samples,
-            h: Array2::from_shape_vec((n, self.p), self.h).expect("h is [samples, P]"),
+            h: self.h,
         }
     }
 }

@@ -75,7 +75,10 @@ pub(super) fn replay<M: EpkModel>(
         nondata: Terms::zeros((m, k)),
         residual: Terms::zeros((m, k)),
         groups: Groups::new(&options.groups, m, reader.attrs().train_samples, k),
-        through: Through::new(kept.get(range.end).map(|k| k.transform.a), p),
+        through: match kept.get(range.end) {
+            Some(next) => Through::new(Some(next.transform.a), p, stretch_samples(reader, &range)?),
+            None => Through::new(None, p, Vec::new()),
+        },
     };
     let integrator = Integrator::new(net, xs, options, steps);
     let mut checks: Vec<StepCheck> = Vec::with_capacity(range.len());
@@ -111,6 +114,15 @@ pub(super) fn replay<M: EpkModel>(
         coefficients: None,
         boundary: Some(boundary),
     })
+}
+
+/// The training samples in the batches of the steps `range`, each once.
+fn stretch_samples(reader: &StoreReader, range: &Range<usize>) -> Result<Vec<usize>, ReplayError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for s in range.clone() {
+        seen.extend(reader.batch(s)?.indices);
+    }
+    Ok(seen.into_iter().collect())
 }
 
 /// The forward pass from step 0 through the step after `range` (whose momentum factor the

@@ -121,18 +121,29 @@ pub fn write_partial(store: &Path, name: &str, partial: &Partial) -> Result<Path
         partial.tile.index,
         std::process::id()
     ));
-    std::fs::write(&tmp, partial.to_bytes()?).map_err(|e| io(&tmp, e))?;
+    // Streamed to the file: a tile's record can be as large as its H (samples × P).
+    let file = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    let mut writer = std::io::BufWriter::new(file);
+    bincode::serde::encode_into_std_write(partial, &mut writer, config())
+        .map_err(|e| ReplayError::Input(format!("{}: {e}", tmp.display())))?;
+    let file = writer.into_inner().map_err(|e| io(&tmp, e.into_error()))?;
+    file.sync_all().map_err(|e| io(&tmp, e))?;
     std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))?;
     Ok(path)
 }
 
-/// The jobs of the tiles already in `dir` (read from the first tile found).
+/// The jobs of the tiles already in `dir` (read from the first tile found). Only the job is
+/// read: it comes first in a record, and bincode frames no struct, so a record begins with
+/// its job's own encoding (a tile's H can be gigabytes).
 fn read_dir_jobs(dir: &Path) -> Result<Vec<Job>, ReplayError> {
-    Ok(tile_files(dir)?
-        .first()
-        .map(|f| read_one(f).map(|p| vec![p.job]))
-        .transpose()?
-        .unwrap_or_default())
+    let Some(first) = tile_files(dir)?.into_iter().next() else {
+        return Ok(Vec::new());
+    };
+    let file = std::fs::File::open(&first).map_err(|e| io(&first, e))?;
+    let job: Job =
+        bincode::serde::decode_from_std_read(&mut std::io::BufReader::new(file), config())
+            .map_err(|e| ReplayError::Input(format!("{}: {e}", first.display())))?;
+    Ok(vec![job])
 }
 
 fn tile_files(dir: &Path) -> Result<Vec<PathBuf>, ReplayError> {
