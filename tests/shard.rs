@@ -289,3 +289,59 @@ fn shard_and_reduce_on_the_command_line_report_what_verify_reports() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("below the count"));
 }
+
+/// For momentum or Adam, a stretch keeps H (samples seen × P × 8 bytes; the last stretch none):
+/// when the stretches' H would pass the budget, the plan keeps one stretch and cuts points;
+/// plain runs cut steps whatever the budget.
+#[test]
+fn plans_cut_points_when_stateful_stretches_would_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mom, gd) = (dir.path().join("mom.zarr"), dir.path().join("gd.zarr"));
+    let momentum = SgdConfig::new().with_momentum(Some(MomentumConfig::new()));
+    Run::toy(6, 8, 20, 6)
+        .with(Optim::Sgd(momentum), 10, 0.2)
+        .record(&mom);
+    Run::toy(6, 8, 20, 6)
+        .with(Optim::Sgd(SgdConfig::new()), 10, 0.2)
+        .record(&gd);
+    let (mom, gd) = (
+        StoreReader::open(&mom).unwrap(),
+        StoreReader::open(&gd).unwrap(),
+    );
+    let bytes = |s| epk::replay::shard::stretch_bytes(&mom, s).unwrap();
+    let p = mom.attrs().num_params as u64 * 8;
+    // 6 steps of 10 over 60 samples, one epoch: a stretch of 4 sees 2 steps' 20 samples, of 2
+    // sees 30, and a single stretch ends the run and keeps nothing.
+    assert_eq!((bytes(4), bytes(2), bytes(1)), (20 * p, 30 * p, 0));
+    let plan = |r: &StoreReader, points, budget| Plan::for_store(4, r, points, budget).unwrap();
+    assert_eq!(
+        plan(&mom, 12, bytes(4)),
+        Plan {
+            stretches: 4,
+            blocks: 1
+        }
+    );
+    assert_eq!(
+        plan(&mom, 12, bytes(4) - 1),
+        Plan {
+            stretches: 1,
+            blocks: 4
+        }
+    );
+    assert_eq!(
+        plan(&mom, 3, 1),
+        Plan {
+            stretches: 4,
+            blocks: 1
+        },
+        "too few points to cut"
+    );
+    assert_eq!(
+        plan(&gd, 12, 1),
+        Plan {
+            stretches: 4,
+            blocks: 1
+        },
+        "plain runs keep no H"
+    );
+}

@@ -4,7 +4,7 @@
 //! exactly as one process would. The other ranks print nothing and exit 0; any rank's error
 //! aborts the whole job (MPI_Abort) with that rank's message, so no rank waits forever.
 
-use crate::shard::{Job, Partial, Plan, reduce, replay_tile};
+use crate::shard::{Job, Partial, Plan, STRETCH_MEMORY, reduce, replay_tile};
 use crate::{KernelMachine, Network, ReplayOptions};
 use anyhow::{Context, Result, bail};
 use epk_model::EpkModel;
@@ -86,7 +86,7 @@ fn distributed<M: EpkModel>(
 ) -> Result<KernelMachine> {
     let (rank, size) = (world.rank() as usize, world.size() as usize);
     let points = xs.len() / net.input_len();
-    let plan = Plan::new(size, reader.steps(), points).context("mpirun -n")?;
+    let plan = Plan::for_store(size, reader, points, STRETCH_MEMORY).context("mpirun -n")?;
     let job = Job::new(reader, points, options, plan);
     let tile = plan.tile(rank, reader.steps(), points);
     let mut progress = (rank == 0)

@@ -3,7 +3,9 @@
 
 use super::verify::{Decomposition, Judged};
 use super::{Prepared, held_out_points, parse_tolerance, prepare, set_rule};
-use crate::shard::{Job, Plan, read_partials, reduce as join, replay_tile, write_partial};
+use crate::shard::{
+    Job, Plan, STRETCH_MEMORY, read_partials, reduce as join, replay_tile, write_partial,
+};
 use crate::{ReplayOptions, Rule};
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
@@ -27,7 +29,8 @@ pub struct ShardArgs {
     #[arg(long)]
     pub count: usize,
     /// Cut the steps into exactly this many stretches (default: as many as --count allows while
-    /// every tile has a step and a point; the rest of --count cuts the points).
+    /// every tile has a step and a point, and, for momentum or Adam, each stretch's boundary
+    /// map stays within 1 GiB; the rest of --count cuts the points).
     #[arg(long)]
     pub stretches: Option<usize>,
     /// The job's name (letters, digits, '-', '_', '.').
@@ -121,7 +124,7 @@ pub(super) fn shard<M: EpkModel>(
     let steps = reader.steps();
     let plan = match args.stretches {
         Some(s) => Plan::with_stretches(args.count, s, steps, m),
-        None => Plan::new(args.count, steps, m),
+        None => Plan::for_store(args.count, reader, m, STRETCH_MEMORY),
     }
     .context("--count")?;
     let mut options = ReplayOptions {

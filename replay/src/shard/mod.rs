@@ -18,20 +18,59 @@
 //! one-process machine it differs by the rounding of those few extra additions: a few units in
 //! the last place, within 1e-15 relative (absolute below 1) on the test runs (`tests/shard.rs`).
 //!
-//! ```no_run
-//! # use epk_replay::{Network, ReplayOptions, shard::{Job, Plan, reduce, replay_tile}};
-//! # use epk_store::StoreReader;
-//! # let reader = StoreReader::open("runs/toy.zarr").unwrap();
-//! # let net = Network::<epk_model::models::Mlp>::new(reader.attrs(), &epk_model::device::cpu()).unwrap();
+//! Record eight steps with momentum, cut the replay into two stretches × two blocks, join:
+//!
+//! ```
+//! # use burn::data::dataloader::batcher::Batcher;
+//! # use burn::optim::{SgdConfig, momentum::MomentumConfig};
+//! # use burn::train::TrainStep;
+//! # use epk_recorder::{IndexedBatcher, IndexedItem, Loss, Recorder, Samples, WithRecorder};
+//! use epk_model::{device::flex_f64, models::{Mlp, MlpConfig}};
+//! use epk_replay::shard::{Job, Plan, reduce, replay_tile};
+//! use epk_replay::{Network, ReplayOptions, replay};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("run.zarr");
+//! let device = flex_f64().unwrap();
+//! # let xs: Vec<f64> = (0..24).map(|i| ((i * 5) % 13) as f64 / 6.0 - 1.0).collect();
+//! # let data = |r: std::ops::Range<usize>| {
+//! #     let inputs = xs[r.start * 4..r.end * 4].to_vec();
+//! #     Samples::new(inputs, vec![4], r.map(|i| (i % 2) as i64).collect()).unwrap()
+//! # };
+//! # let (train, eval) = (data(0..4), data(4..6));
+//! # let config = MlpConfig::new(vec![4, 5, 2]).with_log_softmax(true);
+//! # let sgd = SgdConfig::new().with_momentum(Some(MomentumConfig::new()));
+//! # let recorder = Recorder::builder(&path)
+//! #     .model_config::<Mlp>(&config)
+//! #     .loss(Loss::NllLogSoftmax)
+//! #     .sgd(&sgd)
+//! #     .train_data(train.clone())
+//! #     .eval_data(eval);
+//! # let mut model = Mlp::new(&config, &device).with_recorder(recorder).unwrap();
+//! # let mut optim = sgd.init();
+//! # let items: Vec<IndexedItem> = (0..4)
+//! #     .map(|i| IndexedItem { index: i, input: train.input(i).to_vec(), target: train.targets[i] })
+//! #     .collect();
+//! # for _ in 0..8 {
+//! #     let out = TrainStep::step(&model, IndexedBatcher.batch(items.clone(), &device));
+//! #     model = TrainStep::optimize(model, &mut optim, 0.2.into(), out.grads);
+//! # }
+//! # model.finish().unwrap();
+//! // `path` holds a recorded momentum run.
+//! let reader = epk_store::StoreReader::open(&path).unwrap();
+//! let net = Network::<Mlp>::new(reader.attrs(), &device).unwrap();
 //! let eval = reader.eval().unwrap();
 //! let options = ReplayOptions::default();
-//! let plan = Plan::new(4, reader.steps(), eval.len()).unwrap();
+//! let plan = Plan::with_stretches(4, 2, reader.steps(), eval.len()).unwrap();
 //! let job = Job::new(&reader, eval.len(), &options, plan);
+//! // Each tile could run in its own process, anywhere the store is readable.
 //! let tiles: Vec<_> = (0..plan.count())
 //!     .map(|i| replay_tile(&reader, &net, &eval.inputs, &options, &job, i, |_| {}).unwrap())
 //!     .collect();
-//! let machine = reduce(tiles).unwrap();
-//! assert!(machine.max_error() < 1e-12);
+//! let joined = reduce(tiles).unwrap();
+//! let whole = replay(&reader, &net, &eval.inputs, &options, |_| {}).unwrap();
+//! assert!(joined.max_error() < 1e-12);
+//! let gap = (&joined.attributions - &whole.attributions).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+//! assert!(gap < 1e-15);
 //! ```
 
 mod partial;
@@ -79,6 +118,42 @@ impl Plan {
             })
     }
 
+    /// [`Plan::new`] for the store `reader`: when its optimizer has state and the stretches'
+    /// H (samples seen × P × 8 bytes, [`Boundary`]) would exceed `budget` bytes, one stretch
+    /// (which keeps no H) with the points cut `count` ways; when the points are too few for
+    /// that, the most stretches, whose H is smallest.
+    pub fn for_store(
+        count: usize,
+        reader: &StoreReader,
+        points: usize,
+        budget: u64,
+    ) -> Result<Plan, ReplayError> {
+        let steps = reader.steps();
+        let plain = crate::Optimizer::from_spec(&reader.attrs().optimizer)?.is_plain();
+        // One stretch ends the run and keeps no H; more stretches keep less each.
+        let fits = |p: &Plan| -> Result<bool, ReplayError> {
+            Ok(plain || p.stretches == 1 || stretch_bytes(reader, p.stretches)? <= budget)
+        };
+        let feasible: Vec<Plan> = (1..=count.min(steps))
+            .rev()
+            .filter(|s| count.is_multiple_of(*s))
+            .map(|s| Plan {
+                stretches: s,
+                blocks: count / s,
+            })
+            .filter(|p| p.blocks <= points)
+            .collect();
+        for plan in &feasible {
+            if fits(plan)? {
+                return Ok(*plan);
+            }
+        }
+        match feasible.first() {
+            Some(plan) => Ok(*plan),
+            None => Plan::new(count, steps, points),
+        }
+    }
+
     /// Exactly `stretches` stretches (and `count / stretches` blocks).
     pub fn with_stretches(
         count: usize,
@@ -119,6 +194,30 @@ impl Plan {
         }
     }
 }
+
+/// The largest H a stateful stretch keeps when the run is cut into `stretches`: the distinct
+/// samples in a stretch's batches × P × 8 bytes (the last stretch keeps none).
+pub fn stretch_bytes(reader: &StoreReader, stretches: usize) -> Result<u64, ReplayError> {
+    let a = reader.attrs();
+    let plan = Plan {
+        stretches: stretches.max(1),
+        blocks: 1,
+    };
+    let mut largest = 0;
+    for s in 0..plan.stretches - 1 {
+        let mut seen = vec![false; a.train_samples];
+        for step in plan.tile(s, reader.steps(), 1).steps {
+            for i in reader.batch(step)?.indices {
+                seen[i] = true;
+            }
+        }
+        largest = largest.max(seen.iter().filter(|&&x| x).count());
+    }
+    Ok((largest * a.num_params * 8) as u64)
+}
+
+/// The budget for one stretch's H that `replay shard` and MPI plan with: 1 GiB.
+pub const STRETCH_MEMORY: u64 = 1 << 30;
 
 /// One tile of a plan.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
