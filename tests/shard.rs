@@ -83,6 +83,16 @@ fn assert_same(joined: &KernelMachine, whole: &KernelMachine, tol: f64, what: &s
     );
 }
 
+/// A momentum run of the toy (`per_class` points a class, `steps` steps of 10) at `dir/run.zarr`.
+fn momentum_run(dir: &Path, per_class: usize, steps: usize) -> std::path::PathBuf {
+    let path = dir.join("run.zarr");
+    let config = SgdConfig::new().with_momentum(Some(MomentumConfig::new()));
+    Run::toy(6, 8, per_class, steps)
+        .with(Optim::Sgd(config), 10, 0.2)
+        .record(&path);
+    path
+}
+
 /// Every cut of a run: steps alone, points alone, both, and an uneven one.
 fn cuts(steps: usize, points: usize) -> Vec<Plan> {
     vec![
@@ -142,12 +152,8 @@ fn adam_with_clipping_and_decay_joins_to_the_one_process_machine() {
 /// The boundaries carry real weight: dropping them (each stretch alone) misses the machine.
 #[test]
 fn without_the_boundaries_momentum_stretches_do_not_add_up() {
-    let config = SgdConfig::new().with_momentum(Some(MomentumConfig::new()));
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("run.zarr");
-    Run::toy(6, 8, 10, 8)
-        .with(Optim::Sgd(config), 10, 0.2)
-        .record(&path);
+    let path = momentum_run(dir.path(), 10, 8);
     let options = ReplayOptions::default();
     let reader = StoreReader::open(&path).unwrap();
     let points = reader.eval().unwrap().len();
@@ -172,11 +178,7 @@ fn without_the_boundaries_momentum_stretches_do_not_add_up() {
 #[test]
 fn partials_in_the_store_round_trip_and_bad_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("run.zarr");
-    let config = SgdConfig::new().with_momentum(Some(MomentumConfig::new()));
-    Run::toy(6, 8, 10, 6)
-        .with(Optim::Sgd(config), 10, 0.2)
-        .record(&path);
+    let path = momentum_run(dir.path(), 10, 6);
     let options = ReplayOptions::default();
     let reader = StoreReader::open(&path).unwrap();
     let points = reader.eval().unwrap().len();
@@ -220,11 +222,7 @@ fn partials_in_the_store_round_trip_and_bad_ones_are_refused() {
 fn shard_and_reduce_on_the_command_line_report_what_verify_reports() {
     use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("run.zarr");
-    let config = SgdConfig::new().with_momentum(Some(MomentumConfig::new()));
-    Run::toy(6, 8, 10, 6)
-        .with(Optim::Sgd(config), 10, 0.2)
-        .record(&path);
+    let path = momentum_run(dir.path(), 10, 6);
     let replay = common::built("replay");
     let store = path.to_str().unwrap();
     for i in 0..3 {

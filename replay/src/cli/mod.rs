@@ -26,7 +26,7 @@ pub use compare::CompareArgs;
 pub use info::InfoArgs;
 pub use layers::LayersArgs;
 pub use shard::{ReduceArgs, ShardArgs};
-pub use verify::{Decomposition, VerifyArgs};
+pub use verify::{Decomposition, JobArgs, ReportArgs, VerifyArgs};
 
 use crate::{KernelMachine, Network, ReplayOptions, Rule, replay};
 use anyhow::{Context, Result, bail};

@@ -1,12 +1,12 @@
 //! `replay shard` and `replay reduce`: a verify job cut into tiles that any job-array scheduler
 //! runs (Slurm `--array`, Kubernetes Indexed Jobs, GNU parallel), then joined.
 
-use super::verify::{Decomposition, Judged};
-use super::{Prepared, held_out_points, parse_tolerance, prepare, set_rule};
+use super::Prepared;
+use super::verify::{JobArgs, Judged, ReportArgs};
+use crate::Rule;
 use crate::shard::{
     Job, Plan, STRETCH_MEMORY, read_partials, reduce as join, replay_tile, write_partial,
 };
-use crate::{ReplayOptions, Rule};
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use clap::Args;
@@ -36,18 +36,9 @@ pub struct ShardArgs {
     /// The job's name (letters, digits, '-', '_', '.').
     #[arg(long, default_value = "verify")]
     pub job: String,
-    /// Largest absolute error accepted, as for verify.
-    #[arg(long, default_value = "1e-12", value_parser = parse_tolerance, allow_negative_numbers = true)]
-    pub tolerance: f64,
-    /// Quadrature rule, as for verify.
-    #[arg(long, default_value = "auto")]
-    pub rule: Rule,
-    /// Explain the first N held-out points (default: all of them).
-    #[arg(long)]
-    pub points: Option<usize>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// What to replay and how, as for verify.
+    #[command(flatten)]
+    pub replay: JobArgs,
     /// Progress as lines, never a bar.
     #[arg(long)]
     pub quiet: bool,
@@ -61,15 +52,9 @@ pub struct ReduceArgs {
     /// The job's name, as given to shard.
     #[arg(long, default_value = "verify")]
     pub job: String,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// Also write every attribution, as for verify.
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// The decomposition residual's treatment, as for verify.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub decomposition: Decomposition,
+    /// How to report, as for verify.
+    #[command(flatten)]
+    pub report: ReportArgs,
 }
 
 /// The tile index from the flag or the job-array scheduler's environment.
@@ -112,26 +97,14 @@ pub(super) fn shard<M: EpkModel>(
         eval,
         net,
         checked: m,
-    } = prepare::<M, _>(reader, device, " to replay", |eval| {
-        if eval.is_empty() {
-            bail!(
-                "{}: the store has no held-out points",
-                reader.path().display()
-            );
-        }
-        held_out_points(args.points, eval.len())
-    })?;
+    } = args.replay.prepare::<M>(reader, device)?;
     let steps = reader.steps();
     let plan = match args.stretches {
         Some(s) => Plan::with_stretches(args.count, s, steps, m),
         None => Plan::for_store(args.count, reader, m, STRETCH_MEMORY),
     }
     .context("--count")?;
-    let mut options = ReplayOptions {
-        tolerance: args.tolerance,
-        ..ReplayOptions::default()
-    };
-    set_rule(&mut options, args.rule, args.threads);
+    let options = args.replay.options();
     let job = Job::new(reader, m, &options, plan);
     let tile = plan.tile(index, steps, m);
     let mut progress = super::progress::Progress::new("shard", tile.steps.len(), args.quiet);
@@ -155,7 +128,7 @@ pub(super) fn shard<M: EpkModel>(
 }
 
 pub(super) fn reduce(args: &ReduceArgs, reader: &StoreReader) -> Result<ExitCode> {
-    super::out_is_free(args.out.as_deref())?;
+    super::out_is_free(args.report.out.as_deref())?;
     let started = Instant::now();
     let partials = read_partials(reader.path(), &args.job)?;
     let job = partials[0].job.clone();
@@ -172,9 +145,7 @@ pub(super) fn reduce(args: &ReduceArgs, reader: &StoreReader) -> Result<ExitCode
     let judged = Judged {
         rule,
         tolerance: job.tolerance,
-        decomposition: args.decomposition,
-        json: args.json,
-        out: args.out.as_deref(),
+        report: &args.report,
     };
     let points: Vec<usize> = (0..job.points).collect();
     let seconds = slowest + started.elapsed().as_secs_f64();

@@ -18,18 +18,17 @@ use std::time::Instant;
 pub struct VerifyArgs {
     /// The epk store (a Zarr v3 directory).
     pub store: PathBuf,
-    /// Largest absolute error accepted, for each step's certificate and the whole machine.
-    #[arg(long, default_value = "1e-12", value_parser = parse_tolerance, allow_negative_numbers = true)]
-    pub tolerance: f64,
-    /// Quadrature rule: auto, left:T, right:T, mid:T or gauss:n (left:1 is the DPK).
-    #[arg(long, default_value = "auto")]
-    pub rule: Rule,
-    /// Explain the first N held-out points (default: all of them).
-    #[arg(long)]
-    pub points: Option<usize>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// What to replay and how.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// How to report.
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+/// How a verify report is given (`verify`, `reduce`).
+#[derive(Args, Debug)]
+pub struct ReportArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -45,6 +44,53 @@ pub struct VerifyArgs {
     /// hyper-parameter).
     #[arg(long, value_enum, default_value = "auto")]
     pub decomposition: Decomposition,
+}
+
+/// Which held-out points a verify job explains, and how (`verify`, `shard`).
+#[derive(Args, Debug)]
+pub struct JobArgs {
+    /// Largest absolute error accepted, for each step's certificate and the whole machine.
+    #[arg(long, default_value = "1e-12", value_parser = parse_tolerance, allow_negative_numbers = true)]
+    pub tolerance: f64,
+    /// Quadrature rule: auto, left:T, right:T, mid:T or gauss:n (left:1 is the DPK).
+    #[arg(long, default_value = "auto")]
+    pub rule: Rule,
+    /// Explain the first N held-out points (default: all of them).
+    #[arg(long)]
+    pub points: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl JobArgs {
+    /// The replay options these flags ask for.
+    pub(super) fn options(&self) -> ReplayOptions {
+        let mut options = ReplayOptions {
+            tolerance: self.tolerance,
+            ..ReplayOptions::default()
+        };
+        set_rule(&mut options, self.rule, self.threads);
+        options
+    }
+
+    /// [`prepare`] for a job over the first `--points` held-out points (their count in
+    /// `checked`).
+    pub(super) fn prepare<M: EpkModel>(
+        &self,
+        reader: &StoreReader,
+        device: &Device,
+    ) -> Result<Prepared<M, usize>> {
+        prepare::<M, _>(reader, device, " to verify", |eval| {
+            if eval.is_empty() {
+                bail!(
+                    "{}: the store has no held-out points to explain",
+                    reader.path().display()
+                );
+            }
+            held_out_points(self.points, eval.len())
+        })
+    }
 }
 
 /// How `verify` treats the decomposition residual: `Auto` checks it for f64 training and
@@ -63,35 +109,21 @@ pub(super) fn verify<M: EpkModel>(
     reader: &StoreReader,
     device: &Device,
 ) -> Result<ExitCode> {
-    super::out_is_free(args.out.as_deref())?;
+    super::out_is_free(args.report.out.as_deref())?;
     let Prepared {
         eval,
         net,
         checked: m,
-    } = prepare::<M, _>(reader, device, " to verify", |eval| {
-        if eval.is_empty() {
-            bail!(
-                "{}: the store has no held-out points to explain",
-                reader.path().display()
-            );
-        }
-        held_out_points(args.points, eval.len())
-    })?;
+    } = args.job.prepare::<M>(reader, device)?;
     let xs = &eval.inputs[..m * reader.attrs().input_len()];
-    let mut options = ReplayOptions {
-        tolerance: args.tolerance,
-        ..ReplayOptions::default()
-    };
-    set_rule(&mut options, args.rule, args.threads);
+    let options = args.job.options();
     let started = Instant::now();
-    let machine = replay_with_progress(reader, &net, xs, &options, args.json)?;
+    let machine = replay_with_progress(reader, &net, xs, &options, args.report.json)?;
     let points: Vec<usize> = (0..m).collect();
     let judged = Judged {
-        rule: args.rule,
-        tolerance: args.tolerance,
-        decomposition: args.decomposition,
-        json: args.json,
-        out: args.out.as_deref(),
+        rule: args.job.rule,
+        tolerance: args.job.tolerance,
+        report: &args.report,
     };
     judged.report(&machine, reader, &points, started.elapsed().as_secs_f64())
 }
@@ -100,9 +132,7 @@ pub(super) fn verify<M: EpkModel>(
 pub(super) struct Judged<'a> {
     pub rule: Rule,
     pub tolerance: f64,
-    pub decomposition: Decomposition,
-    pub json: bool,
-    pub out: Option<&'a std::path::Path>,
+    pub report: &'a ReportArgs,
 }
 
 impl Judged<'_> {
@@ -116,15 +146,21 @@ impl Judged<'_> {
         seconds: f64,
     ) -> Result<ExitCode> {
         let a = reader.attrs();
-        let check = match self.decomposition {
+        let check = match self.report.decomposition {
             Decomposition::Check => true,
             Decomposition::Report => false,
             Decomposition::Auto => a.dtype == epk_store::TrainDType::F64,
         };
         let report = VerifyReport::new(machine, self.rule, self.tolerance, check, seconds)
             .with_faults(&a.faults);
-        super::export_to(self.out, machine, reader, self.rule, points)?;
-        if self.json {
+        super::export_to(
+            self.report.out.as_deref(),
+            machine,
+            reader,
+            self.rule,
+            points,
+        )?;
+        if self.report.json {
             print_json(&report)?;
         } else {
             println!("{}", report.table());
@@ -132,7 +168,7 @@ impl Judged<'_> {
         if report.passed {
             Ok(ExitCode::SUCCESS)
         } else {
-            if self.json {
+            if self.report.json {
                 eprintln!("verification failed: {}", report.failures.join("; "));
             }
             Ok(ExitCode::from(1))

@@ -101,14 +101,9 @@ impl Plan {
     /// training side of every step (the per-sample gradients). Stretches are the largest
     /// divisor of `count` that leaves every stretch a step and every block a point.
     pub fn new(count: usize, steps: usize, points: usize) -> Result<Plan, ReplayError> {
-        (1..=count.min(steps))
-            .rev()
-            .filter(|s| count.is_multiple_of(*s))
-            .map(|s| Plan {
-                stretches: s,
-                blocks: count / s,
-            })
-            .find(|p| p.blocks <= points)
+        Plan::candidates(count, steps, points)
+            .into_iter()
+            .next()
             .ok_or_else(|| {
                 ReplayError::Input(format!(
                     "{count} tiles cannot cut {steps} steps × {points} points so that every tile \
@@ -116,6 +111,20 @@ impl Plan {
                     steps * points
                 ))
             })
+    }
+
+    /// Every cut of `count` tiles that leaves each stretch a step and each block a point, the
+    /// most stretches first.
+    fn candidates(count: usize, steps: usize, points: usize) -> Vec<Plan> {
+        (1..=count.min(steps))
+            .rev()
+            .filter(|s| count.is_multiple_of(*s))
+            .map(|s| Plan {
+                stretches: s,
+                blocks: count / s,
+            })
+            .filter(|p| p.blocks <= points)
+            .collect()
     }
 
     /// [`Plan::new`] for the store `reader`: when its optimizer has state and the stretches'
@@ -134,15 +143,7 @@ impl Plan {
         let fits = |p: &Plan| -> Result<bool, ReplayError> {
             Ok(plain || p.stretches == 1 || stretch_bytes(reader, p.stretches)? <= budget)
         };
-        let feasible: Vec<Plan> = (1..=count.min(steps))
-            .rev()
-            .filter(|s| count.is_multiple_of(*s))
-            .map(|s| Plan {
-                stretches: s,
-                blocks: count / s,
-            })
-            .filter(|p| p.blocks <= points)
-            .collect();
+        let feasible = Plan::candidates(count, steps, points);
         for plan in &feasible {
             if fits(plan)? {
                 return Ok(*plan);
