@@ -75,10 +75,7 @@ pub(super) fn replay<M: EpkModel>(
         nondata: Terms::zeros((m, k)),
         residual: Terms::zeros((m, k)),
         groups: Groups::new(&options.groups, m, reader.attrs().train_samples, k),
-        through: match kept.get(range.end) {
-            Some(next) => Through::new(Some(next.transform.a), p, stretch_samples(reader, &range)?),
-            None => Through::new(None, p, Vec::new()),
-        },
+        through: through(reader, &kept, &range, p)?,
     };
     let integrator = Integrator::new(net, xs, options, steps);
     let mut checks: Vec<StepCheck> = Vec::with_capacity(range.len());
@@ -113,6 +110,19 @@ pub(super) fn replay<M: EpkModel>(
         machine,
         coefficients: None,
         boundary: Some(boundary),
+    })
+}
+
+/// The boundary builder of the stretch `range`: open (with its samples) unless it ends the run.
+fn through(
+    reader: &StoreReader,
+    kept: &[Kept],
+    range: &Range<usize>,
+    p: usize,
+) -> Result<Through, ReplayError> {
+    Ok(match kept.get(range.end) {
+        Some(next) => Through::new(Some(next.transform.a), p, stretch_samples(reader, range)?),
+        None => Through::new(None, p, Vec::new()),
     })
 }
 
