@@ -156,6 +156,10 @@ pub fn main_with(registry: Registry) -> ExitCode {
     #[cfg(not(feature = "mpi"))]
     if let Some(n) = launched_ranks()
         && n > 1
+        && !matches!(
+            cli.command,
+            Command::Shard(_) | Command::Reduce(_) | Command::Info(_)
+        )
     {
         eprintln!(
             "error: launched as one of {n} MPI ranks, but this replay was built without the \

@@ -40,6 +40,13 @@ pub(super) fn init(command: &super::Command) -> Result<Session> {
             world.abort(2);
         }
         WORLD.with(|w| *w.borrow_mut() = Some(world));
+        // A panic would unwind into MPI_Finalize, which waits for every rank, while rank 0
+        // waits for this rank's tile: report it, then end the whole job.
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            report(info);
+            SimpleCommunicator::world().abort(101);
+        }));
     }
     Ok(Session {
         _universe: universe,
@@ -131,7 +138,7 @@ fn distributed<M: EpkModel>(
     let partials = lens
         .iter()
         .zip(&offsets)
-        .map(|(&l, &o)| Partial::from_bytes(&all[o as usize..(o + l) as usize]))
+        .map(|(&l, &o)| Partial::from_bytes(&all[o as usize..o as usize + l as usize]))
         .collect::<Result<Vec<_>, _>>()?;
     reduce(partials).context("cannot join the ranks' tiles")
 }

@@ -5,7 +5,7 @@ use super::Prepared;
 use super::verify::{JobArgs, Judged, ReportArgs};
 use crate::Rule;
 use crate::shard::{
-    Job, Plan, STRETCH_MEMORY, read_partials, reduce as join, replay_tile, write_partial,
+    Job, Plan, STRETCH_MEMORY, check_job, read_partials, reduce as join, replay_tile, write_partial,
 };
 use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
@@ -106,6 +106,8 @@ pub(super) fn shard<M: EpkModel>(
     .context("--count")?;
     let options = args.replay.options();
     let job = Job::new(reader, m, &options, plan);
+    // Before the work: a name that holds another job's tiles would refuse this one after it.
+    check_job(reader.path(), &args.job, &job)?;
     let tile = plan.tile(index, steps, m);
     let mut progress = super::progress::Progress::new("shard", tile.steps.len(), args.quiet);
     let partial = replay_tile(reader, &net, &eval.inputs, &options, &job, index, |s| {

@@ -57,7 +57,8 @@ impl Through {
         Through {
             open,
             product: a_s1.unwrap_or(0.0),
-            last: 0.0,
+            // An empty stretch passes the adjoint on unchanged.
+            last: 1.0,
             coupled: vec![0.0; if open { p } else { 0 }],
             rows,
             h: Array2::zeros((samples.len(), p)),

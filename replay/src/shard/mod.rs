@@ -11,12 +11,15 @@
 //! affine map by which the later steps' adjoint reaches it ([`Boundary`]), and the reduction
 //! applies those maps from the last stretch to the first.
 //!
-//! **Reproducibility.** A tile computes exactly what the one-process replay computes for its
-//! steps and points (the same arithmetic in the same order); the reduction then adds the
-//! stretches' compensated sums in step order, and the boundary terms as a matrix product.
+//! **Reproducibility.** On a plain run, and on a stateful run's last stretch, a tile computes
+//! exactly what the one-process replay computes for its steps and points (the same arithmetic in
+//! the same order); earlier stateful stretches start from a zero adjoint and are corrected at
+//! the join. The reduction adds the stretches' compensated sums in step order, and the boundary
+//! terms as a matrix product.
 //! Whatever the order tiles finish in, the joined machine is the same to the bit; against the
 //! one-process machine it differs by the rounding of those few extra additions: a few units in
-//! the last place, within 1e-15 relative (absolute below 1) on the test runs (`tests/shard.rs`).
+//! the last place, within 1e-15 relative (absolute below 1) on the test runs (`tests/shard.rs`),
+//! which is an observation, not a bound.
 //!
 //! Record eight steps with momentum, cut the replay into two stretches × two blocks, join:
 //!
@@ -77,7 +80,7 @@ mod partial;
 mod reduce;
 
 pub use crate::machine::boundary::Boundary;
-pub use partial::{Partial, read_partials, write_partial};
+pub use partial::{Partial, check_job, read_partials, write_partial};
 pub use reduce::reduce;
 
 use crate::machine::replay_steps;
@@ -106,9 +109,9 @@ impl Plan {
             .next()
             .ok_or_else(|| {
                 ReplayError::Input(format!(
-                    "{count} tiles cannot cut {steps} steps × {points} points so that every tile \
-                     has work; use at most {} tiles",
-                    steps * points
+                    "{count} tiles cannot be cut as stretches × blocks with a step in every \
+                     stretch and a point in every block ({steps} steps, {points} points): choose \
+                     a count that is at most {steps} stretches times at most {points} blocks"
                 ))
             })
     }

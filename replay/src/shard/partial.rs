@@ -94,18 +94,8 @@ fn group(dir: &Path, what: &str) -> Result<(), ReplayError> {
 /// Keeps `partial` as tile `index` of job `name` in the store at `store`. Tiles of another job
 /// under the same name are refused: a name holds one job's tiles.
 pub fn write_partial(store: &Path, name: &str, partial: &Partial) -> Result<PathBuf, ReplayError> {
+    check_job(store, name, &partial.job)?;
     let dir = job_dir(store, name)?;
-    if let Some(other) = read_dir_jobs(&dir)?.into_iter().find(|j| *j != partial.job) {
-        return Err(ReplayError::Input(format!(
-            "{} holds tiles of another job ({} steps, {} points, rule {}, {} tiles); give this \
-             one another --job name or remove that folder",
-            dir.display(),
-            other.steps,
-            other.points,
-            other.rule,
-            other.plan.count()
-        )));
-    }
     group(
         &store.join("partials"),
         "partial replays (replay shard), joined by replay reduce",
@@ -132,18 +122,35 @@ pub fn write_partial(store: &Path, name: &str, partial: &Partial) -> Result<Path
     Ok(path)
 }
 
-/// The jobs of the tiles already in `dir` (read from the first tile found). Only the job is
-/// read: it comes first in a record, and bincode frames no struct, so a record begins with
-/// its job's own encoding (a tile's H can be gigabytes).
-fn read_dir_jobs(dir: &Path) -> Result<Vec<Job>, ReplayError> {
-    let Some(first) = tile_files(dir)?.into_iter().next() else {
-        return Ok(Vec::new());
-    };
-    let file = std::fs::File::open(&first).map_err(|e| io(&first, e))?;
-    let job: Job =
-        bincode::serde::decode_from_std_read(&mut std::io::BufReader::new(file), config())
-            .map_err(|e| ReplayError::Input(format!("{}: {e}", first.display())))?;
-    Ok(vec![job])
+/// Refuses `job` when job `name` of the store at `store` already holds tiles of another job,
+/// or a record whose job cannot be read: `replay shard` asks before it replays. Only each
+/// record's job is read: it comes first, and bincode frames no struct, so a record begins
+/// with its job's own encoding (a tile's H can be gigabytes).
+pub fn check_job(store: &Path, name: &str, job: &Job) -> Result<(), ReplayError> {
+    let dir = job_dir(store, name)?;
+    for file in tile_files(&dir)? {
+        let open = std::fs::File::open(&file).map_err(|e| io(&file, e))?;
+        let theirs: Job =
+            bincode::serde::decode_from_std_read(&mut std::io::BufReader::new(open), config())
+                .map_err(|e| {
+                    ReplayError::Input(format!(
+                        "{}: not a whole tile record ({e}); remove it",
+                        file.display()
+                    ))
+                })?;
+        if theirs != *job {
+            return Err(ReplayError::Input(format!(
+                "{} holds tiles of another job ({} steps, {} points, rule {}, {} tiles); give \
+                 this one another --job name or remove that folder",
+                dir.display(),
+                theirs.steps,
+                theirs.points,
+                theirs.rule,
+                theirs.plan.count()
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn tile_files(dir: &Path) -> Result<Vec<PathBuf>, ReplayError> {
