@@ -72,6 +72,15 @@ struct Args {
     /// Held-out points (stored for replay to explain).
     #[arg(long, default_value_t = 100)]
     test: usize,
+    /// Upload the store to S3-compatible object storage while it is written
+    /// (s3://bucket/path; endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, …).
+    #[cfg(feature = "s3")]
+    #[arg(long)]
+    upload: Option<String>,
+    /// Seconds between two upload passes.
+    #[cfg(feature = "s3")]
+    #[arg(long, default_value_t = 1.0)]
+    upload_every: f64,
     /// Seed for data and initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -132,6 +141,15 @@ fn main() -> Result<()> {
         .train_data(train.clone())
         .eval_data(test.clone())
         .max_batch(batch);
+    #[cfg(feature = "s3")]
+    let recorder = match &args.upload {
+        Some(url) => {
+            let every = std::time::Duration::try_from_secs_f64(args.upload_every)
+                .context("--upload-every")?;
+            recorder.upload_to(url, every)
+        }
+        None => recorder,
+    };
     let (recorder, optim) = match args.optimizer {
         Optimizer::Gd => (recorder.sgd(&SgdConfig::new()), SgdConfig::new().init()),
         Optimizer::Momentum => {

@@ -68,6 +68,8 @@ mod optimizer;
 mod recorded;
 mod recorder;
 pub mod renderer;
+#[cfg(feature = "s3")]
+mod upload;
 mod writer;
 
 pub use batch::{IndexedBatch, IndexedBatcher, IndexedDataset, IndexedItem};

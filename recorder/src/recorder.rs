@@ -39,6 +39,9 @@ pub struct Recorder {
     interrupter: Option<Interrupter>,
     /// Set by [`Recorder::resume`]: append to this store instead of creating one.
     resume: Option<RunAttributes>,
+    /// Upload the store to object storage as it is written.
+    #[cfg(feature = "s3")]
+    upload: Option<crate::upload::Upload>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -69,6 +72,8 @@ impl Recorder {
             non_finite: NonFinite::Stop,
             interrupter: None,
             resume: None,
+            #[cfg(feature = "s3")]
+            upload: None,
         }
     }
 
@@ -242,6 +247,24 @@ impl Recorder {
         self
     }
 
+    /// Upload the store to S3-compatible object storage while it is written (feature `s3`):
+    /// `url` is `s3://bucket/path`, and the endpoint and keys come from the AWS variables of
+    /// the environment (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, …). The store is written to
+    /// the local path as always; a thread of its own uploads each file that changed since
+    /// its last pass and then the root metadata, which commits the steps on the remote copy,
+    /// at most once per `interval`. A pass that fails is reported and retried at the next
+    /// commit, and the last pass runs when the recording finishes: its error, if any, comes
+    /// back from finishing the recording, with the local store complete. See
+    /// [`epk_store::remote`] for what the remote copy holds at each moment.
+    #[cfg(feature = "s3")]
+    pub fn upload_to(mut self, url: &str, interval: std::time::Duration) -> Self {
+        self.upload = Some(crate::upload::Upload {
+            url: url.to_string(),
+            interval,
+        });
+        self
+    }
+
     /// Most samples one optimizer step can use (default: the training set's size).
     pub fn max_batch(mut self, samples: usize) -> Self {
         self.max_batch = Some(samples);
@@ -267,7 +290,7 @@ impl Recorder {
                 "the model's weights are not the store's last committed weights; load them with Recorder::restore".into(),
             ));
         }
-        Ok(self.hook(
+        self.hook(
             store,
             attrs.loss,
             attrs.outputs,
@@ -276,7 +299,7 @@ impl Recorder {
             // The optimizer's state before the resumed step is not the declared optimizer's
             // fresh state, so there is nothing to check the step against.
             None,
-        ))
+        )
     }
 
     /// Creates the store for `model` and writes its initial weights.
@@ -325,7 +348,7 @@ impl Recorder {
             self.store,
         )?;
         let loss = self.loss;
-        Ok(self.hook(store, loss, outputs, max_batch, 0, Some(first_step)))
+        self.hook(store, loss, outputs, max_batch, 0, Some(first_step))
     }
 
     /// Starts the writer thread on `store` and the hook that feeds it, `steps` steps in.
@@ -337,7 +360,7 @@ impl Recorder {
         max_batch: usize,
         steps: usize,
         first_step: Option<FirstStep>,
-    ) -> Hook {
+    ) -> Result<Hook, RecordError> {
         if let Some(holder) = store.took_over_lock() {
             eprintln!(
                 "epk recorder: took over the lock of {}, left by {holder}, which has ended",
@@ -354,10 +377,14 @@ impl Recorder {
             interrupter: self.interrupter,
             first_step,
         };
-        Hook::new(
-            config,
-            Writer::spawn(store, self.queue, self.commit_interval),
-        )
+        #[cfg(feature = "s3")]
+        if let Some(upload) = &self.upload {
+            let store = crate::upload::Uploading::start(store, upload)?;
+            let writer = Writer::spawn(store, self.queue, self.commit_interval);
+            return Ok(Hook::new(config, writer));
+        }
+        let writer = Writer::spawn(store, self.queue, self.commit_interval);
+        Ok(Hook::new(config, writer))
     }
 }
 

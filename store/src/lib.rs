@@ -36,6 +36,8 @@ mod layout;
 mod lock;
 mod open;
 mod reader;
+#[cfg(feature = "s3")]
+pub mod remote;
 mod samples;
 mod shard;
 mod writer;

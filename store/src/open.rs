@@ -10,12 +10,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use zarrs::array::Array;
 use zarrs::filesystem::FilesystemStore;
+use zarrs::storage::ReadableStorageTraits;
+
+/// zarrs storage as the reader sees it: a local folder or an object store.
+pub(crate) type Storage = dyn ReadableStorageTraits;
 
 /// A store whose metadata matches the format.
 pub(crate) struct OpenStore {
     pub(crate) root: PathBuf,
     pub(crate) attrs: RunAttributes,
-    store: Arc<FilesystemStore>,
+    store: Arc<Storage>,
+    /// Where the shards are read from when the store is not local.
+    #[cfg(feature = "s3")]
+    remote: Option<crate::remote::Remote>,
     /// The per-step arrays, in [`ArrayName::PER_STEP`] order.
     lanes: Vec<Lane>,
 }
@@ -28,16 +35,59 @@ struct Lane {
 }
 
 impl OpenStore {
-    /// Opens the store at `path` and checks that it is an epk store this build can read.
+    /// Opens the store at `path` (a folder, or `s3://bucket/path` with the `s3` feature) and
+    /// checks that it is an epk store this build can read.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        if is_url(path) {
+            return Self::open_remote(path);
+        }
         let attrs = read_root(path)?;
         let store = Arc::new(
             FilesystemStore::new(path).map_err(|e| StoreError::zarr(path, "cannot open", e))?,
         );
+        Self::with_storage(path, attrs, store)
+    }
+
+    #[cfg(feature = "s3")]
+    fn open_remote(path: &Path) -> Result<Self, StoreError> {
+        Self::from_remote(crate::remote::Remote::new(&path.to_string_lossy())?)
+    }
+
+    /// Opens the store on object storage at `remote`.
+    #[cfg(feature = "s3")]
+    pub(crate) fn from_remote(remote: crate::remote::Remote) -> Result<Self, StoreError> {
+        let root = PathBuf::from(remote.url());
+        let file = root.join("zarr.json");
+        let bytes = remote.get("zarr.json")?.ok_or_else(|| StoreError::NotEpk {
+            path: file.clone(),
+            message: "no root metadata (no store, or its first upload has not committed)".into(),
+        })?;
+        let attrs = parse_root(&file, &bytes)?;
+        let mut open = Self::with_storage(&root, attrs, remote.storage())?;
+        open.remote = Some(remote);
+        Ok(open)
+    }
+
+    #[cfg(not(feature = "s3"))]
+    fn open_remote(path: &Path) -> Result<Self, StoreError> {
+        Err(StoreError::invalid(
+            path,
+            "this build reads local stores only; build epk with the `s3` feature for object storage",
+        ))
+    }
+
+    /// Opens and checks the arrays of a store whose root attributes are `attrs`.
+    fn with_storage(
+        path: &Path,
+        attrs: RunAttributes,
+        store: Arc<Storage>,
+    ) -> Result<Self, StoreError> {
         let mut open = OpenStore {
             root: path.to_path_buf(),
             attrs,
             store,
+            #[cfg(feature = "s3")]
+            remote: None,
             lanes: Vec::new(),
         };
         for name in ArrayName::PER_STEP {
@@ -52,13 +102,41 @@ impl OpenStore {
         Ok(open)
     }
 
+    /// Whether the store is on object storage.
+    pub(crate) fn is_remote(&self) -> bool {
+        #[cfg(feature = "s3")]
+        return self.remote.is_some();
+        #[cfg(not(feature = "s3"))]
+        false
+    }
+
+    /// The encoded bytes of `row` in `files`, wherever the store is.
+    fn read_row(
+        &self,
+        files: &ShardFiles,
+        row: u64,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        #[cfg(feature = "s3")]
+        if let Some(remote) = &self.remote {
+            let file = files.file_of(row);
+            let key = file.strip_prefix(&self.root).unwrap_or(&file);
+            let key = key.to_string_lossy().replace('\\', "/");
+            return match remote.shard(&key)? {
+                Some((shard, size)) => files.read_entry(&shard, size, row, max),
+                None => Ok(None),
+            };
+        }
+        files.read_row(row, max)
+    }
+
     /// The array's metadata file, for errors.
     pub(crate) fn metadata_file(&self, name: ArrayName) -> PathBuf {
         name.metadata_file(&self.root)
     }
 
     /// Opens an array without checking it.
-    pub(crate) fn open_array(&self, name: ArrayName) -> Result<Array<FilesystemStore>, StoreError> {
+    pub(crate) fn open_array(&self, name: ArrayName) -> Result<Array<Storage>, StoreError> {
         Array::open(self.store.clone(), &name.zarr_path())
             .map_err(|e| StoreError::zarr(self.metadata_file(name), "cannot open array", e))
     }
@@ -69,10 +147,7 @@ impl OpenStore {
     }
 
     /// Opens an array and checks its element type, shape and chunking against the layout.
-    pub(crate) fn check_array(
-        &self,
-        name: ArrayName,
-    ) -> Result<Array<FilesystemStore>, StoreError> {
+    pub(crate) fn check_array(&self, name: ArrayName) -> Result<Array<Storage>, StoreError> {
         let spec = self.spec(name);
         let array = self.open_array(name)?;
         let invalid = |m| StoreError::invalid(self.metadata_file(name), m);
@@ -84,11 +159,7 @@ impl OpenStore {
     }
 
     /// The shape of the array's first chunk (for a sharded array, its shard).
-    fn chunk_shape(
-        &self,
-        name: ArrayName,
-        array: &Array<FilesystemStore>,
-    ) -> Result<Vec<u64>, StoreError> {
+    fn chunk_shape(&self, name: ArrayName, array: &Array<Storage>) -> Result<Vec<u64>, StoreError> {
         let zero = vec![0u64; array.dimensionality()];
         let chunk = array
             .chunk_shape(&zero)
@@ -118,7 +189,7 @@ impl OpenStore {
         let width = self.spec(name).element.width();
         let want = (len * width) as u64;
         let max = codec::max_encoded_len(want, lane.blosc);
-        let bytes = lane.files.read_row(row, max)?.ok_or_else(|| {
+        let bytes = self.read_row(&lane.files, row, max)?.ok_or_else(|| {
             StoreError::invalid(&file, format!("entry {row} is missing from its shard"))
         })?;
         let bytes = codec::decode_row(bytes, lane.blosc, want, width)
@@ -156,6 +227,11 @@ impl OpenStore {
     }
 }
 
+/// Whether `path` names a store on object storage (`s3://…`).
+pub(crate) fn is_url(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| p.starts_with("s3://"))
+}
+
 /// Reads the root metadata and checks that it names an epk store of this build's version.
 fn read_root(path: &Path) -> Result<RunAttributes, StoreError> {
     let file = path.join("zarr.json");
@@ -168,7 +244,13 @@ fn read_root(path: &Path) -> Result<RunAttributes, StoreError> {
         },
         source,
     })?;
-    let root: serde_json::Value = serde_json::from_slice(&bytes)
+    parse_root(&file, &bytes)
+}
+
+/// The run attributes in the root metadata `bytes` read from `file`, checked.
+pub(crate) fn parse_root(file: &Path, bytes: &[u8]) -> Result<RunAttributes, StoreError> {
+    let file = file.to_path_buf();
+    let root: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| StoreError::invalid(&file, format!("root metadata is not valid JSON: {e}")))?;
     let not_epk = |message: String| StoreError::NotEpk {
         path: file.clone(),

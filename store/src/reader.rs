@@ -1,10 +1,10 @@
 use crate::ArrayName;
 use crate::layout::ROOT_ATTRIBUTE;
 use crate::open::OpenStore;
+use crate::open::Storage;
 use crate::{FORMAT_NAME, RunAttributes, Samples, StoreError, TrainDType};
 use std::path::{Path, PathBuf};
 use zarrs::array::{Array, ElementOwned};
-use zarrs::filesystem::FilesystemStore;
 
 /// The samples that built one step and their recorded dL/df.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +23,10 @@ pub struct StoreReader {
 
 impl StoreReader {
     /// Opens the store at `path` and checks that it is an epk store this build can read.
+    ///
+    /// With the `s3` feature, `path` may also be a URL, `s3://bucket/path`: the store is then
+    /// read from S3-compatible object storage, configured by the AWS variables of the
+    /// environment (see [`remote`](crate::remote)).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(StoreReader {
             open: OpenStore::open(path)?,
@@ -38,6 +42,27 @@ impl StoreReader {
             .is_some_and(|root| root["attributes"][ROOT_ATTRIBUTE]["format"] == FORMAT_NAME)
     }
 
+    /// Opens the store on object storage at `remote`: for a client set up by hand
+    /// ([`Remote::from_object_store`](crate::remote::Remote::from_object_store)).
+    #[cfg(feature = "s3")]
+    pub fn open_remote(remote: crate::remote::Remote) -> Result<Self, StoreError> {
+        Ok(StoreReader {
+            open: OpenStore::from_remote(remote)?,
+        })
+    }
+
+    /// Whether `path` names a store on object storage (`s3://bucket/path`) rather than a
+    /// local folder.
+    pub fn is_url(path: &Path) -> bool {
+        crate::open::is_url(path)
+    }
+
+    /// Whether this store is read from object storage: it has no local folder to write
+    /// beside (partial results, exports).
+    pub fn is_remote(&self) -> bool {
+        self.open.is_remote()
+    }
+
     /// The run's attributes as committed.
     pub fn attrs(&self) -> &RunAttributes {
         &self.open.attrs
@@ -48,7 +73,7 @@ impl StoreReader {
         self.open.attrs.steps
     }
 
-    /// The store's directory.
+    /// The store's directory, or its URL for a store on object storage.
     pub fn path(&self) -> &Path {
         &self.open.root
     }
@@ -61,7 +86,7 @@ impl StoreReader {
     /// Reads one chunk, failing if it is missing (zarr would fill it) or has the wrong length.
     fn chunk<T: ElementOwned>(
         &self,
-        array: &Array<FilesystemStore>,
+        array: &Array<Storage>,
         name: ArrayName,
         chunk: &[u64],
         len: usize,

@@ -46,6 +46,18 @@ impl ShardFiles {
         }
     }
 
+    /// Steps (rows) per shard.
+    #[cfg(feature = "s3")]
+    pub(crate) fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The array's rank.
+    #[cfg(feature = "s3")]
+    pub(crate) fn rank(&self) -> usize {
+        self.rank
+    }
+
     /// The file of shard `shard` under the default chunk key encoding (`c/j/0/…`).
     pub(crate) fn file(&self, shard: u64) -> PathBuf {
         let mut file = self.chunks.join(shard.to_string());
@@ -64,9 +76,8 @@ impl ShardFiles {
         ENTRY * self.steps
     }
 
-    /// The encoded bytes of `row`, or `None` when its shard or its index entry is absent.
-    /// Entries longer than `max_len` or outside the file are damage, reported as errors
-    /// before anything is allocated.
+    /// The encoded bytes of `row` in the local shard files, or `None` when its shard or its
+    /// index entry is absent.
     pub(crate) fn read_row(&self, row: u64, max_len: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let path = self.file_of(row);
         let file = match File::open(&path) {
@@ -78,16 +89,33 @@ impl ShardFiles {
             .metadata()
             .map_err(StoreError::io(&path, "cannot open shard"))?
             .len();
+        let shard = LocalShard { file, path };
+        self.read_entry(&shard, size, row, max_len)
+    }
+
+    /// The encoded bytes of `row` in a shard of `size` bytes, local or remote, or `None` when
+    /// its index entry is absent. Entries longer than `max_len` or outside the shard are
+    /// damage, reported as errors before anything is allocated.
+    pub(crate) fn read_entry(
+        &self,
+        shard: &dyn ShardBytes,
+        size: u64,
+        row: u64,
+        max_len: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = shard.path();
         let index = self.index_bytes();
         if size < index {
             return Err(StoreError::invalid(
-                &path,
+                path,
                 format!("shard holds {size} bytes, less than its {index}-byte index"),
             ));
         }
-        let mut entry = [0u8; ENTRY as usize];
-        read_at(&file, &mut entry, (row % self.steps) * ENTRY)
-            .map_err(StoreError::io(&path, "cannot read shard index"))?;
+        let entry = shard.read(
+            (row % self.steps) * ENTRY,
+            ENTRY as usize,
+            "cannot read shard index",
+        )?;
         let offset = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
         let len = u64::from_le_bytes(entry[8..].try_into().expect("8 bytes"));
         if offset == ABSENT && len == ABSENT {
@@ -96,15 +124,15 @@ impl ShardFiles {
         let inside = offset >= index && offset.checked_add(len).is_some_and(|end| end <= size);
         if !inside || len > max_len {
             return Err(StoreError::invalid(
-                &path,
+                path,
                 format!(
                     "entry {row} claims bytes {offset}..+{len} of a {size}-byte shard (at most {max_len} bytes, after the {index}-byte index)"
                 ),
             ));
         }
-        let mut bytes = vec![0u8; len as usize];
-        read_at(&file, &mut bytes, offset).map_err(StoreError::io(&path, "cannot read shard"))?;
-        Ok(Some(bytes))
+        shard
+            .read(offset, len as usize, "cannot read shard")
+            .map(Some)
     }
 
     /// Drops every row at or past `keep`: whole shards are removed, and the shard holding
@@ -175,6 +203,32 @@ impl ShardFiles {
         handle
             .set_len(end.min(bytes.len() as u64))
             .map_err(StoreError::io(&file, "cannot truncate shard"))
+    }
+}
+
+/// Positioned reads from one shard, wherever it is stored.
+pub(crate) trait ShardBytes {
+    /// The shard's file or object, for errors.
+    fn path(&self) -> &Path;
+    /// Exactly `len` bytes at `offset`; `what` says what was being read, for errors.
+    fn read(&self, offset: u64, len: usize, what: &str) -> Result<Vec<u8>, StoreError>;
+}
+
+/// A shard file on the local disk.
+struct LocalShard {
+    file: File,
+    path: PathBuf,
+}
+
+impl ShardBytes for LocalShard {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read(&self, offset: u64, len: usize, what: &str) -> Result<Vec<u8>, StoreError> {
+        let mut bytes = vec![0u8; len];
+        read_at(&self.file, &mut bytes, offset).map_err(StoreError::io(&self.path, what))?;
+        Ok(bytes)
     }
 }
 

@@ -19,6 +19,8 @@ mod layers;
 mod mpi;
 mod progress;
 mod shard;
+#[cfg(feature = "s3")]
+mod upload;
 mod verify;
 
 pub use attribute::AttributeArgs;
@@ -75,6 +77,9 @@ pub enum Command {
     Shard(ShardArgs),
     /// Join a job's tiles into the whole machine and verify it, as verify does.
     Reduce(ReduceArgs),
+    /// Copy a local store to S3-compatible object storage, once or following a run.
+    #[cfg(feature = "s3")]
+    Upload(upload::UploadArgs),
 }
 
 impl Command {
@@ -88,6 +93,8 @@ impl Command {
             Command::Info(a) => &a.store,
             Command::Shard(a) => &a.store,
             Command::Reduce(a) => &a.store,
+            #[cfg(feature = "s3")]
+            Command::Upload(a) => &a.store,
         }
     }
 }
@@ -200,6 +207,10 @@ fn launched_ranks() -> Option<usize> {
 /// Opens the store and runs the command with the model the store names.
 fn dispatch(registry: &Registry, cli: &Cli) -> Result<ExitCode> {
     let command = &cli.command;
+    #[cfg(feature = "s3")]
+    if let Command::Upload(a) = command {
+        return upload::upload(a);
+    }
     let path = command.store();
     let reader = StoreReader::open(path)?;
     match command {
@@ -230,6 +241,8 @@ fn run<M: EpkModel>(command: &Command, reader: &StoreReader, device: &Device) ->
         Command::Info(args) => info::info(reader, args),
         Command::Shard(args) => shard::shard::<M>(args, reader, device),
         Command::Reduce(args) => shard::reduce(args, reader),
+        #[cfg(feature = "s3")]
+        Command::Upload(_) => unreachable!("dispatched before the store is opened"),
     }
 }
 

@@ -12,7 +12,7 @@ use burn::tensor::Device;
 use clap::Args;
 use epk_model::EpkModel;
 use epk_store::StoreReader;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -36,6 +36,10 @@ pub struct ShardArgs {
     /// The job's name (letters, digits, '-', '_', '.').
     #[arg(long, default_value = "verify")]
     pub job: String,
+    /// The folder for the job's tiles, as WORK/partials/JOB (default: the store; needed when
+    /// the store is on object storage: a folder every shard can write).
+    #[arg(long)]
+    pub work: Option<PathBuf>,
     /// What to replay and how, as for verify.
     #[command(flatten)]
     pub replay: JobArgs,
@@ -52,9 +56,24 @@ pub struct ReduceArgs {
     /// The job's name, as given to shard.
     #[arg(long, default_value = "verify")]
     pub job: String,
+    /// The folder holding the job's tiles, as given to shard.
+    #[arg(long)]
+    pub work: Option<PathBuf>,
     /// How to report, as for verify.
     #[command(flatten)]
     pub report: ReportArgs,
+}
+
+/// Where the job's tiles go: `--work`, or the store itself when it is a local folder.
+fn work_dir<'a>(flag: &'a Option<PathBuf>, reader: &'a StoreReader) -> Result<&'a Path> {
+    match flag {
+        Some(dir) => Ok(dir),
+        None if reader.is_remote() => bail!(
+            "{} is on object storage, which takes no partial results: give --work DIR, a folder every shard can write",
+            reader.path().display()
+        ),
+        None => Ok(reader.path()),
+    }
 }
 
 /// The tile index from the flag or the job-array scheduler's environment.
@@ -107,7 +126,7 @@ pub(super) fn shard<M: EpkModel>(
     let options = args.replay.options();
     let job = Job::new(reader, m, &options, plan);
     // Before the work: a name that holds another job's tiles would refuse this one after it.
-    check_job(reader.path(), &args.job, &job)?;
+    check_job(work_dir(&args.work, reader)?, &args.job, &job)?;
     let tile = plan.tile(index, steps, m);
     let mut progress = super::progress::Progress::new("shard", tile.steps.len(), args.quiet);
     let partial = replay_tile(reader, &net, &eval.inputs, &options, &job, index, |s| {
@@ -115,7 +134,7 @@ pub(super) fn shard<M: EpkModel>(
     })
     .context("replay failed")?;
     progress.finish();
-    let path = write_partial(reader.path(), &args.job, &partial)?;
+    let path = write_partial(work_dir(&args.work, reader)?, &args.job, &partial)?;
     println!(
         "tile {index} of {}: steps {}..{} × points {}..{} in {:.1} s → {}",
         args.count,
@@ -132,7 +151,7 @@ pub(super) fn shard<M: EpkModel>(
 pub(super) fn reduce(args: &ReduceArgs, reader: &StoreReader) -> Result<ExitCode> {
     super::out_is_free(args.report.out.as_deref())?;
     let started = Instant::now();
-    let partials = read_partials(reader.path(), &args.job)?;
+    let partials = read_partials(work_dir(&args.work, reader)?, &args.job)?;
     let job = partials[0].job.clone();
     if job.steps != reader.steps() {
         bail!(

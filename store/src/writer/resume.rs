@@ -6,6 +6,9 @@ use crate::atomic::TEMP_SUFFIX;
 use crate::open::OpenStore;
 use crate::{ArrayName, StoreError, WriterLock};
 use std::path::Path;
+use std::sync::Arc;
+use zarrs::array::Array;
+use zarrs::filesystem::FilesystemStore;
 
 impl StoreWriter {
     /// Reopens a store to append after its last committed step and returns the weights that
@@ -34,9 +37,13 @@ impl StoreWriter {
         let steps = attrs.steps as u64;
         let last = open.row_f64(ArrayName::Weights, steps, attrs.num_params)?;
         remove_temporaries(path)?;
+        let store = Arc::new(
+            FilesystemStore::new(path).map_err(|e| StoreError::zarr(path, "cannot open", e))?,
+        );
         let mut lanes = Vec::new();
         for name in ArrayName::PER_STEP {
-            let array = open.open_array(name)?;
+            let array = Array::open(store.clone(), &name.zarr_path())
+                .map_err(|e| StoreError::zarr(open.metadata_file(name), "cannot open array", e))?;
             let files = open.shard_files(name).clone();
             files.keep_rows(name.rows(steps))?;
             lanes.push(Lane::new(&attrs, name, array, files, durable));
