@@ -186,7 +186,7 @@ fn main() -> Result<()> {
     let path = recorded.store_path().to_path_buf();
     recorded.finish().context("finishing the recording")?;
     println!(
-        "trained {steps} {:?} steps of {batch} on {n} points in {seconds:.1} s; store {}",
+        "trained {steps} {:?} steps of {batch} on {n} points in {seconds:.2} s; store {}",
         args.optimizer,
         path.display()
     );

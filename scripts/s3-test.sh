@@ -16,7 +16,8 @@ garage="$cache/garage-2.5.0/bin/garage"
 cargo build --release --locked -p epk-replay --features s3 --bin replay
 cargo build --release --locked --features s3 --example gaussians
 # A kill at every request of an upload pass, against object_store's in-memory bucket.
-cargo test --release --locked -p epk-store --features s3 --lib remote
+cargo test --release --locked -p epk-store --features s3 remote
+cargo test --release --locked -p epk-store --features s3 --doc
 if [ ! -x "$garage" ]; then
   if [ "${1:-}" = "--if-cached" ]; then
     echo "s3: tests skipped, no Garage at $garage (bash scripts/s3-test.sh installs it)"

@@ -8,7 +8,7 @@ mod common;
 use burn::data::dataloader::batcher::Batcher;
 use burn::optim::SgdConfig;
 use burn::train::TrainStep;
-use common::{Run, built, verify};
+use common::{Run, TINY_GAUSSIANS, built, verify};
 use epk::recorder::models::Mlp;
 use epk::recorder::{
     IndexedBatcher, IndexedItem, Recorded, Recorder, Samples, WithRecorder, device::flex_f64,
@@ -27,16 +27,7 @@ const STEPS: usize = 500;
 fn gaussians(store: &Path, steps: usize, overwrite: bool) -> Child {
     let mut command = Command::new(built("examples/gaussians"));
     command
-        .args([
-            "--per-class",
-            "20",
-            "--dim",
-            "4",
-            "--width",
-            "4",
-            "--test",
-            "2",
-        ])
+        .args(TINY_GAUSSIANS)
         .args(["--steps", &steps.to_string(), "--store"])
         .arg(store)
         .env_remove("RUST_BACKTRACE")

@@ -9,7 +9,7 @@ mod common;
 #[path = "common/garage.rs"]
 mod garage;
 
-use common::built;
+use common::{TINY_GAUSSIANS, built};
 use garage::{BUCKET, Garage};
 use std::path::Path;
 use std::process::{Child, Output, Stdio};
@@ -23,16 +23,7 @@ const STEPS: usize = 6_000;
 fn train(garage: &Garage, store: &Path, url: &str, steps: usize) -> Child {
     garage
         .command(&built("examples/gaussians"))
-        .args([
-            "--per-class",
-            "20",
-            "--dim",
-            "4",
-            "--width",
-            "4",
-            "--test",
-            "2",
-        ])
+        .args(TINY_GAUSSIANS)
         .args(["--optimizer", "momentum", "--lr", "0.05"])
         .args(["--steps", &steps.to_string(), "--upload", url])
         .args(["--upload-every", "0.05", "--store"])
@@ -143,15 +134,7 @@ fn a_killed_upload_leaves_a_store_that_verifies_on_its_committed_prefix() {
         "{remote} of {local_steps}"
     );
     verify(&garage, &url);
-    // Uploading again completes the copy to what the local store commits.
-    let out = replay(&garage, &["upload", s(&local), &url]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(info(&garage, &url), Some((local_steps, false)));
-    verify(&garage, &url);
+    complete(&garage, &local, &url, (local_steps, false));
 }
 
 #[test]
@@ -173,12 +156,18 @@ fn a_stopped_server_leaves_a_store_that_verifies_on_its_committed_prefix() {
     let (remote, finished) = info(&garage, &url).expect("the remote store opens");
     assert!(!finished && remote > 0 && remote < STEPS, "{remote}");
     verify(&garage, &url);
-    let out = replay(&garage, &["upload", s(&local), &url]);
+    complete(&garage, &local, &url, (STEPS, true));
+}
+
+/// `replay upload` completes the copy to what the local store commits (`steps`, finished),
+/// and the copy verifies.
+fn complete(garage: &Garage, local: &Path, url: &str, steps: (usize, bool)) {
+    let out = replay(garage, &["upload", s(local), url]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(info(&garage, &url), Some((STEPS, true)));
-    verify(&garage, &url);
+    assert_eq!(info(garage, url), Some(steps));
+    verify(garage, url);
 }

@@ -231,6 +231,19 @@ pub fn verify(path: &Path, points: usize) -> epk::replay::VerifyReport {
         .with_faults(&reader.attrs().faults)
 }
 
+/// The gaussians example's flags for a tiny problem (60 points in 4 dimensions, width 4, 2
+/// held out): thousands of full-batch steps take well under a second.
+pub const TINY_GAUSSIANS: [&str; 8] = [
+    "--per-class",
+    "20",
+    "--dim",
+    "4",
+    "--width",
+    "4",
+    "--test",
+    "2",
+];
+
 /// A binary built beside this test (in `target/<profile>` or `target/<profile>/examples`).
 pub fn built(relative: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();

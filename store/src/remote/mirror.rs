@@ -72,8 +72,8 @@ impl Mirror {
         self.committed.as_ref()
     }
 
-    /// One pass: uploads what changed (the tails of the per-step arrays as
-    /// [`tails`](super::tails) says) and then a root that commits the steps the uploaded
+    /// One pass: uploads what changed (the tail shards of the per-step arrays only when small
+    /// or doubled since last sent, sealed ones always) and then a root that commits the steps the uploaded
     /// shards hold, and returns the attributes the remote copy now commits (its `steps`,
     /// whether the run is `finished`).
     pub fn sync(&mut self) -> Result<&RunAttributes, StoreError> {

@@ -26,6 +26,8 @@ struct Cut {
     inner: InMemory,
     budget: AtomicUsize,
     weight_bytes: AtomicUsize,
+    /// Reads (GETs and HEADs).
+    gets: AtomicUsize,
 }
 
 impl Cut {
@@ -34,6 +36,7 @@ impl Cut {
             inner: InMemory::new(),
             budget: AtomicUsize::new(usize::MAX),
             weight_bytes: AtomicUsize::new(0),
+            gets: AtomicUsize::new(0),
         })
     }
 
@@ -73,6 +76,7 @@ impl ObjectStore for Cut {
         self.inner.put_multipart_opts(at, o).await
     }
     async fn get_opts(&self, at: &Path, o: GetOptions) -> Result<GetResult> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get_opts(at, o).await
     }
     fn delete_stream(
@@ -293,4 +297,32 @@ fn a_growing_tail_costs_at_most_twice_its_size_and_the_root_commits_what_arrived
     // A tail goes when it has doubled: the remote trails by at most half a shard.
     assert!(most_behind <= 33, "{most_behind} steps behind");
     assert!(most_behind >= 2, "tails were held back: {most_behind}");
+}
+
+#[test]
+fn rows_of_a_large_shard_are_read_a_window_at_a_time() {
+    use crate::shard::ShardBytes;
+    let objects = Cut::new();
+    let remote = Remote::from_object_store("mem://run.zarr", objects.clone()).unwrap();
+    let bytes: Vec<u8> = (0..10_000_123u32).map(|i| (i % 251) as u8).collect();
+    remote.put("weights/c/0/0", bytes.clone()).unwrap();
+    let (shard, size) = remote.shard("weights/c/0/0").unwrap().unwrap();
+    assert_eq!(size, bytes.len() as u64);
+    let row = 53_272;
+    let starts: Vec<usize> = (0..bytes.len() - row).step_by(row).collect();
+    let reads = |order: &mut dyn Iterator<Item = &usize>| {
+        let before = objects.gets.load(Ordering::SeqCst);
+        for &at in order {
+            let got = shard.read(at as u64, row, "row").unwrap();
+            assert_eq!(got, bytes[at..at + row], "row at {at}");
+        }
+        objects.gets.load(Ordering::SeqCst) - before
+    };
+    // 187 rows forward, then backward (the adjoint's walk): a request per 4 MiB, not per row.
+    let forward = reads(&mut starts.iter());
+    let backward = reads(&mut starts.iter().rev());
+    assert!(
+        forward <= 3 && backward <= 4,
+        "{forward} and {backward} requests"
+    );
 }
