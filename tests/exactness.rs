@@ -118,8 +118,9 @@ fn toy_verifies_with_auto_and_not_with_riemann() {
     let (_, machine) = machine_for(&path, Rule::Auto);
     let report = VerifyReport::new(&machine, Rule::Auto, 1e-12, true, 0.0);
     assert!(report.passed, "{}", report.table());
+    // Two orders must agree on Jbar itself: orders 2, 3, 4 and 6 on a log-softmax piece.
     assert!(
-        report.evals_per_step_per_point <= 10.0,
+        report.evals_per_step_per_point <= 16.0,
         "{}",
         report.table()
     );

@@ -60,6 +60,14 @@ pub struct VerifyReport {
     /// meet. (The machine's own error is not bounded below by a sum of these: the roundings of
     /// f telescope out of b + Σ_s Jbar_s·Δw_s.)
     pub rounding_floor: f64,
+    /// With the `auto` rule: the worst bound on a step's Jbar error, ℓ2 over the parameters,
+    /// from two Gauss–Legendre orders agreeing on each piece. `None` for the fixed rules.
+    pub max_jbar_error: Option<f64>,
+    /// For plain gradient descent with the `auto` rule: a bound on the quadrature error of any
+    /// one attribution A[x, i, k], Σ_s max ‖Jbar error‖₂ · ‖a_{i,s}∇_w f(x_i; w_s)‖₂. The
+    /// machine's check sees only the sum over i; this covers each term. `None` where not
+    /// computed (fixed rules; momentum and Adam, whose terms read Jbar through the adjoint).
+    pub attribution_bound: Option<f64>,
     /// Mean Jacobian evaluations per step per point.
     pub evals_per_step_per_point: f64,
     /// Jacobian evaluations in all.
@@ -135,6 +143,14 @@ impl VerifyReport {
             max_nondata_term: amax(&machine.nondata),
             max_nondata_share: nondata_share(machine),
             rounding_floor: machine.steps.iter().fold(0.0, |m, s| m.max(s.rounding)),
+            max_jbar_error: machine
+                .steps
+                .iter()
+                .try_fold(0.0f64, |m, s| Some(m.max(s.jbar_error?))),
+            attribution_bound: machine
+                .steps
+                .iter()
+                .try_fold(0.0f64, |m, s| Some(m + s.attribution_bound?)),
             evals_per_step_per_point: total_evals as f64 / per,
             total_evals,
             mean_pieces_per_step_per_point: pieces as f64 / per,
@@ -240,6 +256,7 @@ impl VerifyReport {
                 ""
             }
         );
+        self.bounds(&mut s);
         if self.max_nondata_term > 0.0 {
             let _ = writeln!(
                 s,
@@ -325,6 +342,30 @@ impl VerifyReport {
             "machine (b+ΣA+N+R) vs network",
             self.max_abs_error,
             ok(self.max_abs_error)
+        );
+    }
+}
+
+impl VerifyReport {
+    /// What the `auto` rule certifies beyond the sum: Jbar itself, and each attribution.
+    fn bounds(&self, s: &mut String) {
+        let Some(jbar) = self.max_jbar_error else {
+            return;
+        };
+        let each = match self.attribution_bound {
+            Some(b) => format!(
+                "; each attribution A[x, i, k] within {b:.1e} of its exact value{}",
+                if b <= self.tolerance {
+                    ""
+                } else {
+                    " (above the tolerance)"
+                }
+            ),
+            None => "; per-attribution bound not computed for optimizers with state".into(),
+        };
+        let _ = writeln!(
+            s,
+            "Jbar certified per step to {jbar:.1e} (ℓ2, two Gauss–Legendre orders agreeing){each}"
         );
     }
 }

@@ -196,6 +196,20 @@ impl Layers {
         }
     }
 
+    /// ‖sample r's gradient‖₂ for every sample: Σ over layers of ‖a_r‖²‖d_r‖², plus ‖d_r‖²
+    /// for a bias, without forming the P-long gradients.
+    pub fn norms(&self, f: &Factors) -> Vec<f64> {
+        let mut sq = vec![0.0; f.rows()];
+        for (i, l) in self.layers.iter().enumerate() {
+            let bias = if l.bias.is_some() { 1.0 } else { 0.0 };
+            for (r, s) in sq.iter_mut().enumerate() {
+                let (a, d) = (f.a[i].row(r), f.d[i].row(r));
+                *s += (a.dot(&a) + bias) * d.dot(&d);
+            }
+        }
+        sq.into_iter().map(f64::sqrt).collect()
+    }
+
     /// Σ_r of every sample's gradient, flat: Aᵀ D per layer and Σ_r d_r for biases.
     pub fn sum_dense(&self, f: &Factors) -> Vec<f64> {
         let mut out = vec![0.0; self.num_params];

@@ -158,6 +158,19 @@ impl Implementation {
 }
 
 impl Node {
+    /// Adds `w · J` to `out`, `[outputs, P]` row-major, for `k` outputs.
+    pub fn add_dense(&self, w: f64, k: usize, out: &mut [f64]) {
+        match self {
+            Node::Dense(j) => out.iter_mut().zip(j).for_each(|(o, v)| *o += w * v),
+            Node::Factored(layers, f) => {
+                let p = out.len() / k.max(1);
+                for (o, row) in out.chunks_mut(p).enumerate() {
+                    layers.add_dense(f, o, w, row);
+                }
+            }
+        }
+    }
+
     /// J_k · v for each of `k` outputs, and max_k Σ_p |J_kp v_p| (the size of those sums, for
     /// rounding bounds).
     pub fn dot(&self, v: &[f64], k: usize) -> (Vec<f64>, f64) {

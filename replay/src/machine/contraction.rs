@@ -60,8 +60,9 @@ impl Contraction {
         Contraction::Dense(dense_jbar(results, k, p))
     }
 
-    /// One block's contributions `[points·outputs, samples]`, adding the block's summed
-    /// gradient to `total` and each parameter group's share to `groups`.
+    /// One block's contributions `[points·outputs, samples]` and the ℓ2 norm of each
+    /// sample's coefficient-weighted gradient (what a Jbar error is multiplied by), adding the
+    /// block's summed gradient to `total` and each parameter group's share to `groups`.
     pub fn block<M: EpkModel>(
         &self,
         net: &Network<M>,
@@ -70,7 +71,7 @@ impl Contraction {
         threads: usize,
         total: &mut [f64],
         groups: &mut Groups,
-    ) -> Array2<f64> {
+    ) -> (Array2<f64>, Vec<f64>) {
         match self {
             Contraction::Layered {
                 layers,
@@ -87,29 +88,16 @@ impl Contraction {
                         row += &g.row(q);
                     }
                 }
-                c
+                (c, layers.norms(&f))
             }
             Contraction::Dense(jbar) => {
-                dense_block(jbar, net, w, block, threads, Some(total), groups)
+                let g = sample_grads(net, w, block, threads);
+                let norms = g.rows().into_iter().map(|r| r.dot(&r).sqrt()).collect();
+                let c = contract(jbar, &g.view(), block.indices, Some(total), groups);
+                (c, norms)
             }
         }
     }
-}
-
-/// `rows` `[points·outputs, P]` against a block's dense per-sample gradients: the block's
-/// contributions `[points·outputs, samples]`, adding the summed gradient to `total` (if any)
-/// and each parameter group's share to `groups`.
-pub(crate) fn dense_block<M: EpkModel>(
-    rows: &Array2<f64>,
-    net: &Network<M>,
-    w: &[f64],
-    block: &Block<'_>,
-    threads: usize,
-    total: Option<&mut [f64]>,
-    groups: &mut Groups,
-) -> Array2<f64> {
-    let g = sample_grads(net, w, block, threads);
-    contract(rows, &g.view(), block.indices, total, groups)
 }
 
 /// A block's per-sample gradients at `w`, each weighted by its coefficients, `[samples, P]`.

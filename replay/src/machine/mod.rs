@@ -71,6 +71,14 @@ pub struct StepCheck {
     /// rounding noise of f near w_s ([`crate::quadrature::noise`]): the rounding the step's
     /// change carries as f64 computes it, below which its certificate cannot go.
     pub rounding: f64,
+    /// With the `auto` rule, a bound on the error of the step's Jbar in ℓ2 over the parameters,
+    /// the worst over points and outputs; `None` for the fixed rules, which certify nothing.
+    pub jbar_error: Option<f64>,
+    /// For plain gradient descent with the `auto` rule: a bound on what that error moves any
+    /// one training point's term of this step, max over points, outputs and samples of
+    /// ‖Jbar error‖₂ · ‖a_{i,s}∇_w f(x_i; w_s)‖₂. `None` where it is not computed (the fixed
+    /// rules, and optimizers with state, whose terms read Jbar through the adjoint).
+    pub attribution_bound: Option<f64>,
 }
 
 /// The exact path kernel machine for a set of inputs.

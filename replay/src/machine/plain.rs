@@ -49,11 +49,15 @@ pub(super) fn replay<M: EpkModel>(
         let coeffs: Vec<f64> = batch.dloss.iter().map(|d| -lr * d).collect();
         let contraction = Contraction::choose(&results, k, p, !options.groups.is_empty());
         let mut total = vec![0.0; p];
+        let mut widest = 0.0f64;
         for block in blocks(&train, &batch.indices, &coeffs, k, options.block) {
-            let contrib =
+            let (contrib, norms) =
                 contraction.block(net, step.start, &block, threads, &mut total, &mut groups);
             attributions.scatter(&contrib, block.indices, k);
+            widest = norms.into_iter().fold(widest, f64::max);
         }
+        // |ΔJbar_k · v_i| ≤ ‖ΔJbar_k‖₂ ‖v_i‖₂ (Cauchy–Schwarz), the worst pairing of the step.
+        check.attribution_bound = check.jbar_error.map(|e| e * widest);
         // ρ_s: what the per-sample terms leave of the recorded step, moved through Jbar.
         let rho: Vec<f64> = step.delta.iter().zip(&total).map(|(d, t)| d - t).collect();
         check.decomposition = Agreement::new(step.start, step.end, step.delta, &total, unit);

@@ -165,8 +165,14 @@ fn check(s: usize, results: &[StepIntegral]) -> StepCheck {
         evals: 0,
         pieces: 0,
         rounding: 0.0,
+        jbar_error: Some(0.0),
+        attribution_bound: None,
     };
     for (i, r) in results.iter().enumerate() {
+        check.jbar_error = match (check.jbar_error, &r.jbar_error) {
+            (Some(worst), Some(e)) => Some(e.iter().fold(worst, |m, v| m.max(*v))),
+            _ => None,
+        };
         let ends = r.f_start.iter().zip(&r.f_end);
         let size = ends.fold(0.0f64, |m, (a, b)| m.max(a.abs() + b.abs()));
         check.rounding = check.rounding.max(f64::EPSILON * size).max(r.noise);

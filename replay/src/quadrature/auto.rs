@@ -28,10 +28,12 @@ fn evaluate<M: EpkModel>(net: &Network<M>, seg: &Segment<'_>, t: f64, x: &[f64])
     Eval { node, jdw, size }
 }
 
-/// Accepted nodes: their Jbar and Σ w J·Δw.
+/// Accepted nodes: their Jbar, Σ w J·Δw, and the accepted pieces' error estimates of Jbar
+/// per output (ℓ2 over the parameters, summed over pieces).
 struct Acc {
     sum: JbarSum,
     jdw: Vec<f64>,
+    error: Vec<f64>,
 }
 
 impl Acc {
@@ -58,7 +60,9 @@ pub fn integrate<M: EpkModel>(
     let mut acc = Acc {
         sum: JbarSum::default(),
         jdw: vec![0.0; k],
+        error: vec![0.0; k],
     };
+    let delta_norm = seg.delta.iter().map(|d| d * d).sum::<f64>().sqrt();
     let ends = Ends {
         a: 0.0,
         b: 1.0,
@@ -76,6 +80,7 @@ pub fn integrate<M: EpkModel>(
         pieces: 0,
         tol,
         noise,
+        delta_norm,
         kink: None,
     };
     run.interval(ends, 0);
@@ -90,6 +95,7 @@ pub fn integrate<M: EpkModel>(
         certificate,
         noise,
         undeclared_kink,
+        jbar_error: Some(acc.error),
     }
 }
 
@@ -113,6 +119,8 @@ struct Adaptive<'a, M: EpkModel> {
     tol: f64,
     /// The measured rounding noise of f near w_s ([`super::noise`]).
     noise: f64,
+    /// ‖Δw_s‖₂: the scale at which a Jbar error becomes an error in f.
+    delta_norm: f64,
     /// The first piece that resisted every order at the deepest bisection.
     kink: Option<(f64, f64)>,
 }
@@ -207,58 +215,100 @@ impl<M: EpkModel> Adaptive<'_, M> {
         out
     }
 
-    /// Integrates a piece with rising Gauss–Legendre orders until its fundamental-theorem
-    /// residual meets the piece's share of the tolerance; bisects if none does.
+    /// Integrates a piece with rising Gauss–Legendre orders until two successive orders
+    /// agree on Jbar itself and the higher one's fundamental-theorem residual meets the
+    /// piece's share of the tolerance; bisects if none does.
+    ///
+    /// The residual alone sees Jbar only along Δw_s; each training point's term reads Jbar
+    /// along its own gradient, where a low order can be off while the sum along Δw_s is
+    /// right. The spread ‖Q_n − Q_m‖₂ of two orders n > m estimates the lower one's error
+    /// (the standard embedded estimate) and so bounds the higher one's pessimistically; once
+    /// scaled by ‖Δw_s‖₂ it must meet the same target as the residual.
     fn piece(&mut self, e: Ends, depth: usize) {
         let k = self.net.outputs();
         let h = e.b - e.a;
         if h <= 0.0 {
             return;
         }
-        let mut best: Option<(f64, Vec<(f64, Eval)>)> = None;
+        let mut best: Option<(f64, Vec<f64>, Nodes)> = None;
+        let mut previous: Option<Vec<f64>> = None;
+        // The widest spread of the last two comparisons, and whether the residual passed.
+        let (mut spreads, mut passed) = ([f64::INFINITY; 2], false);
         for &n in &AUTO_ORDERS {
-            let mut nodes = Vec::with_capacity(n);
-            let mut jdw = vec![0.0; k];
-            let mut size = 0.0f64;
-            for (t, w) in Rule::Gauss(n).nodes(e.a, e.b) {
-                let ev = evaluate(self.net, self.seg, t, self.x);
-                for (a, j) in jdw.iter_mut().zip(&ev.jdw) {
-                    *a += w * j;
-                }
-                size = size.max(ev.size * h);
-                nodes.push((w, ev));
-                self.evals += 1;
-            }
-            let r = (0..k)
-                .map(|o| (e.fb[o] - e.fa[o] - jdw[o]).abs())
-                .fold(0.0, f64::max);
-            // What rounding alone leaves in f(b) − f(a) − J·Δw: relative to |f| and |J·Δw|,
-            // or the measured noise of f, whichever is larger. Two noisy forward passes
-            // differ by √2σ; 2·max|second difference| is about 5σ.
-            let fmax = e.fa.iter().chain(&e.fb).fold(0.0f64, |m, v| m.max(v.abs()));
-            let floor = (16.0 * f64::EPSILON * (size + fmax)).max(2.0 * self.noise);
-            let target = (self.tol * h).max(floor);
+            let order = self.order(&e, n);
+            let target = self.target(&e, order.size);
+            let Some(prev) = previous.take() else {
+                previous = Some(order.q);
+                continue;
+            };
+            let spread = spread(&order.q, &prev, k);
+            let widest = spread.iter().fold(0.0f64, |m, v| m.max(*v));
+            spreads = [spreads[1], widest];
+            // Two f64 sums of Jbar differ by the rounding of its entries: ε‖Q‖ per row.
+            let jfloor = 16.0 * f64::EPSILON * row_norms(&order.q, k).fold(0.0, f64::max);
+            let agreed = widest * self.delta_norm <= target.max(jfloor * self.delta_norm);
+            passed = order.r <= target;
             // A non-finite residual cannot improve: keep it for the certificate to report.
             // Past the evaluation budget, take what there is.
-            if r <= target || !r.is_finite() || self.evals >= MAX_EVALS {
-                self.accept(nodes);
+            if (passed && agreed) || !order.r.is_finite() || self.evals >= MAX_EVALS {
+                self.accept(order.nodes, spread);
                 return;
             }
-            if best.as_ref().is_none_or(|(b, _)| r < *b) {
-                best = Some((r, nodes));
+            if best.as_ref().is_none_or(|(b, _, _)| order.r < *b) || passed {
+                best = Some((order.r, spread, order.nodes));
             }
+            previous = Some(order.q);
         }
-        if depth < MAX_DEPTH && self.evals < MAX_EVALS {
+        // The residual met, the orders disagreeing and their spread no longer shrinking (a
+        // converging rule shrinks it many times per doubling): what is left is the rounding
+        // noise of the Jacobian itself, which bisection cannot remove. Keep the highest
+        // order; its spread goes into the reported bound.
+        let noise_limited = passed && spreads[1] > spreads[0] / 8.0;
+        if !noise_limited && depth < MAX_DEPTH && self.evals < MAX_EVALS {
             self.bisect(e, depth);
             return;
         }
-        if depth >= MAX_DEPTH {
+        if !passed && depth >= MAX_DEPTH {
             self.kink.get_or_insert((e.a, e.b));
         }
-        if let Some((_, nodes)) = best {
+        if let Some((_, spread, nodes)) = best {
             // Out of depth: keep the best estimate; the certificate reports what it is worth.
-            self.accept(nodes);
+            self.accept(nodes, spread);
         }
+    }
+
+    /// Gauss–Legendre of order `n` on the piece: its nodes, Q = Σ w J as `[outputs, P]`, the
+    /// fundamental-theorem residual, and the size of the sums J·Δw for rounding bounds.
+    fn order(&mut self, e: &Ends, n: usize) -> Order {
+        let (k, p, h) = (self.net.outputs(), self.net.num_params(), e.b - e.a);
+        let mut order = Order {
+            nodes: Vec::with_capacity(n),
+            q: vec![0.0; k * p],
+            r: 0.0,
+            size: 0.0,
+        };
+        let mut jdw = vec![0.0; k];
+        for (t, w) in Rule::Gauss(n).nodes(e.a, e.b) {
+            let ev = evaluate(self.net, self.seg, t, self.x);
+            for (a, j) in jdw.iter_mut().zip(&ev.jdw) {
+                *a += w * j;
+            }
+            ev.node.add_dense(w, k, &mut order.q);
+            order.size = order.size.max(ev.size * h);
+            order.nodes.push((w, ev));
+            self.evals += 1;
+        }
+        order.r = residual(&e.fa, &e.fb, &jdw);
+        order
+    }
+
+    /// The piece's share of the tolerance, or what rounding alone leaves in f(b) − f(a) −
+    /// J·Δw if that is larger: relative to |f| and |J·Δw|, or the measured noise of f. Two
+    /// noisy forward passes differ by √2σ; 2·max|second difference| is about 5σ.
+    fn target(&self, e: &Ends, size: f64) -> f64 {
+        let fmax = e.fa.iter().chain(&e.fb).fold(0.0f64, |m, v| m.max(v.abs()));
+        let floor = (16.0 * f64::EPSILON * (size + fmax)).max(2.0 * self.noise);
+        (self.tol * (e.b - e.a)).max(floor)
     }
 
     /// Splits [a, b] at its midpoint and integrates both halves one level deeper.
@@ -285,10 +335,39 @@ impl<M: EpkModel> Adaptive<'_, M> {
         self.interval(right, depth + 1);
     }
 
-    fn accept(&mut self, nodes: Vec<(f64, Eval)>) {
+    fn accept(&mut self, nodes: Nodes, spread: Vec<f64>) {
         self.pieces += 1;
+        for (e, d) in self.acc.error.iter_mut().zip(spread) {
+            *e += d;
+        }
         for (w, ev) in nodes {
             self.acc.add(w, ev);
         }
     }
+}
+
+/// A rule's evaluations on a piece with their weights.
+type Nodes = Vec<(f64, Eval)>;
+
+/// One order's estimate on a piece.
+struct Order {
+    nodes: Nodes,
+    /// Σ_q w_q J(t_q), `[outputs, P]`.
+    q: Vec<f64>,
+    /// max_k |f_k(b) − f_k(a) − Q_k·Δw|.
+    r: f64,
+    /// max over nodes of h·Σ_p |J_kp Δw_p|.
+    size: f64,
+}
+
+/// ‖Q_k‖₂ for each of `k` output rows of `q` (`[outputs, P]`).
+fn row_norms(q: &[f64], k: usize) -> impl Iterator<Item = f64> + '_ {
+    q.chunks(q.len() / k.max(1))
+        .map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt())
+}
+
+/// ‖Q_k − M_k‖₂ for each of `k` output rows: how far two orders' Jbar lie apart.
+fn spread(q: &[f64], m: &[f64], k: usize) -> Vec<f64> {
+    let diff: Vec<f64> = q.iter().zip(m).map(|(a, b)| a - b).collect();
+    row_norms(&diff, k).collect()
 }

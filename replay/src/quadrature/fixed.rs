@@ -33,6 +33,7 @@ pub fn integrate<M: EpkModel>(
                 certificate: residual(fs, fe, &jdw),
                 noise: noise[pt],
                 undeclared_kink: None,
+                jbar_error: None,
             }
         })
         .collect()

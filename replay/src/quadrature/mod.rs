@@ -63,6 +63,11 @@ pub struct StepIntegral {
     /// bisections, with no switching value changing sign in it: a kink the model does not
     /// declare through `Switches`. The interval's ends along the step.
     pub undeclared_kink: Option<(f64, f64)>,
+    /// For the `auto` rule, a bound on ‖Jbar_k − ∫ J_k dt‖₂ per output k: the accepted
+    /// pieces' spreads between two Gauss–Legendre orders, summed. A training point's term
+    /// Jbar_k·v is then off by at most this times ‖v‖₂. `None` for the fixed rules, which
+    /// certify nothing.
+    pub jbar_error: Option<Vec<f64>>,
 }
 
 /// max_k |f_end_k − f_start_k − jdw_k|: the fundamental-theorem residual of a step.

@@ -45,13 +45,15 @@ impl Rule {
                 let (t, w) = gauss_legendre(n);
                 t.iter().zip(&w).map(|(t, w)| (a + h * t, h * w)).collect()
             }
-            Rule::Auto => Rule::Gauss(AUTO_ORDERS[0]).nodes(a, b),
+            Rule::Auto => Rule::Gauss(AUTO_ORDERS[1]).nodes(a, b),
         }
     }
 }
 
-/// Gauss–Legendre orders the adaptive rule tries on a smooth piece, in order.
-pub(crate) const AUTO_ORDERS: [usize; 4] = [3, 6, 12, 24];
+/// Gauss–Legendre orders the adaptive rule tries on a smooth piece, in order. The first only
+/// gives the second something to agree with: the rule accepts an order once it agrees with
+/// the one before.
+pub(crate) const AUTO_ORDERS: [usize; 8] = [2, 3, 4, 6, 8, 12, 16, 24];
 
 /// Why a rule did not parse.
 #[derive(Debug, thiserror::Error)]

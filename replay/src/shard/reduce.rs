@@ -168,6 +168,9 @@ fn side_by_side(blocks: Vec<KernelMachine>, starts: &[usize]) -> KernelMachine {
             all.evals += c.evals;
             all.pieces += c.pieces;
             all.rounding = all.rounding.max(c.rounding);
+            let worst = |a: Option<f64>, b: Option<f64>| Some(a?.max(b?));
+            all.jbar_error = worst(all.jbar_error, c.jbar_error);
+            all.attribution_bound = worst(all.attribution_bound, c.attribution_bound);
         }
     }
     KernelMachine {
