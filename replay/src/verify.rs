@@ -365,7 +365,7 @@ impl VerifyReport {
         };
         let _ = writeln!(
             s,
-            "Jbar certified per step to {jbar:.1e} (ℓ2, two Gauss–Legendre orders agreeing){each}"
+            "Jbar within {jbar:.1e} per step (ℓ2; the spread of two Gauss–Legendre orders agreeing){each}"
         );
     }
 }

@@ -1,6 +1,7 @@
 //! The `auto` rule: split each step where the network switches pieces, then integrate each
 //! smooth piece with Gauss–Legendre of rising order until its fundamental-theorem residual
-//! meets the piece's share of the tolerance.
+//! meets the piece's share of the tolerance and two successive orders agree on Jbar itself,
+//! so that every training point's term, not only their sum, is within the tolerance.
 //!
 //! A ReLU unit (or a max-pool's choice) that switches inside a step makes the integrand jump,
 //! and no polynomial rule integrates a jump accurately: what limits the fixed rules is the
@@ -130,8 +131,13 @@ struct Adaptive<'a, M: EpkModel> {
 /// meets the tolerance at order 3. What is left is a kink no switching value declares.
 pub const MAX_DEPTH: usize = 16;
 /// Jacobian evaluations one step and point may spend before the rule settles for its best
-/// estimate (a model whose kinks are not declared through `Switches` would bisect forever).
-const MAX_EVALS: usize = 2000;
+/// estimate (a model whose kinks are not declared through `Switches` would bisect forever):
+/// room for one kink chased to [`MAX_DEPTH`] through every order, 75 evaluations a level.
+const MAX_EVALS: usize = 3200;
+
+/// How many rounding floors (16ε‖Q‖) two orders' Jbar may differ by and still be called
+/// the Jacobian's noise: 64 × 16ε ≈ 2.3e-13 of ‖Q‖.
+const NOISE_SPREAD: f64 = 64.0;
 
 impl<M: EpkModel> Adaptive<'_, M> {
     /// Splits [a, b] at every switching value whose sign differs between a and b, then
@@ -232,8 +238,10 @@ impl<M: EpkModel> Adaptive<'_, M> {
         }
         let mut best: Option<(f64, Vec<f64>, Nodes)> = None;
         let mut previous: Option<Vec<f64>> = None;
-        // The widest spread of the last two comparisons, and whether the residual passed.
-        let (mut spreads, mut passed) = ([f64::INFINITY; 2], false);
+        // The widest spread of the last two comparisons with the last rounding floor, and
+        // whether the residual passed at the last order and at any order.
+        let (mut spreads, mut jfloor) = ([f64::INFINITY; 2], 0.0);
+        let (mut passed, mut passed_any) = (false, false);
         for &n in &AUTO_ORDERS {
             let order = self.order(&e, n);
             let target = self.target(&e, order.size);
@@ -245,9 +253,10 @@ impl<M: EpkModel> Adaptive<'_, M> {
             let widest = spread.iter().fold(0.0f64, |m, v| m.max(*v));
             spreads = [spreads[1], widest];
             // Two f64 sums of Jbar differ by the rounding of its entries: ε‖Q‖ per row.
-            let jfloor = 16.0 * f64::EPSILON * row_norms(&order.q, k).fold(0.0, f64::max);
+            jfloor = 16.0 * f64::EPSILON * row_norms(&order.q, k).fold(0.0, f64::max);
             let agreed = widest * self.delta_norm <= target.max(jfloor * self.delta_norm);
             passed = order.r <= target;
+            passed_any |= passed;
             // A non-finite residual cannot improve: keep it for the certificate to report.
             // Past the evaluation budget, take what there is.
             if (passed && agreed) || !order.r.is_finite() || self.evals >= MAX_EVALS {
@@ -259,16 +268,19 @@ impl<M: EpkModel> Adaptive<'_, M> {
             }
             previous = Some(order.q);
         }
-        // The residual met, the orders disagreeing and their spread no longer shrinking (a
-        // converging rule shrinks it many times per doubling): what is left is the rounding
-        // noise of the Jacobian itself, which bisection cannot remove. Keep the highest
-        // order; its spread goes into the reported bound.
-        let noise_limited = passed && spreads[1] > spreads[0] / 8.0;
+        // The residual met, the orders disagreeing by no more than a few hundred roundings of
+        // Jbar's entries, and their spread no longer shrinking (a converging rule shrinks it
+        // many times per order): what is left is the rounding noise of the Jacobian itself,
+        // which bisection cannot remove. Keep the highest order; its spread goes into the
+        // reported bound. A larger spread (slow convergence, or a switch crossed twice
+        // inside the piece) is bisected.
+        let noise_limited =
+            passed && spreads[1] > spreads[0] / 8.0 && spreads[1] <= NOISE_SPREAD * jfloor;
         if !noise_limited && depth < MAX_DEPTH && self.evals < MAX_EVALS {
             self.bisect(e, depth);
             return;
         }
-        if !passed && depth >= MAX_DEPTH {
+        if !passed_any && depth >= MAX_DEPTH {
             self.kink.get_or_insert((e.a, e.b));
         }
         if let Some((_, spread, nodes)) = best {

@@ -64,9 +64,10 @@ pub struct StepIntegral {
     /// declare through `Switches`. The interval's ends along the step.
     pub undeclared_kink: Option<(f64, f64)>,
     /// For the `auto` rule, a bound on ‖Jbar_k − ∫ J_k dt‖₂ per output k: the accepted
-    /// pieces' spreads between two Gauss–Legendre orders, summed. A training point's term
-    /// Jbar_k·v is then off by at most this times ‖v‖₂. `None` for the fixed rules, which
-    /// certify nothing.
+    /// pieces' spreads between two Gauss–Legendre orders, summed (the embedded estimate, a
+    /// bound where the rule converges on a piece, which the orders' agreement shows). A
+    /// training point's term Jbar_k·v is then off by at most this times ‖v‖₂. `None` for the
+    /// fixed rules, which estimate nothing.
     pub jbar_error: Option<Vec<f64>>,
 }
 
