@@ -57,6 +57,67 @@ fn run(kind: Kind) -> Run {
     run
 }
 
+/// The fast path (probed linear layers and convolutions, factored gradients) against the
+/// general path (one backward pass per sample and output) on the same store: per-sample
+/// gradients and their norms, Jacobians, and the replayed machine's attributions.
+fn fast_equals_general(
+    net: &Network<Zoo>,
+    reader: &StoreReader,
+    w: &[f64],
+    xs: &[f64],
+    machine: &epk::replay::KernelMachine,
+) {
+    let general = net.clone().general();
+    let layers = net.layers().expect("fast path");
+    let train = reader.train().unwrap();
+    let samples = train.gather(&[0, 5, 9, 17]);
+    let c: Vec<f64> = (0..4 * CLASSES).map(|i| (i as f64 - 5.0) / 3.0).collect();
+    let f = net.factors(w, &samples, &c);
+    let dense = general.sample_grads(w, &samples, &c);
+    let p = w.len();
+    let scale = 1.0 + dense.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    for (r, norm) in layers.norms(&f).iter().enumerate() {
+        let mut row = vec![0.0; p];
+        layers.add_dense(&f, r, 1.0, &mut row);
+        let want = &dense[r * p..(r + 1) * p];
+        let gap = row
+            .iter()
+            .zip(want)
+            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(gap < 1e-13 * scale, "per-sample gradient {r}: {gap:e}");
+        let want_norm = want.iter().map(|v| v * v).sum::<f64>().sqrt();
+        assert!((norm - want_norm).abs() < 1e-13 * scale, "norm {r}");
+        let v: Vec<f64> = (0..p).map(|i| ((i * 7 % 11) as f64 - 5.0) / 5.0).collect();
+        let dot: f64 = want.iter().zip(&v).map(|(a, b)| a * b).sum();
+        assert!(
+            (layers.dot(&f, r, &v, false) - dot).abs() < 1e-12 * scale,
+            "dot {r}"
+        );
+    }
+    let fast_j = jacobians(net, w, xs);
+    let general_j = jacobians(&general, w, xs);
+    let gap = (&fast_j - &general_j)
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(gap < 1e-13 * scale, "Jacobians differ by {gap:e}");
+    let options = ReplayOptions {
+        rule: Rule::Auto,
+        ..ReplayOptions::default()
+    };
+    let other = replay(reader, &general, xs, &options, |_| {}).unwrap();
+    let size = machine
+        .attributions
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    let gap = (&machine.attributions - &other.attributions)
+        .iter()
+        .fold(0.0f64, |m, v| m.max(v.abs()));
+    assert!(
+        gap < 1e-12 * size.max(1.0),
+        "attributions differ by {gap:e}"
+    );
+}
+
 /// max |J − FD| / (1 + max |J|) over every output and weight, with central differences.
 fn gradient_error(net: &Network<Zoo>, w: &[f64], xs: &[f64]) -> f64 {
     let j = jacobians(net, w, xs);
@@ -115,7 +176,10 @@ fn every_layer_kind_has_exact_gradients_and_a_verified_machine() {
         let report = VerifyReport::new(&machine, Rule::Auto, 1e-12, true, 0.0);
         assert!(report.passed, "{kind:?}:\n{}", report.table());
         let path = match net.implementation() {
-            Implementation::Linear(_) => "linear fast path",
+            Implementation::Linear(_) => {
+                fast_equals_general(&net, &reader, &w, &eval.inputs, &machine);
+                "fast path"
+            }
             Implementation::Dense => "general",
         };
         println!(

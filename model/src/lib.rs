@@ -25,12 +25,15 @@
 
 #![warn(missing_docs)]
 
+pub mod along;
 pub mod device;
 pub mod model;
 pub mod models;
 pub mod params;
 mod pool;
+pub mod probe;
 pub mod tensor;
 
-pub use model::{EpkModel, Probe, Switches};
+pub use model::{EpkModel, Switches};
+pub use probe::{ConvGeometry, LinearMap, Probe};
 pub use tensor::float_tensor;

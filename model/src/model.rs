@@ -1,7 +1,8 @@
 //! What a model implements to be recorded and replayed.
 
-use burn::module::{Module, ModuleDisplay, ParamId};
-use burn::nn::Linear;
+use crate::along::Along;
+use crate::probe::Probe;
+use burn::module::{Module, ModuleDisplay};
 use burn::tensor::{Device, Tensor, activation};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -41,18 +42,7 @@ pub struct Switches {
     values: Vec<Tensor<2>>,
     probing: bool,
     probes: Vec<Probe>,
-}
-
-/// A linear layer seen by a probing forward pass.
-pub struct Probe {
-    /// The layer's input, `[batch, in]`.
-    pub input: Tensor<2>,
-    /// A zero leaf added to the layer's output: its gradient is each sample's δ, `[batch, out]`.
-    pub leaf: Tensor<2>,
-    /// The layer's weight parameter.
-    pub weight: ParamId,
-    /// The layer's bias parameter, if it has one.
-    pub bias: Option<ParamId>,
+    along: Option<Along>,
 }
 
 impl Switches {
@@ -77,21 +67,24 @@ impl Switches {
         }
     }
 
-    /// A linear layer on `[batch, in]` inputs; the same as `layer.forward(x)` except under
-    /// [`Switches::probing`].
-    pub fn linear(&mut self, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
-        let z = layer.forward(x.clone());
-        if !self.probing {
-            return z;
-        }
-        let leaf = Tensor::zeros(z.dims(), &z.device()).require_grad();
-        self.probes.push(Probe {
-            input: x.detach(),
-            leaf: leaf.clone(),
-            weight: layer.weight.id,
-            bias: layer.bias.as_ref().map(|b| b.id),
-        });
-        z + leaf
+    /// Moves each sample of the batch to its own point of a step.
+    pub(crate) fn set_along(&mut self, along: Along) {
+        self.along = Some(along);
+    }
+
+    /// Where each sample sits along a step, if it moves.
+    pub(crate) fn moved(&self) -> Option<&Along> {
+        self.along.as_ref()
+    }
+
+    /// Whether this pass probes layers (replay's fast path).
+    pub(crate) fn is_probing(&self) -> bool {
+        self.probing
+    }
+
+    /// Keeps a probe of a probing pass.
+    pub(crate) fn push_probe(&mut self, probe: Probe) {
+        self.probes.push(probe);
     }
 
     /// The probes of a probing pass, in forward order.

@@ -1,12 +1,12 @@
 //! The rebuilt network: forward passes, Jacobians and per-sample gradients at any weights.
 
 use crate::ReplayError;
-use crate::jacobian::{Factors, Implementation, Layers};
+use crate::jacobian::{Factors, Implementation, Layers, conv};
 use burn::tensor::{Device, Tensor};
+use epk_model::along::Along;
 use epk_model::float_tensor;
 use epk_model::{EpkModel, Switches, params};
 use epk_store::RunAttributes;
-use ndarray::Array2;
 
 /// A model of the store's architecture whose weights are set per call.
 #[derive(Clone)]
@@ -91,36 +91,38 @@ impl<M: EpkModel> Network<M> {
 
     /// Gradient factors of Σ_j c_rj f_j(x_r) for every sample r of `xs` with coefficients
     /// `coeffs` `[n, outputs]`: one batched forward and backward pass, probing the model's
-    /// `Switches::linear` layers (none: no factors).
+    /// `Switches::linear` layers and convolutions (none: no factors).
     pub fn factors(&self, weights: &[f64], xs: &[f64], coeffs: &[f64]) -> Factors {
-        let model = self.at(weights, false);
+        self.probe(&self.at(weights, false), Switches::probing(), xs, coeffs)
+    }
+
+    fn probe(&self, model: &M, mut sw: Switches, xs: &[f64], coeffs: &[f64]) -> Factors {
         let n = xs.len() / self.input_len;
-        let mut sw = Switches::probing();
         let f = model.epk_forward(self.inputs(xs), &mut sw);
         let mut out = Factors {
             a: Vec::new(),
             d: Vec::new(),
+            samples: n,
         };
         let probes = sw.into_probes();
         if probes.is_empty() {
-            // Nothing is routed through Switches::linear: no leaf to differentiate (a backward
-            // pass would panic inside Burn on a graph without one).
+            // Nothing is routed through Switches: no leaf to differentiate (a backward pass
+            // would panic inside Burn on a graph without one).
             return out;
         }
         let c = float_tensor(coeffs.to_vec(), [n, self.outputs], &self.device);
         let grads = (f * c).sum().backward();
         for probe in probes {
-            let [_, i] = probe.input.dims();
-            let [_, o] = probe.leaf.dims();
             let d = probe
                 .leaf
                 .grad(&grads)
                 .map(to_vec)
-                .unwrap_or_else(|| vec![0.0; n * o]);
-            out.a
-                .push(Array2::from_shape_vec((n, i), to_vec(probe.input)).expect("[n, in]"));
-            out.d
-                .push(Array2::from_shape_vec((n, o), d).expect("[n, out]"));
+                .unwrap_or_else(|| vec![0.0; probe.leaf.dims().iter().product()]);
+            let input = to_vec(probe.input);
+            for (a, d) in conv::probe_factors(&probe.map, input, d, n) {
+                out.a.push(a);
+                out.d.push(d);
+            }
         }
         out
     }
@@ -128,6 +130,12 @@ impl<M: EpkModel> Network<M> {
     /// The Jacobians of the inputs `xs` as factors with one row per (input, output):
     /// row `r·outputs + k` is ∇_w f_k(x_r). One batched pass over `outputs` copies of each input.
     pub fn jacobian_factors(&self, weights: &[f64], xs: &[f64]) -> Factors {
+        let (copies, coeffs) = self.copies(xs);
+        self.factors(weights, &copies, &coeffs)
+    }
+
+    /// `outputs` copies of each input, and coefficients picking output k in copy k.
+    fn copies(&self, xs: &[f64]) -> (Vec<f64>, Vec<f64>) {
         let k = self.outputs;
         let n = xs.len() / self.input_len;
         let mut copies = Vec::with_capacity(xs.len() * k);
@@ -138,7 +146,18 @@ impl<M: EpkModel> Network<M> {
                 coeffs[(r * k + o) * k + o] = 1.0;
             }
         }
-        self.factors(weights, &copies, &coeffs)
+        (copies, coeffs)
+    }
+
+    /// The network along the step from `start` by `delta`, for batches whose inputs each sit
+    /// at their own t (the fast path only: every parameter in a layer routed through
+    /// `Switches`).
+    pub fn moved(&self, start: &[f64], delta: &[f64]) -> Moved<'_, M> {
+        Moved {
+            net: self,
+            model: self.at(start, false),
+            delta: self.at(delta, false),
+        }
     }
 
     /// P, the number of parameters.
@@ -225,4 +244,38 @@ impl<M: EpkModel> Network<M> {
 fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f64> {
     t.try_into_vec_as::<f64>()
         .expect("float tensors read back as f64")
+}
+
+/// A network along one step w_s + tΔw_s whose batches put each input at its own t: one
+/// forward (and backward) pass for inputs at different points of the step
+/// ([`epk_model::along`]).
+pub struct Moved<'a, M: EpkModel> {
+    net: &'a Network<M>,
+    model: M,
+    delta: M,
+}
+
+impl<M: EpkModel> Moved<'_, M> {
+    fn along(&self, ts: Vec<f64>) -> Along {
+        Along::new(&self.delta, ts, &self.net.device)
+    }
+
+    /// f `[n, outputs]` and the switching values `[n, switches]` (flat) of each input of `xs`
+    /// at its own `ts`.
+    pub fn forward_switches(&self, ts: &[f64], xs: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let mut sw = Switches::recording().along(self.along(ts.to_vec()));
+        let f = to_vec(self.model.epk_forward(self.net.inputs(xs), &mut sw));
+        let s = sw.into_values().map(to_vec).unwrap_or_default();
+        (f, s)
+    }
+
+    /// The Jacobians of the inputs `xs`, each at its own `ts`, as factors with one row per
+    /// (input, output), as [`Network::jacobian_factors`].
+    pub fn jacobian_factors(&self, ts: &[f64], xs: &[f64]) -> Factors {
+        let (copies, coeffs) = self.net.copies(xs);
+        let k = self.net.outputs;
+        let ts = ts.iter().flat_map(|&t| std::iter::repeat_n(t, k)).collect();
+        let sw = Switches::probing().along(self.along(ts));
+        self.net.probe(&self.model, sw, &copies, &coeffs)
+    }
 }

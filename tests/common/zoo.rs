@@ -1,7 +1,9 @@
 //! One small model per layer kind, each written with Burn's own modules: the layer under test
 //! between the input and a linear head (through `Switches::linear`, replay's fast path for the
-//! head; the layer itself takes the general path). Inputs are 32 values per sample, reshaped
-//! as the layer needs, or 8 token ids for the embedding.
+//! head). Convolutions go through `Switches::conv1d`/`conv2d`, so a model of convolutions,
+//! pooling and the head takes the fast path; any other parameterised layer puts the model on
+//! the general path. Inputs are 32 values per sample, reshaped as the layer needs, or 8 token
+//! ids for the embedding.
 
 use burn::module::Module;
 use burn::nn::attention::{MhaInput, MultiHeadAttention, MultiHeadAttentionConfig};
@@ -192,22 +194,30 @@ impl Zoo {
                 let z = sw.linear(some(&self.linear), x);
                 sw.relu(z)
             }
-            Kind::Conv1d => flat(sw.relu(some(&self.conv1d).forward(x.reshape([b, 2, 16])))),
-            Kind::Conv2d => flat4(sw.relu(some(&self.conv2d).forward(x.reshape([b, 2, 4, 4])))),
+            Kind::Conv1d => {
+                let z = sw.conv1d(some(&self.conv1d), x.reshape([b, 2, 16]));
+                flat(sw.relu(z))
+            }
+            Kind::Conv2d => {
+                let z = sw.conv2d(some(&self.conv2d), x.reshape([b, 2, 4, 4]));
+                flat4(sw.relu(z))
+            }
             Kind::AvgPool2d => {
-                let z = sw.relu(some(&self.conv2d).forward(x.reshape([b, 2, 4, 4])));
+                let z = sw.conv2d(some(&self.conv2d), x.reshape([b, 2, 4, 4]));
+                let z = sw.relu(z);
                 flat4(some(&self.avg).forward(z))
             }
             Kind::AdaptiveAvgPool2d => {
-                let z = sw.relu(some(&self.conv2d).forward(x.reshape([b, 2, 4, 4])));
+                let z = sw.conv2d(some(&self.conv2d), x.reshape([b, 2, 4, 4]));
+                let z = sw.relu(z);
                 flat4(some(&self.adaptive).forward(z))
             }
             Kind::MaxPool1d => {
-                let z = some(&self.conv1d).forward(x.reshape([b, 2, 16]));
+                let z = sw.conv1d(some(&self.conv1d), x.reshape([b, 2, 16]));
                 flat(sw.max_pool1d(z, 3, 2))
             }
             Kind::MaxPool2d => {
-                let z = some(&self.conv2d).forward(x.reshape([b, 2, 4, 4]));
+                let z = sw.conv2d(some(&self.conv2d), x.reshape([b, 2, 4, 4]));
                 flat4(sw.max_pool2d(z, [3, 3], [1, 1]))
             }
             Kind::LeakyRelu => sw.leaky_relu(self.hidden(x), 0.1),

@@ -3,8 +3,9 @@
 //! layers. What differs for epk, and nothing else:
 //!
 //! - `epk_forward` takes the images flat, `[batch, side·side]`, as the store keeps them;
-//! - the two ReLUs go through [`Switches::relu`] and the two linear layers through
-//!   [`Switches::linear`] (the fast path for 99.8 % of the parameters);
+//! - the two ReLUs go through [`Switches::relu`], the two convolutions through
+//!   [`Switches::conv2d`] and the two linear layers through [`Switches::linear`] (replay's
+//!   fast path, which then holds every parameter);
 //! - the dropout probability is part of the configuration, and epk records only runs where it
 //!   is 0: the recorder refuses a random forward pass when recording starts.
 
@@ -73,9 +74,9 @@ impl EpkModel for Guide {
     fn epk_forward(&self, images: Tensor<2>, switches: &mut Switches) -> Tensor<2> {
         let [batch, _] = images.dims();
         let x = images.reshape([batch, 1, self.side, self.side]);
-        let x = self.conv1.forward(x);
+        let x = switches.conv2d(&self.conv1, x);
         let x = self.dropout.forward(x);
-        let x = self.conv2.forward(x);
+        let x = switches.conv2d(&self.conv2, x);
         let x = self.dropout.forward(x);
         let x = switches.relu(x);
         let x = self.pool.forward(x);

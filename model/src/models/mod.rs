@@ -183,9 +183,11 @@ impl EpkModel for Cnn {
         let x = inputs.reshape([b, 1, self.side, self.side]);
         // Pooling before ReLU is the same function as after it (they commute) with fewer
         // switching values for replay to watch.
-        let x = switches.max_pool2(self.conv1.forward(x));
+        let x = switches.conv2d(&self.conv1, x);
+        let x = switches.max_pool2(x);
         let x = switches.relu(x);
-        let x = switches.max_pool2(self.conv2.forward(x));
+        let x = switches.conv2d(&self.conv2, x);
+        let x = switches.max_pool2(x);
         let x = switches.relu(x);
         let x = x.reshape([b as i32, -1]);
         switches.linear(&self.head, x)

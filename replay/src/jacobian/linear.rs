@@ -1,11 +1,14 @@
-//! The fast path for models whose parameters all sit in linear layers routed through
-//! [`Switches::linear`](epk_model::Switches::linear).
+//! The fast path for models whose parameters all sit in layers that are linear maps of their
+//! input, routed through [`Switches::linear`](epk_model::Switches::linear) or
+//! [`Switches::conv2d`](epk_model::Switches::conv2d)/[`conv1d`](epk_model::Switches::conv1d).
 //!
 //! A linear layer's gradient for one sample is an outer product, ∂f/∂W = a ⊗ δ (the layer's
-//! input and the gradient at its output), and ∂f/∂b = δ. One batched backward pass with a zero
-//! "probe" added to each layer's output gives every sample's δ at once, and
-//! ⟨a ⊗ δ, a' ⊗ δ'⟩ = (a·a')(δ·δ'), so kernel values never need the P-long gradients
-//! (Novak et al., "Fast Finite Width Neural Tangent Kernel").
+//! input and the gradient at its output), and ∂f/∂b = δ. A convolution applies one linear map
+//! to the input patch of each of its L output positions, so its gradient is Σ_p a_p ⊗ δ_p =
+//! Aᵀ·D (the unfolded input against the output gradients, [`conv`](super::conv)): a layer with
+//! L rows per sample. One batched backward pass with a zero "probe" added to each layer's output
+//! gives every sample's δ at once, and ⟨a ⊗ δ, a' ⊗ δ'⟩ = (a·a')(δ·δ'), so kernel values never
+//! need the P-long gradients (Novak et al., "Fast Finite Width Neural Tangent Kernel").
 
 use super::Jbar;
 use super::merge::LayerRows;
@@ -14,39 +17,114 @@ use crate::quadrature::Segment;
 use burn::module::{ModuleVisitor, Param, ParamId};
 use burn::tensor::{Device, Tensor};
 use epk_model::float_tensor;
-use epk_model::{EpkModel, Switches};
+use epk_model::{EpkModel, LinearMap, Switches};
 use epk_store::ParamLayout;
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, ShapeBuilder};
 use std::sync::Arc;
 
-/// One probed linear layer: where its weight `[in, out]` (row-major) and bias sit in the flat
-/// parameter vector.
+/// One probed layer (a linear layer, or one channel group of a convolution): where its weight
+/// and bias sit in the flat parameter vector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Layer {
     /// Offset of the weight in the flat parameter vector.
     pub weight: usize,
     /// Offset of the bias, if any.
     pub bias: Option<usize>,
-    /// Input width.
+    /// Input width (a convolution's patch length, in/groups · kh · kw).
     pub inputs: usize,
-    /// Output width.
+    /// Output width (a convolution's output channels per group).
     pub outputs: usize,
+    /// Rows per sample: 1 for a linear layer, the output positions of a convolution.
+    pub positions: usize,
+    /// Whether the weight is stored `[out, in]` (a convolution's `[out, in/groups, kh, kw]`)
+    /// rather than `[in, out]` (Burn's `Linear`).
+    pub transposed: bool,
 }
 
-/// Per-sample gradient factors for a batch: per layer, inputs `a` `[n, in]` and output
-/// gradients `d` `[n, out]`. Sample r's gradient is `a[r] ⊗ d[r]` for W and `d[r]` for b.
+impl Layer {
+    /// Where W[i, o] sits in the flat parameter vector.
+    pub(crate) fn at(&self, i: usize, o: usize) -> usize {
+        if self.transposed {
+            self.weight + o * self.inputs + i
+        } else {
+            self.weight + i * self.outputs + o
+        }
+    }
+
+    /// The weight part of the flat vector `v` as `[in, out]`, whatever its storage order.
+    fn view<'a>(&self, v: &'a [f64]) -> ArrayView2<'a, f64> {
+        let w = &v[self.weight..self.weight + self.inputs * self.outputs];
+        let shape = (self.inputs, self.outputs);
+        if self.transposed {
+            ArrayView2::from_shape(shape.strides((1, self.inputs)), w)
+        } else {
+            ArrayView2::from_shape(shape, w)
+        }
+        .expect("layer shape")
+    }
+
+    /// Multiply-adds of contracting `rows` Jbar rows with `n` samples' factors by Gram
+    /// products: rows · n · L · (in + out).
+    pub(crate) fn gram_cost(&self, rows: usize, n: usize) -> usize {
+        rows * n * self.positions * (self.inputs + self.outputs)
+    }
+
+    /// The same against each sample's gradient Aᵀ D formed once: n · L · in · out to form
+    /// them, rows · n · in · out to contract.
+    pub(crate) fn dense_cost(&self, rows: usize, n: usize) -> usize {
+        (self.positions + rows) * n * self.inputs * self.outputs
+    }
+
+    /// Adds the `[in, out]` matrix `g` to the weight part of the flat vector `out`.
+    fn add_weight(&self, g: &ArrayView2<'_, f64>, out: &mut [f64]) {
+        for ((i, o), v) in g.indexed_iter() {
+            out[self.at(i, o)] += v;
+        }
+    }
+}
+
+/// Per-sample gradient factors for a batch: per layer, inputs `a` `[n·L, in]` and output
+/// gradients `d` `[n·L, out]`, L = the layer's positions (sample-major). Sample r's gradient
+/// is Σ_p `a[rL + p] ⊗ d[rL + p]` for W and Σ_p `d[rL + p]` for b.
 #[derive(Clone, Debug)]
 pub struct Factors {
-    /// Per layer, the inputs `a`, `[n, in]`.
+    /// Per layer, the inputs `a`, `[n·L, in]`.
     pub a: Vec<Array2<f64>>,
-    /// Per layer, the output gradients `d`, `[n, out]`.
+    /// Per layer, the output gradients `d`, `[n·L, out]`.
     pub d: Vec<Array2<f64>>,
+    /// n, the number of samples.
+    pub samples: usize,
 }
 
 impl Factors {
-    /// The number of samples (rows).
+    /// The number of samples.
     pub fn rows(&self) -> usize {
-        self.a.first().map_or(0, |a| a.nrows())
+        self.samples
+    }
+
+    /// Samples `start..start + count` as factors of their own.
+    pub fn select(&self, start: usize, count: usize) -> Factors {
+        let pick = |m: &Array2<f64>| {
+            let per = m.nrows() / self.samples.max(1);
+            m.slice(ndarray::s![start * per..(start + count) * per, ..])
+                .to_owned()
+        };
+        Factors {
+            a: self.a.iter().map(pick).collect(),
+            d: self.d.iter().map(pick).collect(),
+            samples: count,
+        }
+    }
+
+    /// Sample r's rows of layer `l` with `positions` rows per sample: (a, d).
+    pub fn sample(
+        &self,
+        l: usize,
+        r: usize,
+        positions: usize,
+    ) -> (ArrayView2<'_, f64>, ArrayView2<'_, f64>) {
+        let rows = ndarray::s![r * positions..(r + 1) * positions, ..];
+        (self.a[l].slice(rows), self.d[l].slice(rows))
     }
 }
 
@@ -88,92 +166,68 @@ impl Layers {
         let _ = model.epk_forward(x, &mut sw);
         let mut layers = Vec::new();
         for probe in sw.into_probes() {
-            let [_, inputs] = probe.input.dims();
-            let [_, outputs] = probe.leaf.dims();
             let bias = match probe.bias {
                 Some(id) => Some(offset(id)?),
                 None => None,
             };
-            layers.push(Layer {
-                weight: offset(probe.weight)?,
-                bias,
-                inputs,
-                outputs,
-            });
+            let weight = offset(probe.weight)?;
+            match &probe.map {
+                LinearMap::Dense => layers.push(Layer {
+                    weight,
+                    bias,
+                    inputs: probe.input.dims()[1],
+                    outputs: probe.leaf.dims()[1],
+                    positions: 1,
+                    transposed: false,
+                }),
+                LinearMap::Conv(g) => layers.extend(super::conv::layers(g, weight, bias)?),
+            }
         }
-        if layers.is_empty() {
-            return None;
-        }
-        Layers::covering(layers, layout, num_params)
+        Layers::covering(layers, num_params)
     }
 
-    /// The layers, if together they hold every parameter exactly once.
-    pub fn covering(layers: Vec<Layer>, layout: &[ParamLayout], num_params: usize) -> Option<Self> {
-        let mut covered = vec![false; layout.len()];
-        let mut mark = |offset: usize, len: usize| -> bool {
-            match layout
-                .iter()
-                .position(|p| p.offset == offset && p.len == len)
-            {
-                Some(i) if !covered[i] => {
-                    covered[i] = true;
-                    true
-                }
-                _ => false,
-            }
-        };
-        for l in &layers {
-            if !mark(l.weight, l.inputs * l.outputs) {
-                return None;
-            }
-            if let Some(b) = l.bias
-                && !mark(b, l.outputs)
-            {
-                return None;
-            }
-        }
-        covered
+    /// The layers, if together they hold every parameter exactly once (their weights and
+    /// biases tile `0..num_params`).
+    pub fn covering(layers: Vec<Layer>, num_params: usize) -> Option<Self> {
+        let mut spans: Vec<(usize, usize)> = layers
             .iter()
-            .all(|&c| c)
-            .then_some(Layers { layers, num_params })
+            .flat_map(|l| {
+                std::iter::once((l.weight, l.inputs * l.outputs))
+                    .chain(l.bias.map(|b| (b, l.outputs)))
+            })
+            .collect();
+        spans.sort_unstable();
+        let mut next = 0;
+        for (start, len) in spans {
+            if start != next {
+                return None;
+            }
+            next += len;
+        }
+        (next == num_params && !layers.is_empty()).then_some(Layers { layers, num_params })
     }
 
-    fn weight<'a>(&self, v: &'a [f64], l: &Layer) -> ArrayView2<'a, f64> {
-        ArrayView2::from_shape(
-            (l.inputs, l.outputs),
-            &v[l.weight..l.weight + l.inputs * l.outputs],
-        )
-        .expect("layer shape")
-    }
-
-    /// Sample r's gradient dotted with `v`: Σ_l a_rᵀ V_l d_r + v_b · d_r. With `abs`, the same
-    /// with every term's absolute value (the size of the sum, for rounding bounds).
+    /// Sample r's gradient dotted with `v`: Σ_l Σ_p a_pᵀ V_l d_p + v_b · Σ_p d_p. With `abs`,
+    /// the same with every factor's absolute value (the size of the sum, for rounding bounds).
     pub fn dot(&self, f: &Factors, r: usize, v: &[f64], abs: bool) -> f64 {
+        let term = |a: ArrayView2<'_, f64>,
+                    d: ArrayView2<'_, f64>,
+                    w: ArrayView2<'_, f64>,
+                    vb: Option<ArrayView1<'_, f64>>| {
+            (a.dot(&w) * d).sum() + vb.map_or(0.0, |vb| d.dot(&vb).sum())
+        };
         let mut total = 0.0;
         for (i, l) in self.layers.iter().enumerate() {
-            let (a, d) = (f.a[i].row(r), f.d[i].row(r));
-            let w = self.weight(v, l);
-            if abs {
-                let a = a.mapv(f64::abs);
-                let d = d.mapv(f64::abs);
-                total += a.dot(&w.mapv(f64::abs).dot(&d));
-                if let Some(b) = l.bias {
-                    total += d
-                        .iter()
-                        .zip(&v[b..b + l.outputs])
-                        .map(|(d, v)| d * v.abs())
-                        .sum::<f64>();
-                }
+            let (a, d) = f.sample(i, r, l.positions);
+            let w = l.view(v);
+            let vb = l.bias.map(|b| ArrayView1::from(&v[b..b + l.outputs]));
+            total += if abs {
+                let vb = vb.map(|vb| vb.mapv(f64::abs));
+                let (a, d, w) = (a.mapv(f64::abs), d.mapv(f64::abs), w.mapv(f64::abs));
+                term(a.view(), d.view(), w.view(), vb.as_ref().map(|v| v.view()))
             } else {
-                total += a.dot(&w.dot(&d));
-                if let Some(b) = l.bias {
-                    total += d
-                        .iter()
-                        .zip(&v[b..b + l.outputs])
-                        .map(|(d, v)| d * v)
-                        .sum::<f64>();
-                }
-            }
+                term(a, d, w, vb)
+            };
         }
         total
     }
@@ -181,44 +235,51 @@ impl Layers {
     /// Adds `scale ×` sample r's gradient to the flat vector `out`.
     pub fn add_dense(&self, f: &Factors, r: usize, scale: f64, out: &mut [f64]) {
         for (i, l) in self.layers.iter().enumerate() {
-            let (a, d) = (f.a[i].row(r), f.d[i].row(r));
-            for (p, &ap) in a.iter().enumerate() {
-                let row = &mut out[l.weight + p * l.outputs..l.weight + (p + 1) * l.outputs];
-                for (o, &dv) in row.iter_mut().zip(d.iter()) {
-                    *o += scale * ap * dv;
+            let (a, d) = f.sample(i, r, l.positions);
+            if l.positions == 1 {
+                for (p, &ap) in a.row(0).iter().enumerate() {
+                    for (o, &dv) in d.row(0).iter().enumerate() {
+                        out[l.at(p, o)] += scale * ap * dv;
+                    }
                 }
+            } else {
+                l.add_weight(&(a.t().dot(&d) * scale).view(), out);
             }
             if let Some(b) = l.bias {
-                for (o, &dv) in out[b..b + l.outputs].iter_mut().zip(d.iter()) {
+                for (o, dv) in out[b..b + l.outputs].iter_mut().zip(d.sum_axis(Axis(0))) {
                     *o += scale * dv;
                 }
             }
         }
     }
 
-    /// ‖sample r's gradient‖₂ for every sample: Σ over layers of ‖a_r‖²‖d_r‖², plus ‖d_r‖²
-    /// for a bias, without forming the P-long gradients.
+    /// ‖sample r's gradient‖₂ for every sample, without forming the P-long gradients: per
+    /// layer ‖a‖²‖d‖² (plus ‖d‖² for a bias) for one row per sample, ‖Aᵀ D‖²_F + ‖Σ_p d_p‖²
+    /// for several.
     pub fn norms(&self, f: &Factors) -> Vec<f64> {
         let mut sq = vec![0.0; f.rows()];
         for (i, l) in self.layers.iter().enumerate() {
             let bias = if l.bias.is_some() { 1.0 } else { 0.0 };
             for (r, s) in sq.iter_mut().enumerate() {
-                let (a, d) = (f.a[i].row(r), f.d[i].row(r));
-                *s += (a.dot(&a) + bias) * d.dot(&d);
+                let (a, d) = f.sample(i, r, l.positions);
+                *s += if l.positions == 1 {
+                    let (a, d) = (a.row(0), d.row(0));
+                    (a.dot(&a) + bias) * d.dot(&d)
+                } else {
+                    let g = a.t().dot(&d);
+                    let db = d.sum_axis(Axis(0));
+                    g.iter().map(|v| v * v).sum::<f64>() + bias * db.dot(&db)
+                };
             }
         }
         sq.into_iter().map(f64::sqrt).collect()
     }
 
-    /// Σ_r of every sample's gradient, flat: Aᵀ D per layer and Σ_r d_r for biases.
+    /// Σ_r of every sample's gradient, flat: Aᵀ D per layer and Σ d for biases.
     pub fn sum_dense(&self, f: &Factors) -> Vec<f64> {
         let mut out = vec![0.0; self.num_params];
         for (i, l) in self.layers.iter().enumerate() {
-            let w = f.a[i].t().dot(&f.d[i]);
-            out[l.weight..l.weight + l.inputs * l.outputs]
-                .iter_mut()
-                .zip(w.iter())
-                .for_each(|(o, v)| *o += v);
+            l.add_weight(&f.a[i].t().dot(&f.d[i]).view(), &mut out);
             if let Some(b) = l.bias {
                 let s: Array1<f64> = f.d[i].sum_axis(Axis(0));
                 out[b..b + l.outputs]
@@ -236,7 +297,7 @@ impl Layers {
     pub fn rows_dot(&self, rows: &[LayerRows], v: &[f64], k: usize) -> Vec<f64> {
         let mut out = vec![0.0; k];
         for (l, r) in self.layers.iter().zip(rows) {
-            let w = self.weight(v, l);
+            let w = l.view(v);
             for ((a, d), &o) in r.a.rows().into_iter().zip(r.d.rows()).zip(&r.owner) {
                 let wd = w.dot(&d);
                 out[o] += a.slice(ndarray::s![..l.inputs]).dot(&wd);
@@ -256,9 +317,8 @@ impl Layers {
             for ((a, d), &o) in r.a.rows().into_iter().zip(r.d.rows()).zip(&r.owner) {
                 let row = &mut out[o * p..(o + 1) * p];
                 for (i, &ai) in a.iter().take(l.inputs).enumerate() {
-                    let w = &mut row[l.weight + i * l.outputs..l.weight + (i + 1) * l.outputs];
-                    for (x, &dv) in w.iter_mut().zip(d.iter()) {
-                        *x += ai * dv;
+                    for (j, &dv) in d.iter().enumerate() {
+                        row[l.at(i, j)] += ai * dv;
                     }
                 }
                 if let Some(b) = l.bias {
@@ -270,10 +330,16 @@ impl Layers {
         }
     }
 
-    /// Kernel values between one layer's Jbar rows and sample gradients:
-    /// `out[r, n] = (a_r·[a_n, 1]) (d_r·d_n)` for layer `l`.
+    /// Kernel values between one layer's Jbar rows and sample gradients: `out[r, n]` =
+    /// Σ_p (a_r·[a_np, 1]) (d_r·d_np) for layer `l`, by Gram products of the factors, or, for
+    /// a layer with many positions where that is cheaper, against each sample's gradient
+    /// Aᵀ D formed once.
     pub fn gram_layer(&self, l: usize, rows: &LayerRows, samples: &Factors) -> Array2<f64> {
         let layer = &self.layers[l];
+        let (n, positions) = (samples.rows(), layer.positions);
+        if layer.gram_cost(rows.owner.len(), n) > layer.dense_cost(rows.owner.len(), n) {
+            return super::conv::gram_dense(layer, l, rows, samples);
+        }
         let mut ga = rows
             .a
             .slice(ndarray::s![.., ..layer.inputs])
@@ -285,7 +351,13 @@ impl Layers {
             }
         }
         let gd = rows.d.dot(&samples.d[l].t());
-        ga * gd
+        let g = ga * gd;
+        if positions == 1 {
+            return g;
+        }
+        g.into_shape_with_order((rows.owner.len(), n, positions))
+            .expect("[rows, n·L]")
+            .sum_axis(Axis(2))
     }
 }
 

@@ -7,7 +7,7 @@
 //! many nodes the rule took.
 
 use super::linear::{Factors, Layers};
-use ndarray::{Array2, ArrayView1};
+use ndarray::{Array2, ArrayView1, s};
 
 /// One layer's part of a factored Jbar: row r contributes `a[r] ⊗ d[r]` to output row
 /// `owner[r]`. `a` is augmented with the bias input: for a layer with a bias its last column is
@@ -23,9 +23,9 @@ pub struct LayerRows {
 }
 
 impl Layers {
-    /// Σ_q w_q J_q for one input, with J_q its Jacobian factors at rule node q (rows
-    /// `base..base + k` of `nodes[q]`, one per output), as merged rows per layer owned by
-    /// output index.
+    /// Σ_q w_q J_q for one input, with J_q its Jacobian factors at rule node q (samples
+    /// `base..base + k` of `nodes[q]`, one per output, each L rows in a layer of L positions),
+    /// as merged rows per layer owned by output index.
     pub fn merge(
         &self,
         weights: &[f64],
@@ -40,12 +40,19 @@ impl Layers {
                 let bias = layer.bias.is_some();
                 let width = layer.inputs + usize::from(bias);
                 let (mut a_out, mut d_out, mut owner) = (Vec::new(), Vec::new(), Vec::new());
+                let terms = layer.positions;
                 for o in 0..k {
-                    let a: Vec<_> = nodes.iter().map(|f| f.a[l].row(base + o)).collect();
-                    let d: Vec<_> = nodes.iter().map(|f| f.d[l].row(base + o)).collect();
                     let rows = if weights.is_empty() {
                         0
+                    } else if terms > 1 {
+                        // A convolution's node is L rank-one terms, one per output position:
+                        // their weighted sum is one block, formed by a matrix product.
+                        let rows = (base + o) * terms..(base + o + 1) * terms;
+                        let block = conv_block(weights, nodes, l, rows, bias);
+                        emit_block(&block, &mut a_out, &mut d_out)
                     } else {
+                        let a: Vec<_> = nodes.iter().map(|f| f.a[l].row(base + o)).collect();
+                        let d: Vec<_> = nodes.iter().map(|f| f.d[l].row(base + o)).collect();
                         merge_into(weights, &a, &d, bias, &mut a_out, &mut d_out)
                     };
                     owner.extend(std::iter::repeat_n(o, rows));
@@ -145,25 +152,56 @@ fn merge_block(
 ) -> usize {
     let (n_in, n_out) = (a[0].len(), d[0].len());
     let width = n_in + usize::from(bias);
-    let mut block = vec![0.0; width * n_out];
+    let mut block = Array2::<f64>::zeros((width, n_out));
     for ((w, aq), dq) in weights.iter().zip(a).zip(d) {
         for (i, ai) in aq.iter().chain(bias.then_some(&1.0)).enumerate() {
-            let c = w * ai;
-            for (b, v) in block[i * n_out..(i + 1) * n_out].iter_mut().zip(dq.iter()) {
-                *b += c * v;
-            }
+            block.row_mut(i).scaled_add(w * ai, dq);
         }
     }
+    emit_block(&block, a_out, d_out)
+}
+
+/// Σ_q w_q Σ_p [a_qp; 1] ⊗ d_qp over the samples' rows `rows` of layer `l` at every node, as
+/// one `[width, out]` block: (W·A)ᵀ D with the terms stacked.
+fn conv_block(
+    weights: &[f64],
+    nodes: &[Factors],
+    l: usize,
+    rows: std::ops::Range<usize>,
+    bias: bool,
+) -> Array2<f64> {
+    let (n_in, n_out) = (nodes[0].a[l].ncols(), nodes[0].d[l].ncols());
+    let (terms, width) = (rows.len(), n_in + usize::from(bias));
+    let mut a = Array2::<f64>::zeros((weights.len() * terms, width));
+    let mut d = Array2::<f64>::zeros((weights.len() * terms, n_out));
+    for (q, (w, f)) in weights.iter().zip(nodes).enumerate() {
+        let stack = q * terms..(q + 1) * terms;
+        let mut aq = a.slice_mut(s![stack.clone(), ..n_in]);
+        aq.assign(&f.a[l].slice(s![rows.clone(), ..]));
+        aq *= *w;
+        if bias {
+            a.slice_mut(s![stack.clone(), n_in]).fill(*w);
+        }
+        d.slice_mut(s![stack, ..])
+            .assign(&f.d[l].slice(s![rows.clone(), ..]));
+    }
+    a.t().dot(&d)
+}
+
+/// A block `[width, out]` as rank-one rows appended to `a_out`/`d_out`: by columns (`a` = a
+/// column, `d` = a unit vector) or by rows, whichever is fewer.
+fn emit_block(block: &Array2<f64>, a_out: &mut Vec<f64>, d_out: &mut Vec<f64>) -> usize {
+    let (width, n_out) = block.dim();
     if n_out <= width {
         for j in 0..n_out {
-            a_out.extend((0..width).map(|i| block[i * n_out + j]));
+            a_out.extend(block.column(j).iter());
             d_out.extend((0..n_out).map(|o| f64::from(u8::from(o == j))));
         }
         n_out
     } else {
         for i in 0..width {
             a_out.extend((0..width).map(|r| f64::from(u8::from(r == i))));
-            d_out.extend_from_slice(&block[i * n_out..(i + 1) * n_out]);
+            d_out.extend(block.row(i).iter());
         }
         width
     }

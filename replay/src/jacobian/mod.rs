@@ -8,12 +8,15 @@
 //!
 //! * [`dense`](Implementation::Dense): one backward pass per output and input, for any Burn
 //!   module (and the reference the fast paths are tested against);
-//! * [`linear`](Implementation::Linear): every parameter sits in a linear layer routed through
-//!   `Switches::linear`, so a sample's gradient is `a ⊗ δ` per layer, read for a whole batch
-//!   from one backward pass, and Jbar is kept as merged rank-one rows ([`merge`](LayerRows)).
+//! * [`linear`](Implementation::Linear): every parameter sits in a layer that is a linear map of
+//!   its input — a linear layer routed through `Switches::linear`, so a sample's gradient is
+//!   `a ⊗ δ`, or a convolution routed through `Switches::conv2d`/`conv1d`, `Σ_p a_p ⊗ δ_p` over
+//!   its output positions (`conv`) — read for a whole batch from one backward pass, and Jbar
+//!   is kept as merged rank-one rows ([`merge`](LayerRows)).
 //!
 //! A new layer kind with a fast path is one more file here and one more variant.
 
+pub(crate) mod conv;
 mod dense;
 mod linear;
 mod merge;
@@ -34,7 +37,7 @@ use std::sync::Arc;
 pub enum Implementation {
     /// One backward pass per output per input: any Burn module.
     Dense,
-    /// Factors `a ⊗ δ` per probed linear layer from one batched backward pass.
+    /// Factors `a ⊗ δ` per probed linear layer or convolution from one batched backward pass.
     Linear(Arc<Layers>),
 }
 
@@ -56,7 +59,8 @@ pub enum Jbar {
 
 impl Implementation {
     /// The fastest exact implementation for `model`: [`Implementation::Linear`] when a probing
-    /// forward pass finds linear layers holding every parameter exactly once, else
+    /// forward pass finds linear layers and convolutions holding every parameter exactly once,
+    /// else
     /// [`Implementation::Dense`].
     pub fn detect<M: EpkModel>(
         model: &M,
@@ -73,6 +77,14 @@ impl Implementation {
 
     /// The probed linear layers, for [`Implementation::Linear`].
     pub fn layers(&self) -> Option<&Layers> {
+        match self {
+            Implementation::Linear(layers) => Some(layers),
+            Implementation::Dense => None,
+        }
+    }
+
+    /// The probed layers, shared, for [`Implementation::Linear`].
+    pub fn layer_arc(&self) -> Option<&Arc<Layers>> {
         match self {
             Implementation::Linear(layers) => Some(layers),
             Implementation::Dense => None,

@@ -97,7 +97,8 @@ pub fn penultimate<M: EpkModel>(
 ) -> Option<Array2<f64>> {
     let n = xs.len() / net.input_len();
     let f = net.factors(weights, xs, &vec![0.0; n * net.outputs()]);
-    f.a.last().cloned()
+    // A convolution last (several rows per sample) has no penultimate features.
+    f.a.last().filter(|a| a.nrows() == n).cloned()
 }
 
 /// The eNTK blocks ⟨∇f_c(x), ∇f_d(x')⟩ for two sets of Jacobian rows: `[n·K, m·K]`.

@@ -43,10 +43,14 @@ impl Contraction {
         {
             let per_point: Vec<&Vec<LayerRows>> = factored.iter().map(|(_, r)| *r).collect();
             let rows = layer_rows(layers, &per_point, k);
+            // Per sample, the cheaper of each layer's two contractions.
             let cost: usize = rows
                 .iter()
                 .zip(&layers.layers)
-                .map(|(r, l)| r.owner.len() * (l.inputs + l.outputs))
+                .map(|(r, l)| {
+                    l.gram_cost(r.owner.len(), 1)
+                        .min(l.dense_cost(r.owner.len(), 1))
+                })
                 .sum();
             // Dense costs m·k·p per sample (plus building the dense rows).
             if cost < results.len() * k * p {

@@ -9,32 +9,19 @@
 //! where one changes sign between the ends of an interval, its root is found by regula falsi
 //! (exact in one iteration for values affine in t) and the interval is split there.
 
+use super::batch::{self, Ask, Eval, Shared, Task};
 use super::{AUTO_ORDERS, Rule, Segment, StepIntegral, residual};
-use crate::jacobian::{JbarSum, Node};
+use crate::jacobian::JbarSum;
 use crate::network::Network;
 use epk_model::EpkModel;
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
 
-/// One Jacobian evaluation with what the acceptance test needs.
-struct Eval {
-    node: Node,
-    /// J_k · Δw for each output.
-    jdw: Vec<f64>,
-    /// max_k Σ_p |J_kp Δw_p|.
-    size: f64,
-}
-
-fn evaluate<M: EpkModel>(net: &Network<M>, seg: &Segment<'_>, t: f64, x: &[f64]) -> Eval {
-    let node = net.implementation().node(net, &seg.at(t), x);
-    let (jdw, size) = node.dot(seg.delta, net.outputs());
-    Eval { node, jdw, size }
-}
-
-/// Accepted nodes: their Jbar, Σ w J·Δw, and the accepted pieces' error estimates of Jbar
-/// per output (ℓ2 over the parameters, summed over pieces).
+/// Accepted nodes: their Jbar and Σ w J·Δw.
 struct Acc {
     sum: JbarSum,
     jdw: Vec<f64>,
-    error: Vec<f64>,
 }
 
 impl Acc {
@@ -54,50 +41,76 @@ pub fn integrate<M: EpkModel>(
     x: &[f64],
     tol: f64,
 ) -> StepIntegral {
-    let k = net.outputs();
-    let (f_start, s_start) = net.forward_switches(seg.start, x);
-    let (f_end, s_end) = net.forward_switches(seg.end, x);
-    let noise = super::noise(net, seg, x, &f_start)[0];
-    let mut acc = Acc {
-        sum: JbarSum::default(),
-        jdw: vec![0.0; k],
-        error: vec![0.0; k],
-    };
+    integrate_all(net, seg, x, tol)
+        .pop()
+        .expect("one input, one integral")
+}
+
+/// Bytes of dense `[outputs, P]` Jbar estimates the pieces searched side by side may hold
+/// (each holds two orders' at a time): above it the points go in waves, and a point's pieces
+/// in turns of `fan`.
+const SIDE_BY_SIDE_BYTES: usize = 256 << 20;
+
+/// Integrates one step for every input of `xs` (flat) with the adaptive rule. The points'
+/// searches run side by side and each round of their requests is answered together
+/// ([`batch`]): on the fast path by one batched pass with each input at its own t.
+pub fn integrate_all<M: EpkModel>(
+    net: &Network<M>,
+    seg: &Segment<'_>,
+    xs: &[f64],
+    tol: f64,
+) -> Vec<StepIntegral> {
+    let (k, p, len) = (net.outputs(), net.num_params(), net.input_len());
+    // Up to `fan` pieces of each point side by side, two dense [outputs, P] each.
+    let fan = (SIDE_BY_SIDE_BYTES / (16 * k * p).max(1)).clamp(1, 8);
+    let wave = (SIDE_BY_SIDE_BYTES / (16 * k * p * fan).max(1)).max(1);
+    xs.chunks(wave * len)
+        .flat_map(|wave| side_by_side(net, seg, wave, tol))
+        .collect()
+}
+
+fn side_by_side<M: EpkModel>(
+    net: &Network<M>,
+    seg: &Segment<'_>,
+    xs: &[f64],
+    tol: f64,
+) -> Vec<StepIntegral> {
+    let (k, p) = (net.outputs(), net.num_params());
+    let m = xs.len() / net.input_len();
+    // The ends are at the recorded weights, the same for every point: one pass each.
+    let (f_start, s_start) = net.forward_switches(seg.start, xs);
+    let (f_end, s_end) = net.forward_switches(seg.end, xs);
+    let noise = super::noise(net, seg, xs, &f_start);
+    let per = s_start.len() / m.max(1);
     let delta_norm = seg.delta.iter().map(|d| d * d).sum::<f64>().sqrt();
-    let ends = Ends {
-        a: 0.0,
-        b: 1.0,
-        fa: f_start.clone(),
-        fb: f_end.clone(),
-        sa: s_start,
-        sb: s_end,
-    };
-    let mut run = Adaptive {
-        net,
-        seg,
-        x,
-        acc: &mut acc,
-        evals: 0,
-        pieces: 0,
-        tol,
-        noise,
-        delta_norm,
-        kink: None,
-    };
-    run.interval(ends, 0);
-    let (evals, pieces, undeclared_kink) = (run.evals, run.pieces, run.kink);
-    let certificate = residual(&f_start, &f_end, &acc.jdw);
-    StepIntegral {
-        jbar: acc.sum.finish(k, net.num_params()),
-        f_start,
-        f_end,
-        evals,
-        pieces,
-        certificate,
-        noise,
-        undeclared_kink,
-        jbar_error: Some(acc.error),
-    }
+    let shared = Shared::default();
+    let tasks: Vec<Task<'_>> = (0..m)
+        .map(|i| {
+            let ends = Ends {
+                a: 0.0,
+                b: 1.0,
+                fa: f_start[i * k..(i + 1) * k].to_vec(),
+                fb: f_end[i * k..(i + 1) * k].to_vec(),
+                sa: s_start[i * per..(i + 1) * per].to_vec(),
+                sb: s_end[i * per..(i + 1) * per].to_vec(),
+            };
+            let run = Adaptive {
+                ask: Ask {
+                    shared: &shared,
+                    task: i,
+                },
+                k,
+                p,
+                evals: Cell::new(0),
+                fan: (SIDE_BY_SIDE_BYTES / (16 * k * p).max(1)).max(1),
+                tol,
+                noise: noise[i],
+                delta_norm,
+            };
+            Box::pin(run.step(ends)) as Task<'_>
+        })
+        .collect();
+    batch::run(net, seg, xs, &shared, tasks)
 }
 
 /// An interval of the step with f and the switching values at both ends.
@@ -110,20 +123,64 @@ struct Ends {
     sb: Vec<f64>,
 }
 
-struct Adaptive<'a, M: EpkModel> {
-    net: &'a Network<M>,
-    seg: &'a Segment<'a>,
-    x: &'a [f64],
-    acc: &'a mut Acc,
-    evals: usize,
-    pieces: usize,
+struct Adaptive<'a> {
+    ask: Ask<'a>,
+    /// Outputs and parameters.
+    k: usize,
+    p: usize,
+    /// Jacobian evaluations so far (the pieces of a step are searched side by side).
+    evals: Cell<usize>,
+    /// Pieces searched side by side at most (each holds two orders' dense Jbar).
+    fan: usize,
     tol: f64,
     /// The measured rounding noise of f near w_s ([`super::noise`]).
     noise: f64,
     /// ‖Δw_s‖₂: the scale at which a Jbar error becomes an error in f.
     delta_norm: f64,
+}
+
+/// A search's step, boxed so that it can recurse.
+type Search<'s> = Pin<Box<dyn Future<Output = Part> + 's>>;
+
+/// What the search accepted on part of a step, left to right.
+#[derive(Default)]
+struct Part {
+    nodes: Nodes,
+    /// The accepted pieces' spreads per output, summed.
+    error: Vec<f64>,
+    pieces: usize,
     /// The first piece that resisted every order at the deepest bisection.
     kink: Option<(f64, f64)>,
+}
+
+impl Part {
+    fn accepted(nodes: Nodes, spread: Vec<f64>) -> Self {
+        Part {
+            nodes,
+            error: spread,
+            pieces: 1,
+            kink: None,
+        }
+    }
+
+    /// The parts one after another.
+    fn chain(parts: Vec<Part>) -> Self {
+        let mut out = Part::default();
+        for p in parts {
+            out.nodes.extend(p.nodes);
+            if out.error.is_empty() {
+                out.error = p.error;
+            } else {
+                out.error
+                    .iter_mut()
+                    .zip(&p.error)
+                    .for_each(|(e, d)| *e += d);
+            }
+            out.pieces += p.pieces;
+            out.kink = out.kink.or(p.kink);
+        }
+        out
+    }
 }
 
 /// Deepest bisection of a piece that resists every order. A switch the endpoint signs missed
@@ -139,85 +196,108 @@ const MAX_EVALS: usize = 3200;
 /// the Jacobian's noise: 64 × 16ε ≈ 2.3e-13 of ‖Q‖.
 const NOISE_SPREAD: f64 = 64.0;
 
-impl<M: EpkModel> Adaptive<'_, M> {
+impl Adaptive<'_> {
+    /// The whole step [0, 1] between `ends`.
+    async fn step(self, ends: Ends) -> StepIntegral {
+        let (f_start, f_end) = (ends.fa.clone(), ends.fb.clone());
+        let part = self.interval(ends, 0).await;
+        let mut acc = Acc {
+            sum: JbarSum::default(),
+            jdw: vec![0.0; self.k],
+        };
+        for (w, ev) in part.nodes {
+            acc.add(w, ev);
+        }
+        let certificate = residual(&f_start, &f_end, &acc.jdw);
+        let mut error = part.error;
+        error.resize(self.k, 0.0);
+        StepIntegral {
+            jbar: acc.sum.finish(self.k, self.p),
+            f_start,
+            f_end,
+            evals: self.evals.get(),
+            pieces: part.pieces,
+            certificate,
+            noise: self.noise,
+            undeclared_kink: part.kink,
+            jbar_error: Some(error),
+        }
+    }
+
     /// Splits [a, b] at every switching value whose sign differs between a and b, then
     /// integrates the smooth pieces.
-    fn interval(&mut self, ends: Ends, depth: usize) {
-        let mut breaks = self.breakpoints(&ends);
-        breaks.sort_by(f64::total_cmp);
-        breaks.dedup_by(|u, v| (*u - *v).abs() <= 4.0 * f64::EPSILON);
-        if breaks.is_empty() {
-            self.piece(ends, depth);
-            return;
-        }
-        let mut left = (ends.a, ends.fa, ends.sa);
-        for t in breaks {
-            let (ft, st) = self.net.forward_switches(&self.seg.at(t), self.x);
-            self.piece(
-                Ends {
+    fn interval(&self, ends: Ends, depth: usize) -> Search<'_> {
+        Box::pin(async move {
+            let mut breaks = self.breakpoints(&ends).await;
+            breaks.sort_by(f64::total_cmp);
+            breaks.dedup_by(|u, v| (*u - *v).abs() <= 4.0 * f64::EPSILON);
+            if breaks.is_empty() {
+                return self.piece(ends, depth).await;
+            }
+            let values = self.ask.switches(breaks.clone()).await;
+            let mut pieces = Vec::with_capacity(breaks.len() + 1);
+            let mut left = (ends.a, ends.fa, ends.sa);
+            for (t, (ft, st)) in breaks.into_iter().zip(values) {
+                pieces.push(Ends {
                     a: left.0,
                     b: t,
                     fa: left.1,
                     fb: ft.clone(),
                     sa: left.2,
                     sb: st.clone(),
-                },
-                depth,
-            );
-            left = (t, ft, st);
-        }
-        self.piece(
-            Ends {
+                });
+                left = (t, ft, st);
+            }
+            pieces.push(Ends {
                 a: left.0,
                 b: ends.b,
                 fa: left.1,
                 fb: ends.fb,
                 sa: left.2,
                 sb: ends.sb,
-            },
-            depth,
-        );
+            });
+            // The pieces are independent: searched side by side (`fan` at a time), kept in
+            // order.
+            let mut parts = Vec::with_capacity(pieces.len());
+            let mut pieces = pieces.into_iter().peekable();
+            while pieces.peek().is_some() {
+                let side: Vec<_> = pieces
+                    .by_ref()
+                    .take(self.fan)
+                    .map(|e| self.piece(e, depth))
+                    .collect();
+                parts.extend(batch::join(side).await);
+            }
+            Part::chain(parts)
+        })
     }
 
     /// Zero crossings inside (a, b) of every switching value that changes sign, by the
     /// Illinois variant of regula falsi: exact in one step for values affine in t, and
-    /// bracketing for the rest.
-    fn breakpoints(&self, e: &Ends) -> Vec<f64> {
-        let mut out = Vec::new();
-        for u in 0..e.sa.len().min(e.sb.len()) {
-            let (mut ta, mut va, mut tb, mut vb) = (e.a, e.sa[u], e.b, e.sb[u]);
-            // Same sign, a zero at an end, or a non-finite value: nothing to split at.
-            if va * vb >= 0.0 || !(va * vb).is_finite() {
-                continue;
+    /// bracketing for the rest. All the values' searches advance together, one request an
+    /// iteration.
+    async fn breakpoints(&self, e: &Ends) -> Vec<f64> {
+        let mut open: Vec<Root> = (0..e.sa.len().min(e.sb.len()))
+            .filter_map(|u| Root::new(u, e))
+            .collect();
+        let mut out = Vec::with_capacity(open.len());
+        for _ in 0..60 {
+            if open.is_empty() {
+                break;
             }
-            let scale = va.abs().max(vb.abs());
-            let mut side = 0i8;
-            let mut t = ta;
-            for _ in 0..60 {
-                t = (ta * vb - tb * va) / (vb - va);
-                if !(t > ta && t < tb) {
-                    t = 0.5 * (ta + tb);
-                }
-                let v = self.net.forward_switches(&self.seg.at(t), self.x).1[u];
-                if v.abs() <= 4.0 * f64::EPSILON * scale || tb - ta <= 4.0 * f64::EPSILON {
-                    break;
-                }
-                if v * va > 0.0 {
-                    (ta, va) = (t, v);
-                    if side == -1 {
-                        vb *= 0.5;
-                    }
-                    side = -1;
+            let ts: Vec<f64> = open.iter_mut().map(Root::next).collect();
+            let values = self.ask.switches(ts).await;
+            let mut still = Vec::with_capacity(open.len());
+            for (mut root, (_, s)) in open.into_iter().zip(values) {
+                if root.update(s[root.unit]) {
+                    out.push(root.t);
                 } else {
-                    (tb, vb) = (t, v);
-                    if side == 1 {
-                        va *= 0.5;
-                    }
-                    side = 1;
+                    still.push(root);
                 }
             }
-            out.push(t);
+            open = still;
         }
+        out.extend(open.iter().map(|r| r.t));
         out
     }
 
@@ -230,85 +310,92 @@ impl<M: EpkModel> Adaptive<'_, M> {
     /// right. The spread ‖Q_n − Q_m‖₂ of two orders n > m estimates the lower one's error
     /// (the standard embedded estimate) and so bounds the higher one's pessimistically; once
     /// scaled by ‖Δw_s‖₂ it must meet the same target as the residual.
-    fn piece(&mut self, e: Ends, depth: usize) {
-        let k = self.net.outputs();
-        let h = e.b - e.a;
-        if h <= 0.0 {
-            return;
-        }
-        let mut best: Option<(f64, Vec<f64>, Nodes)> = None;
-        let mut previous: Option<Vec<f64>> = None;
-        // The widest spread of the last two comparisons with the last rounding floor, and
-        // whether the residual passed at the last order and at any order.
-        let (mut spreads, mut jfloor) = ([f64::INFINITY; 2], 0.0);
-        let (mut passed, mut passed_any) = (false, false);
-        for &n in &AUTO_ORDERS {
-            let order = self.order(&e, n);
-            let target = self.target(&e, order.size);
-            let Some(prev) = previous.take() else {
+    fn piece(&self, e: Ends, depth: usize) -> Search<'_> {
+        Box::pin(async move {
+            let k = self.k;
+            let h = e.b - e.a;
+            if h <= 0.0 {
+                return Part::default();
+            }
+            let mut best: Option<(f64, Vec<f64>, Nodes)> = None;
+            let mut previous: Option<Vec<f64>> = None;
+            // The widest spread of the last two comparisons with the last rounding floor,
+            // and whether the residual passed at the last order and at any order.
+            let (mut spreads, mut jfloor) = ([f64::INFINITY; 2], 0.0);
+            let (mut passed, mut passed_any) = (false, false);
+            for &n in &AUTO_ORDERS {
+                let order = self.order(&e, n).await;
+                let target = self.target(&e, order.size);
+                let Some(prev) = previous.take() else {
+                    previous = Some(order.q);
+                    continue;
+                };
+                let spread = spread(&order.q, &prev, k);
+                let widest = spread.iter().fold(0.0f64, |m, v| m.max(*v));
+                spreads = [spreads[1], widest];
+                // Two f64 sums of Jbar differ by the rounding of its entries: ε‖Q‖ per row.
+                jfloor = 16.0 * f64::EPSILON * row_norms(&order.q, k).fold(0.0, f64::max);
+                let agreed = widest * self.delta_norm <= target.max(jfloor * self.delta_norm);
+                passed = order.r <= target;
+                passed_any |= passed;
+                // A non-finite residual cannot improve: keep it for the certificate to
+                // report. Past the evaluation budget, take what there is.
+                if (passed && agreed) || !order.r.is_finite() || self.evals.get() >= MAX_EVALS {
+                    return Part::accepted(order.nodes, spread);
+                }
+                if best.as_ref().is_none_or(|(b, _, _)| order.r < *b) || passed {
+                    best = Some((order.r, spread, order.nodes));
+                }
                 previous = Some(order.q);
-                continue;
-            };
-            let spread = spread(&order.q, &prev, k);
-            let widest = spread.iter().fold(0.0f64, |m, v| m.max(*v));
-            spreads = [spreads[1], widest];
-            // Two f64 sums of Jbar differ by the rounding of its entries: ε‖Q‖ per row.
-            jfloor = 16.0 * f64::EPSILON * row_norms(&order.q, k).fold(0.0, f64::max);
-            let agreed = widest * self.delta_norm <= target.max(jfloor * self.delta_norm);
-            passed = order.r <= target;
-            passed_any |= passed;
-            // A non-finite residual cannot improve: keep it for the certificate to report.
-            // Past the evaluation budget, take what there is.
-            if (passed && agreed) || !order.r.is_finite() || self.evals >= MAX_EVALS {
-                self.accept(order.nodes, spread);
-                return;
             }
-            if best.as_ref().is_none_or(|(b, _, _)| order.r < *b) || passed {
-                best = Some((order.r, spread, order.nodes));
+            // The residual met, the orders disagreeing by no more than a few hundred
+            // roundings of Jbar's entries, and their spread no longer shrinking (a converging
+            // rule shrinks it many times per order): what is left is the rounding noise of
+            // the Jacobian itself, which bisection cannot remove. Keep the highest order; its
+            // spread goes into the reported bound. A larger spread (slow convergence, or a
+            // switch crossed twice inside the piece) is bisected.
+            let noise_limited =
+                passed && spreads[1] > spreads[0] / 8.0 && spreads[1] <= NOISE_SPREAD * jfloor;
+            if !noise_limited && depth < MAX_DEPTH && self.evals.get() < MAX_EVALS {
+                // What this level kept is not needed below it.
+                drop((best, previous));
+                return self.bisect(e, depth).await;
             }
-            previous = Some(order.q);
-        }
-        // The residual met, the orders disagreeing by no more than a few hundred roundings of
-        // Jbar's entries, and their spread no longer shrinking (a converging rule shrinks it
-        // many times per order): what is left is the rounding noise of the Jacobian itself,
-        // which bisection cannot remove. Keep the highest order; its spread goes into the
-        // reported bound. A larger spread (slow convergence, or a switch crossed twice
-        // inside the piece) is bisected.
-        let noise_limited =
-            passed && spreads[1] > spreads[0] / 8.0 && spreads[1] <= NOISE_SPREAD * jfloor;
-        if !noise_limited && depth < MAX_DEPTH && self.evals < MAX_EVALS {
-            self.bisect(e, depth);
-            return;
-        }
-        if !passed_any && depth >= MAX_DEPTH {
-            self.kink.get_or_insert((e.a, e.b));
-        }
-        if let Some((_, spread, nodes)) = best {
             // Out of depth: keep the best estimate; the certificate reports what it is worth.
-            self.accept(nodes, spread);
-        }
+            let mut part = best
+                .map(|(_, spread, nodes)| Part::accepted(nodes, spread))
+                .unwrap_or_default();
+            if !passed_any && depth >= MAX_DEPTH {
+                part.kink = Some((e.a, e.b));
+            }
+            part
+        })
     }
 
     /// Gauss–Legendre of order `n` on the piece: its nodes, Q = Σ w J as `[outputs, P]`, the
     /// fundamental-theorem residual, and the size of the sums J·Δw for rounding bounds.
-    fn order(&mut self, e: &Ends, n: usize) -> Order {
-        let (k, p, h) = (self.net.outputs(), self.net.num_params(), e.b - e.a);
+    async fn order(&self, e: &Ends, n: usize) -> Order {
+        let (k, h) = (self.k, e.b - e.a);
+        let (ts, ws): (Vec<f64>, Vec<f64>) = Rule::Gauss(n).nodes(e.a, e.b).into_iter().unzip();
+        let evals = self.ask.nodes(ts).await;
         let mut order = Order {
             nodes: Vec::with_capacity(n),
-            q: vec![0.0; k * p],
+            q: vec![0.0; k * self.p],
             r: 0.0,
             size: 0.0,
         };
         let mut jdw = vec![0.0; k];
-        for (t, w) in Rule::Gauss(n).nodes(e.a, e.b) {
-            let ev = evaluate(self.net, self.seg, t, self.x);
+        for (w, mut ev) in ws.into_iter().zip(evals) {
             for (a, j) in jdw.iter_mut().zip(&ev.jdw) {
                 *a += w * j;
             }
-            ev.node.add_dense(w, k, &mut order.q);
+            match ev.dense.take() {
+                Some(j) => order.q.iter_mut().zip(&j).for_each(|(q, v)| *q += w * v),
+                None => ev.node.add_dense(w, k, &mut order.q),
+            }
             order.size = order.size.max(ev.size * h);
             order.nodes.push((w, ev));
-            self.evals += 1;
+            self.evals.set(self.evals.get() + 1);
         }
         order.r = residual(&e.fa, &e.fb, &jdw);
         order
@@ -324,9 +411,14 @@ impl<M: EpkModel> Adaptive<'_, M> {
     }
 
     /// Splits [a, b] at its midpoint and integrates both halves one level deeper.
-    fn bisect(&mut self, e: Ends, depth: usize) {
+    async fn bisect(&self, e: Ends, depth: usize) -> Part {
         let m = 0.5 * (e.a + e.b);
-        let (fm, sm) = self.net.forward_switches(&self.seg.at(m), self.x);
+        let (fm, sm) = self
+            .ask
+            .switches(vec![m])
+            .await
+            .pop()
+            .expect("one value asked");
         let left = Ends {
             a: e.a,
             b: m,
@@ -343,18 +435,82 @@ impl<M: EpkModel> Adaptive<'_, M> {
             sa: sm,
             sb: e.sb,
         };
-        self.interval(left, depth + 1);
-        self.interval(right, depth + 1);
+        if self.fan < 2 {
+            let left = self.interval(left, depth + 1).await;
+            return Part::chain(vec![left, self.interval(right, depth + 1).await]);
+        }
+        let halves = vec![
+            self.interval(left, depth + 1),
+            self.interval(right, depth + 1),
+        ];
+        Part::chain(batch::join(halves).await)
+    }
+}
+
+/// One switching value's root search between the ends of an interval (Illinois regula
+/// falsi).
+struct Root {
+    unit: usize,
+    ta: f64,
+    va: f64,
+    tb: f64,
+    vb: f64,
+    scale: f64,
+    side: i8,
+    t: f64,
+}
+
+impl Root {
+    /// The search for value `unit`, if its sign differs at the ends (a zero at an end, or a
+    /// non-finite value: nothing to split at).
+    fn new(unit: usize, e: &Ends) -> Option<Self> {
+        let (va, vb) = (e.sa[unit], e.sb[unit]);
+        if va * vb >= 0.0 || !(va * vb).is_finite() {
+            return None;
+        }
+        Some(Root {
+            unit,
+            ta: e.a,
+            va,
+            tb: e.b,
+            vb,
+            scale: va.abs().max(vb.abs()),
+            side: 0,
+            t: e.a,
+        })
     }
 
-    fn accept(&mut self, nodes: Nodes, spread: Vec<f64>) {
-        self.pieces += 1;
-        for (e, d) in self.acc.error.iter_mut().zip(spread) {
-            *e += d;
+    /// The next t to evaluate: the secant's root, or the midpoint if it leaves the bracket.
+    fn next(&mut self) -> f64 {
+        let t = (self.ta * self.vb - self.tb * self.va) / (self.vb - self.va);
+        self.t = if t > self.ta && t < self.tb {
+            t
+        } else {
+            0.5 * (self.ta + self.tb)
+        };
+        self.t
+    }
+
+    /// Takes the value `v` at `t`; whether the root is found (to rounding, or the bracket is
+    /// a few ulps wide).
+    fn update(&mut self, v: f64) -> bool {
+        if v.abs() <= 4.0 * f64::EPSILON * self.scale || self.tb - self.ta <= 4.0 * f64::EPSILON {
+            return true;
         }
-        for (w, ev) in nodes {
-            self.acc.add(w, ev);
+        if v * self.va > 0.0 {
+            (self.ta, self.va) = (self.t, v);
+            if self.side == -1 {
+                self.vb *= 0.5;
+            }
+            self.side = -1;
+        } else {
+            (self.tb, self.vb) = (self.t, v);
+            if self.side == 1 {
+                self.va *= 0.5;
+            }
+            self.side = 1;
         }
+        false
     }
 }
 

@@ -5,6 +5,7 @@
 //! splits a step where the network switches pieces. [`sweep`] replays one run with many rules.
 
 pub mod auto;
+mod batch;
 pub mod fixed;
 pub mod gauss;
 mod noise;
@@ -91,9 +92,7 @@ pub fn integrate<M: EpkModel>(
     tol: f64,
 ) -> Vec<StepIntegral> {
     if rule == Rule::Auto {
-        xs.chunks(net.input_len())
-            .map(|x| auto::integrate(net, seg, x, tol))
-            .collect()
+        auto::integrate_all(net, seg, xs, tol)
     } else {
         fixed::integrate(net, seg, xs, rule)
     }
