@@ -13,6 +13,9 @@
    default rule (auto).
 3. Memory: peak RSS of `replay verify` on 50- and 500-step runs.
 4. Cores: the same replay with one worker thread and with all cores.
+5. The digits CNN (`examples/digits.rs`, 120 steps of momentum SGD): `examples/bench_replay`
+   replays 10 held-out points with `auto` at 1e-12 on the structured, batched path and on the
+   general path, alternating, and `replay verify` explains all 30 held-out points.
 
 Each figure is a ratio of two timings taken in the same run. JAX is installed into a virtual
 environment under --out on first use (pip, jax[cpu]==0.10.2); --no-jax skips it.
@@ -23,6 +26,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -86,7 +90,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     points = ["--points", "10"] if a.quick else []
     sh(["cargo", "build", "--release", "--locked", "--bin", "replay", "--example", "gaussians",
-        "--example", "bench_record"], cwd=ROOT)
+        "--example", "bench_record", "--example", "digits", "--example", "bench_replay"], cwd=ROOT)
     rows = []
     cpu = platform.processor() or platform.machine()
     print(f"date {date.today()}, {os.cpu_count()} cores, {cpu}", file=sys.stderr)
@@ -136,6 +140,17 @@ def main():
     for threads in ["1", str(os.cpu_count())]:
         _, cores[threads], _ = verify(toy, "auto", "1e-12", ["--points", "20", "--threads", threads])
 
+    # 5. The digits CNN: the structured, batched Jacobian path against the general one on the
+    # same store, alternating (examples/bench_replay.rs), and the whole verify of 30 points.
+    digits = out / "digits.zarr"
+    if digits.exists():
+        shutil.rmtree(digits)
+    sh([RELEASE / "examples" / "digits", "--store", digits], stdout=subprocess.DEVNULL, cwd=ROOT)
+    cnn = json.loads(sh([RELEASE / "examples" / "bench_replay", digits, "--json", "--points",
+                         "4" if a.quick else "10", "--repeats", "2"],
+                        stdout=subprocess.PIPE, cwd=ROOT).stdout.strip().splitlines()[-1])
+    cnn_all, cnn_wall, cnn_rss = verify(digits, "auto", "1e-12", points)
+
     print(f"Measured {date.today()} on {os.cpu_count()} cores ({cpu}); "
           f"`python3 scripts/bench.py`{' --quick' if a.quick else ''}.\n")
     print("| recording | store on | P | steps | without s | with s | overhead | stalls | bytes/step | weights compression |")
@@ -171,7 +186,21 @@ def main():
         print(f"| replay verify, {rule}, all points | {use:.2f} |")
     print(f"| auto, 20 points: `--threads 1` vs `--threads {os.cpu_count()}` (points split across "
           f"workers; Burn and ndarray keep their own threads) | {one:.1f} s vs {all_:.1f} s |")
+    print()
+    print("| replay, digits CNN (P = 1898, 120 steps, momentum), auto at 1e-12 | points | s | "
+          "max error | evals/step/point |")
+    print("|---|---|---|---|---|")
+    print(f"| general path (one backward pass per output, point and node) | {cnn['points']} | "
+          f"{cnn['general_s']:.1f} | {cnn['general_error']:.2e} | {cnn['general_evals']:.2f} |")
+    print(f"| structured path, points side by side | {cnn['points']} | {cnn['structured_s']:.1f} | "
+          f"{cnn['structured_error']:.2e} | {cnn['structured_evals']:.2f} |")
+    print(f"| general / structured (median of alternating pairs) | | {cnn['ratio']:.2f}× | "
+          f"attributions agree to {cnn['attribution_gap']:.1e} | |")
+    print(f"| `replay verify`, all held-out points (peak RSS {cnn_rss:.0f} MB) | {cnn_all['points']} | "
+          f"{cnn_wall:.1f} | {cnn_all['max_abs_error']:.2e} (passed: {cnn_all['passed']}) | "
+          f"{cnn_all['evals_per_step_per_point']:.2f} |")
     (out / "results.json").write_text(json.dumps({
+        "digits": {**cnn, "verify_s": cnn_wall, "verify_rss_mb": cnn_rss},
         "record": record, "epk": {k: {"seconds": w, **{x: r[x] for x in ("points", "max_abs_error")}}
                                   for k, (r, w) in epk.items()},
         "auto": {"seconds": auto_wall, "max_abs_error": auto["max_abs_error"], "passed": auto["passed"]},

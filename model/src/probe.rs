@@ -8,7 +8,7 @@
 //! P-long gradient per sample (Novak et al., "Fast Finite Width Neural Tangent Kernel").
 
 use crate::Switches;
-use burn::module::ParamId;
+use burn::module::{Param, ParamId};
 use burn::nn::conv::{Conv1d, Conv2d};
 use burn::nn::{Linear, PaddingConfig1d, PaddingConfig2d};
 use burn::tensor::Tensor;
@@ -77,7 +77,8 @@ impl ConvGeometry {
 
 impl Switches {
     /// A linear layer on `[batch, in]` inputs; the same as `layer.forward(x)` except under
-    /// [`Switches::probing`].
+    /// [`Switches::probing`] (a probe on its output) and [`Switches::along`] (each sample at
+    /// its own point of a step).
     pub fn linear(&mut self, layer: &Linear, x: Tensor<2>) -> Tensor<2> {
         let mut z = layer.forward(x.clone());
         if let Some(along) = self.moved() {
@@ -128,15 +129,8 @@ impl Switches {
             padding: [top, left],
             groups: layer.groups,
         };
-        let leaf = Tensor::zeros([b * oh * ow, co], &z.device()).require_grad();
-        let probe = Probe {
-            input: x.detach().reshape([b, ci * h * w]),
-            leaf: leaf.clone(),
-            map: LinearMap::Conv(geometry),
-            weight: layer.weight.id,
-            bias: layer.bias.as_ref().map(|b| b.id),
-        };
-        self.push_probe(probe);
+        let input = x.detach().reshape([b, ci * h * w]);
+        let leaf = self.probe_conv(input, geometry, layer.weight.id, layer.bias.as_ref());
         z + leaf.reshape([b, oh, ow, co]).permute([0, 3, 1, 2])
     }
 
@@ -167,16 +161,32 @@ impl Switches {
             padding: [0, left],
             groups: layer.groups,
         };
-        let leaf = Tensor::zeros([b * out, co], &z.device()).require_grad();
-        let probe = Probe {
-            input: x.detach().reshape([b, ci * len]),
+        let input = x.detach().reshape([b, ci * len]);
+        let leaf = self.probe_conv(input, geometry, layer.weight.id, layer.bias.as_ref());
+        z + leaf.reshape([b, out, co]).permute([0, 2, 1])
+    }
+}
+
+impl Switches {
+    /// Keeps a convolution's probe: its flat input, its geometry and a zero leaf
+    /// `[batch·positions, out]` (returned) for the caller to add to the output.
+    fn probe_conv<const D: usize>(
+        &mut self,
+        input: Tensor<2>,
+        geometry: ConvGeometry,
+        weight: ParamId,
+        bias: Option<&Param<Tensor<D>>>,
+    ) -> Tensor<2> {
+        let rows = input.dims()[0] * geometry.positions();
+        let leaf = Tensor::zeros([rows, geometry.channels[1]], &input.device()).require_grad();
+        self.push_probe(Probe {
+            input,
             leaf: leaf.clone(),
             map: LinearMap::Conv(geometry),
-            weight: layer.weight.id,
-            bias: layer.bias.as_ref().map(|b| b.id),
-        };
-        self.push_probe(probe);
-        z + leaf.reshape([b, out, co]).permute([0, 2, 1])
+            weight,
+            bias: bias.map(|b| b.id),
+        });
+        leaf
     }
 }
 

@@ -380,7 +380,7 @@ pub(super) fn integrate_nodes<M: EpkModel>(
     let weights: Vec<f64> = nodes.iter().map(|&(_, w)| w).collect();
     (0..m)
         .map(|pt| {
-            let rows = layers.merge(&weights, &all, k, pt * k);
+            let rows = layers.merge(&weights, &all, k, pt * k, None);
             let jdw = layers.rows_dot(&rows, seg.delta, k);
             (Jbar::Factored(layers.clone(), rows), jdw)
         })

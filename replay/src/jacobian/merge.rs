@@ -26,12 +26,15 @@ impl Layers {
     /// Σ_q w_q J_q for one input, with J_q its Jacobian factors at rule node q (samples
     /// `base..base + k` of `nodes[q]`, one per output, each L rows in a layer of L positions),
     /// as merged rows per layer owned by output index.
+    /// `blocks`, when given, holds each convolution's block per output already summed
+    /// ([`Layers::conv_blocks`]), and `nodes` need not carry that layer's factors.
     pub fn merge(
         &self,
         weights: &[f64],
         nodes: &[Factors],
         k: usize,
         base: usize,
+        blocks: Option<&ConvBlocks>,
     ) -> Vec<LayerRows> {
         self.layers
             .iter()
@@ -42,7 +45,10 @@ impl Layers {
                 let (mut a_out, mut d_out, mut owner) = (Vec::new(), Vec::new(), Vec::new());
                 let terms = layer.positions;
                 for o in 0..k {
-                    let rows = if weights.is_empty() {
+                    let summed = blocks.and_then(|b| b[l].as_ref()).map(|b| &b[o]);
+                    let rows = if let Some(block) = summed {
+                        emit_block(block, &mut a_out, &mut d_out)
+                    } else if weights.is_empty() {
                         0
                     } else if terms > 1 {
                         // A convolution's node is L rank-one terms, one per output position:
@@ -66,6 +72,41 @@ impl Layers {
                 }
             })
             .collect()
+    }
+}
+
+/// Per layer, for a convolution, its summed block `[in (+ 1), out]` per output.
+pub type ConvBlocks = Vec<Option<Vec<Array2<f64>>>>;
+
+impl Layers {
+    /// Adds `w ×` one node's convolution blocks (samples `0..k` of `node`, one per output) to
+    /// `blocks`, and drops those layers' factors from the node: a convolution's L rows per
+    /// output are summed as they come instead of kept until the step's end.
+    pub fn absorb_convolutions(
+        &self,
+        w: f64,
+        node: &mut Factors,
+        k: usize,
+        blocks: &mut ConvBlocks,
+    ) {
+        blocks.resize(self.layers.len(), None);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let terms = layer.positions;
+            if terms == 1 || node.a[l].nrows() == 0 {
+                continue;
+            }
+            let bias = layer.bias.is_some();
+            let sums = blocks[l].get_or_insert_with(|| {
+                let width = layer.inputs + usize::from(bias);
+                vec![Array2::zeros((width, layer.outputs)); k]
+            });
+            for (o, sum) in sums.iter_mut().enumerate() {
+                let rows = o * terms..(o + 1) * terms;
+                *sum += &conv_block(&[w], std::slice::from_ref(node), l, rows, bias);
+            }
+            node.a[l] = Array2::zeros((0, layer.inputs));
+            node.d[l] = Array2::zeros((0, layer.outputs));
+        }
     }
 }
 

@@ -23,7 +23,7 @@ mod merge;
 
 pub(crate) use dense::split;
 pub use linear::{Factors, Layer, Layers};
-pub use merge::LayerRows;
+pub use merge::{ConvBlocks, LayerRows};
 
 use crate::network::Network;
 use crate::quadrature::Segment;
@@ -213,6 +213,8 @@ impl Node {
 pub struct JbarSum {
     dense: Option<Vec<f64>>,
     factored: Option<(Arc<Layers>, Vec<f64>, Vec<Factors>)>,
+    /// The convolutions' blocks, summed as nodes come (their factors are not kept).
+    blocks: ConvBlocks,
 }
 
 impl JbarSum {
@@ -225,7 +227,9 @@ impl JbarSum {
                     *a += w * v;
                 }
             }
-            Node::Factored(layers, f) => {
+            Node::Factored(layers, mut f) => {
+                let k = f.rows();
+                layers.absorb_convolutions(w, &mut f, k, &mut self.blocks);
                 let (_, weights, factors) = self
                     .factored
                     .get_or_insert_with(|| (layers, Vec::new(), Vec::new()));
@@ -237,8 +241,9 @@ impl JbarSum {
 
     /// The sum as a [`Jbar`] for `k` outputs and `p` parameters (zero when nothing was added).
     pub fn finish(self, k: usize, p: usize) -> Jbar {
+        let blocks = self.blocks;
         let merged = self.factored.map(|(layers, weights, factors)| {
-            let rows = layers.merge(&weights, &factors, k, 0);
+            let rows = layers.merge(&weights, &factors, k, 0, Some(&blocks));
             (layers, rows)
         });
         match (self.dense, merged) {

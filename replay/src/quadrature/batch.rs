@@ -132,15 +132,18 @@ pub(super) async fn join<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
 }
 
 impl Ask<'_> {
+    async fn ask(self, request: Request) -> Reply {
+        let asking = Asking {
+            ask: self,
+            request: Some(request),
+            id: 0,
+        };
+        asking.await
+    }
+
     /// f and the switching values at each t.
     pub async fn switches(self, ts: Vec<f64>) -> Vec<Switching> {
-        match (Asking {
-            ask: self,
-            request: Some(Request::Switches(ts)),
-            id: 0,
-        })
-        .await
-        {
+        match self.ask(Request::Switches(ts)).await {
             Reply::Switches(s) => s,
             Reply::Nodes(_) => unreachable!("a switches request gets switching values"),
         }
@@ -148,13 +151,7 @@ impl Ask<'_> {
 
     /// The Jacobian at each t.
     pub async fn nodes(self, ts: Vec<f64>) -> Vec<Eval> {
-        match (Asking {
-            ask: self,
-            request: Some(Request::Nodes(ts)),
-            id: 0,
-        })
-        .await
-        {
+        match self.ask(Request::Nodes(ts)).await {
             Reply::Nodes(n) => n,
             Reply::Switches(_) => unreachable!("a nodes request gets Jacobians"),
         }
@@ -214,6 +211,10 @@ const DENSE_EVAL: usize = 1 << 17;
 
 /// Rows of one batched Jacobian pass (inputs × outputs) at most: bounds its memory.
 const MAX_ROWS: usize = 2048;
+
+/// Bytes of factors one batched Jacobian pass may produce (a convolution's factors are its
+/// unfolded input, positions × patch per row).
+const PASS_BYTES: usize = 32 << 20;
 
 struct Answer<'a, M: EpkModel> {
     net: &'a Network<M>,
@@ -328,8 +329,15 @@ impl<M: EpkModel> Answer<'_, M> {
                 })
                 .collect();
         };
+        // A row's factors: Σ over layers of positions × (in + out) values.
+        let row: usize = layers
+            .layers
+            .iter()
+            .map(|l| l.positions * (l.inputs + l.outputs))
+            .sum();
+        let rows = MAX_ROWS.min(PASS_BYTES / (8 * row).max(1));
         let mut out = Vec::with_capacity(pairs.len());
-        for chunk in pairs.chunks((MAX_ROWS / k.max(1)).max(1)) {
+        for chunk in pairs.chunks((rows / k.max(1)).max(1)) {
             let (ts, xs) = self.gather(chunk);
             let f = moved.jacobian_factors(&ts, &xs);
             for r in 0..chunk.len() {
