@@ -192,9 +192,9 @@ impl Switches {
 
 /// The padding before the first element for `Same`, as burn-nn 0.22 computes it
 /// (`calculate_same_padding` in `burn-nn/src/padding.rs`, which is crate-private): the output
-/// keeps ⌈size/stride⌉ positions and the odd unit of padding goes after. Replay checks the
-/// geometry against the output the layer produced, so a change in Burn is caught, not
-/// followed silently.
+/// keeps ⌈size/stride⌉ positions and the odd unit of padding goes after. The patches this
+/// gives are tested against Burn's own convolution (`replay/src/jacobian/conv.rs`), so a
+/// change in Burn fails that test.
 fn same_padding_start(kernel: usize, stride: usize, size: usize) -> usize {
     let out = size.div_ceil(stride);
     let total = if out > 0 {

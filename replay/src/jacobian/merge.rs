@@ -27,7 +27,7 @@ impl Layers {
     /// `base..base + k` of `nodes[q]`, one per output, each L rows in a layer of L positions),
     /// as merged rows per layer owned by output index.
     /// `blocks`, when given, holds each convolution's block per output already summed
-    /// ([`Layers::conv_blocks`]), and `nodes` need not carry that layer's factors.
+    /// ([`Layers::absorb_convolutions`]), and `nodes` need not carry that layer's factors.
     pub fn merge(
         &self,
         weights: &[f64],

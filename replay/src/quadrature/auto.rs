@@ -10,6 +10,7 @@
 //! (exact in one iteration for values affine in t) and the interval is split there.
 
 use super::batch::{self, Ask, Eval, Shared, Task};
+use super::root::Root;
 use super::{AUTO_ORDERS, Rule, Segment, StepIntegral, residual};
 use crate::jacobian::JbarSum;
 use crate::network::Network;
@@ -114,13 +115,13 @@ fn side_by_side<M: EpkModel>(
 }
 
 /// An interval of the step with f and the switching values at both ends.
-struct Ends {
-    a: f64,
-    b: f64,
-    fa: Vec<f64>,
-    fb: Vec<f64>,
-    sa: Vec<f64>,
-    sb: Vec<f64>,
+pub(super) struct Ends {
+    pub a: f64,
+    pub b: f64,
+    pub fa: Vec<f64>,
+    pub fb: Vec<f64>,
+    pub sa: Vec<f64>,
+    pub sb: Vec<f64>,
 }
 
 struct Adaptive<'a> {
@@ -444,73 +445,6 @@ impl Adaptive<'_> {
             self.interval(right, depth + 1),
         ];
         Part::chain(batch::join(halves).await)
-    }
-}
-
-/// One switching value's root search between the ends of an interval (Illinois regula
-/// falsi).
-struct Root {
-    unit: usize,
-    ta: f64,
-    va: f64,
-    tb: f64,
-    vb: f64,
-    scale: f64,
-    side: i8,
-    t: f64,
-}
-
-impl Root {
-    /// The search for value `unit`, if its sign differs at the ends (a zero at an end, or a
-    /// non-finite value: nothing to split at).
-    fn new(unit: usize, e: &Ends) -> Option<Self> {
-        let (va, vb) = (e.sa[unit], e.sb[unit]);
-        if va * vb >= 0.0 || !(va * vb).is_finite() {
-            return None;
-        }
-        Some(Root {
-            unit,
-            ta: e.a,
-            va,
-            tb: e.b,
-            vb,
-            scale: va.abs().max(vb.abs()),
-            side: 0,
-            t: e.a,
-        })
-    }
-
-    /// The next t to evaluate: the secant's root, or the midpoint if it leaves the bracket.
-    fn next(&mut self) -> f64 {
-        let t = (self.ta * self.vb - self.tb * self.va) / (self.vb - self.va);
-        self.t = if t > self.ta && t < self.tb {
-            t
-        } else {
-            0.5 * (self.ta + self.tb)
-        };
-        self.t
-    }
-
-    /// Takes the value `v` at `t`; whether the root is found (to rounding, or the bracket is
-    /// a few ulps wide).
-    fn update(&mut self, v: f64) -> bool {
-        if v.abs() <= 4.0 * f64::EPSILON * self.scale || self.tb - self.ta <= 4.0 * f64::EPSILON {
-            return true;
-        }
-        if v * self.va > 0.0 {
-            (self.ta, self.va) = (self.t, v);
-            if self.side == -1 {
-                self.vb *= 0.5;
-            }
-            self.side = -1;
-        } else {
-            (self.tb, self.vb) = (self.t, v);
-            if self.side == 1 {
-                self.va *= 0.5;
-            }
-            self.side = 1;
-        }
-        false
     }
 }
 

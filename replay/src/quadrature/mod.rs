@@ -9,6 +9,7 @@ mod batch;
 pub mod fixed;
 pub mod gauss;
 mod noise;
+mod root;
 mod rule;
 pub mod sweep;
 
