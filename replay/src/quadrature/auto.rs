@@ -54,7 +54,7 @@ const SIDE_BY_SIDE_BYTES: usize = 256 << 20;
 
 /// Integrates one step for every input of `xs` (flat) with the adaptive rule. The points'
 /// searches run side by side and each round of their requests is answered together
-/// ([`batch`]): on the fast path by one batched pass with each input at its own t.
+/// (`quadrature/batch.rs`): on the fast path by one batched pass with each input at its own t.
 pub fn integrate_all<M: EpkModel>(
     net: &Network<M>,
     seg: &Segment<'_>,
