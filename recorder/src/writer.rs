@@ -152,7 +152,7 @@ impl<S: Sink> Worker<S> {
         self.last_commit = Instant::now();
     }
 
-    fn run(&mut self, rx: crossbeam_channel::Receiver<Msg>) -> Result<(), Failure> {
+    fn run(&mut self, rx: &crossbeam_channel::Receiver<Msg>) -> Result<(), Failure> {
         use crossbeam_channel::RecvTimeoutError;
         loop {
             let msg = if self.uncommitted > 0 {
@@ -219,10 +219,12 @@ impl Writer {
                     uncommitted: 0,
                     last_commit: Instant::now(),
                 };
-                if let Err(e) = worker.run(rx) {
-                    // Returning drops the receiver, which makes every later send fail at once.
+                if let Err(e) = worker.run(&rx) {
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                 }
+                // Dropping the receiver makes every later send fail at once; only after the
+                // failure is stored, so that a send that fails finds its cause.
+                drop(rx);
             })
             .expect("spawning the store writer thread");
         Writer {
