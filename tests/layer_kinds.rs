@@ -76,23 +76,29 @@ fn fast_equals_general(
     let dense = general.sample_grads(w, &samples, &c);
     let p = w.len();
     let scale = 1.0 + dense.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    // The same factors with each convolution's positions summed into per-sample blocks, as
+    // `auto` holds its Jacobian evaluations.
+    let mut blocked = f.clone();
+    layers.block_convolutions(&mut blocked);
+    let v: Vec<f64> = (0..p).map(|i| ((i * 7 % 11) as f64 - 5.0) / 5.0).collect();
+    let dots = [layers.dot(&f, &v, false), layers.dot(&blocked, &v, false)];
     for (r, norm) in layers.norms(&f).iter().enumerate() {
-        let mut row = vec![0.0; p];
-        layers.add_dense(&f, r, 1.0, &mut row);
         let want = &dense[r * p..(r + 1) * p];
-        let gap = row
-            .iter()
-            .zip(want)
-            .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-        assert!(gap < 1e-13 * scale, "per-sample gradient {r}: {gap:e}");
+        for factors in [&f, &blocked] {
+            let mut row = vec![0.0; p];
+            layers.add_dense(factors, r, 1.0, &mut row);
+            let gap = row
+                .iter()
+                .zip(want)
+                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(gap < 1e-13 * scale, "per-sample gradient {r}: {gap:e}");
+        }
         let want_norm = want.iter().map(|v| v * v).sum::<f64>().sqrt();
         assert!((norm - want_norm).abs() < 1e-13 * scale, "norm {r}");
-        let v: Vec<f64> = (0..p).map(|i| ((i * 7 % 11) as f64 - 5.0) / 5.0).collect();
         let dot: f64 = want.iter().zip(&v).map(|(a, b)| a * b).sum();
-        assert!(
-            (layers.dot(&f, r, &v, false) - dot).abs() < 1e-12 * scale,
-            "dot {r}"
-        );
+        for d in &dots {
+            assert!((d[r] - dot).abs() < 1e-12 * scale, "dot {r}");
+        }
     }
     let fast_j = jacobians(net, w, xs);
     let general_j = jacobians(&general, w, xs);

@@ -103,6 +103,7 @@ impl<M: EpkModel> Network<M> {
             a: Vec::new(),
             d: Vec::new(),
             samples: n,
+            blocks: Vec::new(),
         };
         let probes = sw.into_probes();
         if probes.is_empty() {

@@ -5,10 +5,10 @@
 //! group is a layer of its own (the weight `[out, in/groups, kh, kw]` holds the groups one
 //! after another).
 
-use super::linear::{Factors, Layer};
+use super::linear::{Factors, Layer, Layers};
 use super::merge::LayerRows;
 use epk_model::{ConvGeometry, LinearMap};
-use ndarray::{Array2, s};
+use ndarray::{Array2, Axis, s};
 
 /// One layer per channel group of a convolution whose weight sits at `weight` and bias at
 /// `bias` in the flat parameter vector; `None` for a geometry the patches cannot reproduce.
@@ -160,9 +160,68 @@ pub(super) fn gram_dense(
     jbar.dot(&grads.t())
 }
 
+impl Layers {
+    /// Sums each convolution's L positions into every sample's block (see [`sample_blocks`])
+    /// and drops that layer's factors: a Jacobian evaluation then holds `[in (+ 1), out]` per
+    /// convolution and output instead of L positions' `in + out`, and the block is formed once
+    /// for its dense sum, its J·Δw and its share of Jbar.
+    pub fn block_convolutions(&self, f: &mut Factors) {
+        f.blocks.resize(self.layers.len(), None);
+        for (l, layer) in self.layers.iter().enumerate() {
+            if layer.positions == 1 || f.a[l].nrows() == 0 {
+                continue;
+            }
+            f.blocks[l] = Some(sample_blocks(layer, &f.a[l], &f.d[l], f.samples));
+            f.a[l] = Array2::zeros((0, layer.inputs));
+            f.d[l] = Array2::zeros((0, layer.outputs));
+        }
+    }
+}
+
+/// Each of `n` samples' gradient block Aᵀ·D `[in (+ 1), out]` from a convolution's factors (L
+/// rows per sample), its last row Σ_p d_p when the layer has a bias. The samples of one
+/// Jacobian evaluation are copies of one input at one t, one per output, so their A are the
+/// same: one product Aᵀ·[D_0 … D_{n−1}] then serves them all instead of n thin ones.
+fn sample_blocks(layer: &Layer, a: &Array2<f64>, d: &Array2<f64>, n: usize) -> Vec<Array2<f64>> {
+    let (l, n_out) = (layer.positions, layer.outputs);
+    let rows = |r: usize| s![r * l..(r + 1) * l, ..];
+    let first = a.slice(rows(0));
+    let gradients: Vec<Array2<f64>> = if (1..n).all(|r| a.slice(rows(r)) == first) {
+        // D as [L, n·out]: position-major, the samples side by side.
+        let stacked = d
+            .view()
+            .into_shape_with_order((n, l, n_out))
+            .expect("n samples of L rows")
+            .permuted_axes([1, 0, 2])
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((l, n * n_out))
+            .expect("standard layout");
+        let g = first.t().dot(&stacked);
+        (0..n)
+            .map(|r| g.slice(s![.., r * n_out..(r + 1) * n_out]).to_owned())
+            .collect()
+    } else {
+        (0..n)
+            .map(|r| a.slice(rows(r)).t().dot(&d.slice(rows(r))))
+            .collect()
+    };
+    gradients
+        .into_iter()
+        .enumerate()
+        .map(|(r, g)| match layer.bias {
+            None => g,
+            Some(_) => {
+                let db = d.slice(rows(r)).sum_axis(Axis(0)).insert_axis(Axis(0));
+                ndarray::concatenate(Axis(0), &[g.view(), db.view()]).expect("out columns")
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{layers, probe_factors};
+    use super::{Layer, layers, probe_factors};
     use burn::nn::conv::{Conv1dConfig, Conv2dConfig};
     use burn::nn::{PaddingConfig1d, PaddingConfig2d};
     use burn::tensor::Tensor;
@@ -274,6 +333,40 @@ mod tests {
             let ours = rebuilt(&probe.map, input, &w, config.bias, n);
             let theirs = burn_rows(layer.forward(x), n, config.channels_out);
             assert!(gap(&ours, &theirs) < 1e-13, "{config:?}");
+        }
+    }
+
+    /// Each sample's block is Σ_p a_p ⊗ d_p over its positions (and Σ_p d_p for the bias),
+    /// summed term by term here, whether the samples share their A (copies of one input, one
+    /// product) or not.
+    #[test]
+    fn sample_blocks_sum_the_positions() {
+        let (l, n_in, n_out, n) = (7, 5, 3, 4);
+        let value = |i: usize, salt: f64| ((i as f64 + salt) * 0.7123).sin();
+        for (shared, bias) in [(true, true), (true, false), (false, true)] {
+            let layer = Layer {
+                weight: 0,
+                bias: bias.then_some(n_in * n_out),
+                inputs: n_in,
+                outputs: n_out,
+                positions: l,
+                transposed: true,
+            };
+            let a = Array2::from_shape_fn((n * l, n_in), |(r, i)| {
+                let row = if shared { r % l } else { r };
+                value(row * n_in + i, 0.3)
+            });
+            let d = Array2::from_shape_fn((n * l, n_out), |(r, o)| value(r * n_out + o, 1.9));
+            let blocks = super::sample_blocks(&layer, &a, &d, n);
+            for (r, block) in blocks.iter().enumerate() {
+                assert_eq!(block.dim(), (n_in + usize::from(bias), n_out));
+                for ((i, o), got) in block.indexed_iter() {
+                    let want: f64 = (r * l..(r + 1) * l)
+                        .map(|p| if i < n_in { a[[p, i]] } else { 1.0 } * d[[p, o]])
+                        .sum();
+                    assert!((got - want).abs() < 1e-14, "{shared} {bias} {r} {i} {o}");
+                }
+            }
         }
     }
 }

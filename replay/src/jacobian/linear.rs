@@ -11,6 +11,7 @@
 //! need the P-long gradients (Novak et al., "Fast Finite Width Neural Tangent Kernel").
 
 use super::Jbar;
+use super::merge::ConvBlocks;
 use super::merge::LayerRows;
 use crate::network::Network;
 use crate::quadrature::Segment;
@@ -19,7 +20,9 @@ use burn::tensor::{Device, Tensor};
 use epk_model::float_tensor;
 use epk_model::{EpkModel, LinearMap, Switches};
 use epk_store::ParamLayout;
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, ShapeBuilder};
+use ndarray::{
+    Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis, CowArray, Ix2, ShapeBuilder, s,
+};
 use std::sync::Arc;
 
 /// One probed layer (a linear layer, or one channel group of a convolution): where its weight
@@ -42,7 +45,8 @@ pub struct Layer {
 }
 
 impl Layer {
-    /// Where W[i, o] sits in the flat parameter vector.
+    /// Where W[i, o] sits in the flat parameter vector (the tests' independent indexing).
+    #[cfg(test)]
     pub(crate) fn at(&self, i: usize, o: usize) -> usize {
         if self.transposed {
             self.weight + o * self.inputs + i
@@ -77,10 +81,63 @@ impl Layer {
 
     /// Adds the `[in, out]` matrix `g` to the weight part of the flat vector `out`.
     fn add_weight(&self, g: &ArrayView2<'_, f64>, out: &mut [f64]) {
-        for ((i, o), v) in g.indexed_iter() {
-            out[self.at(i, o)] += v;
+        let w = &mut out[self.weight..self.weight + self.inputs * self.outputs];
+        let shape = (self.inputs, self.outputs);
+        let mut view = if self.transposed {
+            ArrayViewMut2::from_shape(shape.strides((1, self.inputs)), w)
+        } else {
+            ArrayViewMut2::from_shape(shape, w)
+        }
+        .expect("layer shape");
+        view += g;
+    }
+
+    /// A gradient block `g` `[in (+ 1), out]` dotted with `v` (with `abs`, in absolute values).
+    fn block_dot(&self, g: &Array2<f64>, v: &[f64], abs: bool) -> f64 {
+        let size = |x: f64| size1(x, abs);
+        let w = self.view(v);
+        let weight = g.slice(s![..self.inputs, ..]);
+        let mut total: f64 = weight.iter().zip(w.iter()).map(|(a, b)| size(a * b)).sum();
+        if let Some(b) = self.bias {
+            let vb = &v[b..b + self.outputs];
+            total += g
+                .row(self.inputs)
+                .iter()
+                .zip(vb)
+                .map(|(a, b)| size(a * b))
+                .sum::<f64>();
+        }
+        total
+    }
+
+    /// Adds `scale · a ⊗ d` (`a` of the layer's inputs, `d` of its outputs) to the weight part
+    /// of the flat vector `out`, a contiguous run of the stored order at a time.
+    pub(crate) fn add_outer(&self, scale: f64, a: &[f64], d: &[f64], out: &mut [f64]) {
+        let w = &mut out[self.weight..self.weight + self.inputs * self.outputs];
+        let (rows, cols, width) = if self.transposed {
+            (d, a, self.inputs)
+        } else {
+            (a, d, self.outputs)
+        };
+        for (run, &r) in w.chunks_exact_mut(width).zip(rows) {
+            let c = scale * r;
+            run.iter_mut().zip(cols).for_each(|(x, v)| *x += c * v);
         }
     }
+}
+
+/// `m`, or `|m|` with `abs`.
+fn sized(m: ArrayView2<'_, f64>, abs: bool) -> CowArray<'_, f64, Ix2> {
+    if abs {
+        m.mapv(f64::abs).into()
+    } else {
+        m.into()
+    }
+}
+
+/// `x`, or `|x|` with `abs`.
+fn size1(x: f64, abs: bool) -> f64 {
+    if abs { x.abs() } else { x }
 }
 
 /// Per-sample gradient factors for a batch: per layer, inputs `a` `[n·L, in]` and output
@@ -94,6 +151,10 @@ pub struct Factors {
     pub d: Vec<Array2<f64>>,
     /// n, the number of samples.
     pub samples: usize,
+    /// Per layer, for a convolution whose positions were summed
+    /// ([`Layers::block_convolutions`]), each sample's gradient block `[in (+ 1), out]` (the
+    /// last row the bias's); that layer's `a` and `d` then have no rows. Empty otherwise.
+    pub blocks: ConvBlocks,
 }
 
 impl Factors {
@@ -109,11 +170,21 @@ impl Factors {
             m.slice(ndarray::s![start * per..(start + count) * per, ..])
                 .to_owned()
         };
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|b| b.as_ref().map(|b| b[start..start + count].to_vec()));
         Factors {
             a: self.a.iter().map(pick).collect(),
             d: self.d.iter().map(pick).collect(),
             samples: count,
+            blocks: blocks.collect(),
         }
+    }
+
+    /// Sample r's block of layer `l`, if its positions were summed.
+    pub fn block(&self, l: usize, r: usize) -> Option<&Array2<f64>> {
+        self.blocks.get(l)?.as_ref().map(|b| &b[r])
     }
 
     /// Sample r's rows of layer `l` with `positions` rows per sample: (a, d).
@@ -207,27 +278,29 @@ impl Layers {
         (next == num_params && !layers.is_empty()).then_some(Layers { layers, num_params })
     }
 
-    /// Sample r's gradient dotted with `v`: Σ_l Σ_p a_pᵀ V_l d_p + v_b · Σ_p d_p. With `abs`,
-    /// the same with every factor's absolute value (the size of the sum, for rounding bounds).
-    pub fn dot(&self, f: &Factors, r: usize, v: &[f64], abs: bool) -> f64 {
-        let term = |a: ArrayView2<'_, f64>,
-                    d: ArrayView2<'_, f64>,
-                    w: ArrayView2<'_, f64>,
-                    vb: Option<ArrayView1<'_, f64>>| {
-            (a.dot(&w) * d).sum() + vb.map_or(0.0, |vb| d.dot(&vb).sum())
-        };
-        let mut total = 0.0;
+    /// Every sample's gradient dotted with `v`: Σ_l Σ_p a_pᵀ V_l d_p + v_b · Σ_p d_p, one
+    /// product per layer for all samples and positions (V_l is then packed once, not once a
+    /// sample). With `abs`, the same with every factor's absolute value (the size of the sum,
+    /// for rounding bounds).
+    pub fn dot(&self, f: &Factors, v: &[f64], abs: bool) -> Vec<f64> {
+        let mut total = vec![0.0; f.samples];
         for (i, l) in self.layers.iter().enumerate() {
-            let (a, d) = f.sample(i, r, l.positions);
-            let w = l.view(v);
-            let vb = l.bias.map(|b| ArrayView1::from(&v[b..b + l.outputs]));
-            total += if abs {
-                let vb = vb.map(|vb| vb.mapv(f64::abs));
-                let (a, d, w) = (a.mapv(f64::abs), d.mapv(f64::abs), w.mapv(f64::abs));
-                term(a.view(), d.view(), w.view(), vb.as_ref().map(|v| v.view()))
-            } else {
-                term(a, d, w, vb)
-            };
+            if f.blocks.get(i).is_some_and(Option::is_some) {
+                for (r, t) in total.iter_mut().enumerate() {
+                    *t += l.block_dot(f.block(i, r).expect("a block per sample"), v, abs);
+                }
+                continue;
+            }
+            let size = |m| sized(m, abs);
+            let (a, d, w) = (size(f.a[i].view()), size(f.d[i].view()), size(l.view(v)));
+            let mut rows = (a.dot(&w) * &d).sum_axis(Axis(1));
+            if let Some(b) = l.bias {
+                let vb = Array1::from_iter(v[b..b + l.outputs].iter().map(|x| size1(*x, abs)));
+                rows += &d.dot(&vb);
+            }
+            for (t, sample) in total.iter_mut().zip(rows.exact_chunks(l.positions)) {
+                *t += sample.sum();
+            }
         }
         total
     }
@@ -235,13 +308,19 @@ impl Layers {
     /// Adds `scale ×` sample r's gradient to the flat vector `out`.
     pub fn add_dense(&self, f: &Factors, r: usize, scale: f64, out: &mut [f64]) {
         for (i, l) in self.layers.iter().enumerate() {
+            if let Some(g) = f.block(i, r) {
+                l.add_weight(&(&g.slice(s![..l.inputs, ..]) * scale).view(), out);
+                if let Some(b) = l.bias {
+                    let db = g.row(l.inputs);
+                    let bias = out[b..b + l.outputs].iter_mut().zip(db);
+                    bias.for_each(|(o, dv)| *o += scale * dv);
+                }
+                continue;
+            }
             let (a, d) = f.sample(i, r, l.positions);
             if l.positions == 1 {
-                for (p, &ap) in a.row(0).iter().enumerate() {
-                    for (o, &dv) in d.row(0).iter().enumerate() {
-                        out[l.at(p, o)] += scale * ap * dv;
-                    }
-                }
+                let (a, d) = (a.row(0).to_vec(), d.row(0).to_vec());
+                l.add_outer(scale, &a, &d, out);
             } else {
                 l.add_weight(&(a.t().dot(&d) * scale).view(), out);
             }
@@ -316,11 +395,8 @@ impl Layers {
         for (l, r) in self.layers.iter().zip(rows) {
             for ((a, d), &o) in r.a.rows().into_iter().zip(r.d.rows()).zip(&r.owner) {
                 let row = &mut out[o * p..(o + 1) * p];
-                for (i, &ai) in a.iter().take(l.inputs).enumerate() {
-                    for (j, &dv) in d.iter().enumerate() {
-                        row[l.at(i, j)] += ai * dv;
-                    }
-                }
+                let (a, d) = (a.to_vec(), d.to_vec());
+                l.add_outer(1.0, &a[..l.inputs], &d, row);
                 if let Some(b) = l.bias {
                     for (x, &dv) in row[b..b + l.outputs].iter_mut().zip(d.iter()) {
                         *x += a[l.inputs] * dv;

@@ -92,7 +92,8 @@ impl Layers {
         blocks.resize(self.layers.len(), None);
         for (l, layer) in self.layers.iter().enumerate() {
             let terms = layer.positions;
-            if terms == 1 || node.a[l].nrows() == 0 {
+            let own = node.blocks.get_mut(l).and_then(Option::take);
+            if terms == 1 || (node.a[l].nrows() == 0 && own.is_none()) {
                 continue;
             }
             let bias = layer.bias.is_some();
@@ -100,12 +101,33 @@ impl Layers {
                 let width = layer.inputs + usize::from(bias);
                 vec![Array2::zeros((width, layer.outputs)); k]
             });
+            if let Some(own) = own {
+                // Summed when the node was evaluated (`Layers::block_convolutions`).
+                sums.iter_mut()
+                    .zip(&own)
+                    .for_each(|(s, g)| s.scaled_add(w, g));
+                continue;
+            }
             for (o, sum) in sums.iter_mut().enumerate() {
                 let rows = o * terms..(o + 1) * terms;
                 *sum += &conv_block(&[w], std::slice::from_ref(node), l, rows, bias);
             }
             node.a[l] = Array2::zeros((0, layer.inputs));
             node.d[l] = Array2::zeros((0, layer.outputs));
+        }
+    }
+}
+
+/// Adds `from` to `into`, layer by layer and output by output (the blocks of two runs of nodes).
+pub fn add_blocks(into: &mut ConvBlocks, from: ConvBlocks) {
+    if into.len() < from.len() {
+        into.resize(from.len(), None);
+    }
+    for (sum, part) in into.iter_mut().zip(from) {
+        match (sum.as_mut(), part) {
+            (_, None) => {}
+            (None, part) => *sum = part,
+            (Some(sum), Some(part)) => sum.iter_mut().zip(&part).for_each(|(s, p)| *s += p),
         }
     }
 }

@@ -23,7 +23,7 @@ mod merge;
 
 pub(crate) use dense::split;
 pub use linear::{Factors, Layer, Layers};
-pub use merge::{ConvBlocks, LayerRows};
+pub use merge::{ConvBlocks, LayerRows, add_blocks};
 
 use crate::network::Network;
 use crate::quadrature::Segment;
@@ -183,6 +183,15 @@ impl Node {
         }
     }
 
+    /// Adds `w ×` this node's convolution blocks (for `k` outputs) to `blocks` and drops those
+    /// layers' factors: an accepted node then holds `[in + 1, out]` per convolution and output
+    /// instead of L positions' `in + out` (see [`Layers::absorb_convolutions`]).
+    pub fn absorb_convolutions(&mut self, w: f64, k: usize, blocks: &mut ConvBlocks) {
+        if let Node::Factored(layers, f) = self {
+            layers.absorb_convolutions(w, f, k, blocks);
+        }
+    }
+
     /// J_k · v for each of `k` outputs, and max_k Σ_p |J_kp v_p| (the size of those sums, for
     /// rounding bounds).
     pub fn dot(&self, v: &[f64], k: usize) -> (Vec<f64>, f64) {
@@ -197,10 +206,9 @@ impl Node {
                 (jdw, size)
             }
             Node::Factored(layers, f) => {
-                let jdw = (0..k).map(|o| layers.dot(f, o, v, false)).collect();
-                let size = (0..k)
-                    .map(|o| layers.dot(f, o, v, true))
-                    .fold(0.0, f64::max);
+                debug_assert_eq!(f.samples, k, "one sample per output");
+                let jdw = layers.dot(f, v, false);
+                let size = layers.dot(f, v, true).into_iter().fold(0.0, f64::max);
                 (jdw, size)
             }
         }
@@ -237,6 +245,11 @@ impl JbarSum {
                 factors.push(f);
             }
         }
+    }
+
+    /// Adds blocks already summed with their weights ([`Node::absorb_convolutions`]).
+    pub fn add_blocks(&mut self, blocks: ConvBlocks) {
+        add_blocks(&mut self.blocks, blocks);
     }
 
     /// The sum as a [`Jbar`] for `k` outputs and `p` parameters (zero when nothing was added).

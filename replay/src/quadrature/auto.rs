@@ -10,9 +10,10 @@
 //! (exact in one iteration for values affine in t) and the interval is split there.
 
 use super::batch::{self, Ask, Eval, Shared, Task};
+use super::hold::{Buffer, Pool, Slot};
 use super::root::Root;
 use super::{AUTO_ORDERS, Rule, Segment, StepIntegral, residual};
-use crate::jacobian::JbarSum;
+use crate::jacobian::{ConvBlocks, JbarSum, add_blocks};
 use crate::network::Network;
 use epk_model::EpkModel;
 use std::cell::Cell;
@@ -49,7 +50,7 @@ pub fn integrate<M: EpkModel>(
 
 /// Bytes of dense `[outputs, P]` Jbar estimates the pieces searched side by side may hold
 /// (each holds two orders' at a time): above it the points go in waves, and a point's pieces
-/// in turns of `fan`.
+/// take turns for its `fan` slots.
 const SIDE_BY_SIDE_BYTES: usize = 256 << 20;
 
 /// Integrates one step for every input of `xs` (flat) with the adaptive rule. The points'
@@ -62,12 +63,17 @@ pub fn integrate_all<M: EpkModel>(
     tol: f64,
 ) -> Vec<StepIntegral> {
     let (k, p, len) = (net.outputs(), net.num_params(), net.input_len());
-    // Up to `fan` pieces of each point side by side, two dense [outputs, P] each.
-    let fan = (SIDE_BY_SIDE_BYTES / (16 * k * p).max(1)).clamp(1, 8);
+    let fan = fan(k, p);
     let wave = (SIDE_BY_SIDE_BYTES / (16 * k * p * fan).max(1)).max(1);
     xs.chunks(wave * len)
         .flat_map(|wave| side_by_side(net, seg, wave, tol))
         .collect()
+}
+
+/// Pieces of one point searched side by side at most: each holds two orders' dense
+/// `[outputs, P]` Jbar while it is searched.
+fn fan(k: usize, p: usize) -> usize {
+    (SIDE_BY_SIDE_BYTES / (16 * k * p).max(1)).clamp(1, 8)
 }
 
 fn side_by_side<M: EpkModel>(
@@ -103,7 +109,8 @@ fn side_by_side<M: EpkModel>(
                 k,
                 p,
                 evals: Cell::new(0),
-                fan: (SIDE_BY_SIDE_BYTES / (16 * k * p).max(1)).max(1),
+                slots: Cell::new(fan(k, p)),
+                spare: Pool::default(),
                 tol,
                 noise: noise[i],
                 delta_norm,
@@ -131,8 +138,12 @@ struct Adaptive<'a> {
     p: usize,
     /// Jacobian evaluations so far (the pieces of a step are searched side by side).
     evals: Cell<usize>,
-    /// Pieces searched side by side at most (each holds two orders' dense Jbar).
-    fan: usize,
+    /// Pieces that may be searched now: each holds two orders' dense Jbar while it is, so a
+    /// piece takes a slot for its orders and gives it back before it bisects.
+    slots: Cell<usize>,
+    /// Dense `[outputs, P]` buffers given back by finished orders (a fresh one of tens of MB
+    /// costs its page faults every time).
+    spare: Pool,
     tol: f64,
     /// The measured rounding noise of f near w_s ([`super::noise`]).
     noise: f64,
@@ -146,7 +157,10 @@ type Search<'s> = Pin<Box<dyn Future<Output = Part> + 's>>;
 /// What the search accepted on part of a step, left to right.
 #[derive(Default)]
 struct Part {
+    /// Their convolutions' factors absorbed into `blocks` when accepted: a node's L positions
+    /// would otherwise be held until the step ends.
     nodes: Nodes,
+    blocks: ConvBlocks,
     /// The accepted pieces' spreads per output, summed.
     error: Vec<f64>,
     pieces: usize,
@@ -155,9 +169,16 @@ struct Part {
 }
 
 impl Part {
-    fn accepted(nodes: Nodes, spread: Vec<f64>) -> Self {
+    fn accepted(mut nodes: Nodes, spread: Vec<f64>, k: usize) -> Self {
+        let mut blocks = ConvBlocks::new();
+        for (w, ev) in &mut nodes {
+            if false {
+                ev.node.absorb_convolutions(*w, k, &mut blocks);
+            }
+        }
         Part {
             nodes,
+            blocks,
             error: spread,
             pieces: 1,
             kink: None,
@@ -169,6 +190,7 @@ impl Part {
         let mut out = Part::default();
         for p in parts {
             out.nodes.extend(p.nodes);
+            add_blocks(&mut out.blocks, p.blocks);
             if out.error.is_empty() {
                 out.error = p.error;
             } else {
@@ -206,6 +228,7 @@ impl Adaptive<'_> {
             sum: JbarSum::default(),
             jdw: vec![0.0; self.k],
         };
+        acc.sum.add_blocks(part.blocks);
         for (w, ev) in part.nodes {
             acc.add(w, ev);
         }
@@ -257,19 +280,10 @@ impl Adaptive<'_> {
                 sa: left.2,
                 sb: ends.sb,
             });
-            // The pieces are independent: searched side by side (`fan` at a time), kept in
-            // order.
-            let mut parts = Vec::with_capacity(pieces.len());
-            let mut pieces = pieces.into_iter().peekable();
-            while pieces.peek().is_some() {
-                let side: Vec<_> = pieces
-                    .by_ref()
-                    .take(self.fan)
-                    .map(|e| self.piece(e, depth))
-                    .collect();
-                parts.extend(batch::join(side).await);
-            }
-            Part::chain(parts)
+            // The pieces are independent: searched side by side (as many at a time as there
+            // are slots), kept in order.
+            let side = pieces.into_iter().map(|e| self.piece(e, depth)).collect();
+            Part::chain(batch::join(side).await)
         })
     }
 
@@ -318,8 +332,9 @@ impl Adaptive<'_> {
             if h <= 0.0 {
                 return Part::default();
             }
+            let slot = Slot::take(&self.slots).await;
             let mut best: Option<(f64, Vec<f64>, Nodes)> = None;
-            let mut previous: Option<Vec<f64>> = None;
+            let mut previous: Option<Buffer<'_>> = None;
             // The widest spread of the last two comparisons with the last rounding floor,
             // and whether the residual passed at the last order and at any order.
             let (mut spreads, mut jfloor) = ([f64::INFINITY; 2], 0.0);
@@ -342,7 +357,7 @@ impl Adaptive<'_> {
                 // A non-finite residual cannot improve: keep it for the certificate to
                 // report. Past the evaluation budget, take what there is.
                 if (passed && agreed) || !order.r.is_finite() || self.evals.get() >= MAX_EVALS {
-                    return Part::accepted(order.nodes, spread);
+                    return Part::accepted(order.nodes, spread, k);
                 }
                 if best.as_ref().is_none_or(|(b, _, _)| order.r < *b) || passed {
                     best = Some((order.r, spread, order.nodes));
@@ -359,12 +374,12 @@ impl Adaptive<'_> {
                 passed && spreads[1] > spreads[0] / 8.0 && spreads[1] <= NOISE_SPREAD * jfloor;
             if !noise_limited && depth < MAX_DEPTH && self.evals.get() < MAX_EVALS {
                 // What this level kept is not needed below it.
-                drop((best, previous));
+                drop((best, previous, slot));
                 return self.bisect(e, depth).await;
             }
             // Out of depth: keep the best estimate; the certificate reports what it is worth.
             let mut part = best
-                .map(|(_, spread, nodes)| Part::accepted(nodes, spread))
+                .map(|(_, spread, nodes)| Part::accepted(nodes, spread, k))
                 .unwrap_or_default();
             if !passed_any && depth >= MAX_DEPTH {
                 part.kink = Some((e.a, e.b));
@@ -375,13 +390,13 @@ impl Adaptive<'_> {
 
     /// Gauss–Legendre of order `n` on the piece: its nodes, Q = Σ w J as `[outputs, P]`, the
     /// fundamental-theorem residual, and the size of the sums J·Δw for rounding bounds.
-    async fn order(&self, e: &Ends, n: usize) -> Order {
+    async fn order(&self, e: &Ends, n: usize) -> Order<'_> {
         let (k, h) = (self.k, e.b - e.a);
         let (ts, ws): (Vec<f64>, Vec<f64>) = Rule::Gauss(n).nodes(e.a, e.b).into_iter().unzip();
         let evals = self.ask.nodes(ts).await;
         let mut order = Order {
             nodes: Vec::with_capacity(n),
-            q: vec![0.0; k * self.p],
+            q: self.spare.zeroed(k * self.p),
             r: 0.0,
             size: 0.0,
         };
@@ -436,10 +451,6 @@ impl Adaptive<'_> {
             sa: sm,
             sb: e.sb,
         };
-        if self.fan < 2 {
-            let left = self.interval(left, depth + 1).await;
-            return Part::chain(vec![left, self.interval(right, depth + 1).await]);
-        }
         let halves = vec![
             self.interval(left, depth + 1),
             self.interval(right, depth + 1),
@@ -452,10 +463,10 @@ impl Adaptive<'_> {
 type Nodes = Vec<(f64, Eval)>;
 
 /// One order's estimate on a piece.
-struct Order {
+struct Order<'a> {
     nodes: Nodes,
     /// Σ_q w_q J(t_q), `[outputs, P]`.
-    q: Vec<f64>,
+    q: Buffer<'a>,
     /// max_k |f_k(b) − f_k(a) − Q_k·Δw|.
     r: f64,
     /// max over nodes of h·Σ_p |J_kp Δw_p|.

@@ -341,7 +341,9 @@ impl<M: EpkModel> Answer<'_, M> {
             let (ts, xs) = self.gather(chunk);
             let f = moved.jacobian_factors(&ts, &xs);
             for r in 0..chunk.len() {
-                out.push(eval(Node::Factored(layers.clone(), f.select(r * k, k))));
+                let mut node = f.select(r * k, k);
+                layers.block_convolutions(&mut node);
+                out.push(eval(Node::Factored(layers.clone(), node)));
             }
         }
         out

@@ -8,6 +8,7 @@ pub mod auto;
 mod batch;
 pub mod fixed;
 pub mod gauss;
+mod hold;
 mod noise;
 mod root;
 mod rule;
