@@ -34,9 +34,12 @@ fn one_process(path: &Path, options: &ReplayOptions) -> KernelMachine {
     replay(&reader, &net, &eval.inputs, options, |_| {}).unwrap()
 }
 
-/// max |a − b| / max(1, |b|) over two arrays of one shape: relative where values exceed 1, so
-/// that a bound of 1e-15 allows the few units in the last place that adding the stretches in
-/// another grouping leaves on a prediction near 8.
+/// max |a − b| / max(1, |b|) over two arrays of one shape: relative where values exceed 1.
+/// Adding the stretches in another grouping, and Adam's boundary maps, leave a few to a few
+/// tens of units in the last place on a prediction near 8 (2.8e-15 seen in CI with four Adam
+/// stretches): [`BOUND`] allows that, while dropping the boundaries misses by 1e-6.
+const BOUND: f64 = 1e-14;
+
 fn gap<D: ndarray::Dimension>(a: &ndarray::Array<f64, D>, b: &ndarray::Array<f64, D>) -> f64 {
     assert_eq!(a.shape(), b.shape());
     a.iter()
@@ -132,7 +135,7 @@ fn check_run(run: Run, groups: bool, what: &str) {
     let points = reader.eval().unwrap().len();
     for plan in cuts(reader.steps(), points) {
         let joined = reduce(tiles(&path, plan, &options)).unwrap();
-        assert_same(&joined, &whole, 1e-15, &format!("{what}, {plan:?}"));
+        assert_same(&joined, &whole, BOUND, &format!("{what}, {plan:?}"));
     }
 }
 
@@ -172,7 +175,7 @@ fn without_the_boundaries_momentum_stretches_do_not_add_up() {
     let mut parts = tiles(&path, plan, &options);
     let whole = one_process(&path, &options);
     let joined = reduce(parts.clone()).unwrap();
-    assert!(gap(&joined.attributions, &whole.attributions) <= 1e-15);
+    assert!(gap(&joined.attributions, &whole.attributions) <= BOUND);
     for p in &mut parts {
         p.boundary = None;
     }

@@ -155,8 +155,17 @@ impl Run {
         } else {
             flex_f64().unwrap()
         };
-        device.seed(7);
-        let model = M::init(config, &device);
+        // Burn's generator is one static shared by the tests running beside this one: seed,
+        // draw and materialize the weights at once, one recording at a time, so that another
+        // test's draw rarely falls between the seed and the weights.
+        let model = {
+            static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _held = INIT.lock().unwrap_or_else(|p| p.into_inner());
+            device.seed(7);
+            let model = M::init(config, &device);
+            epk::recorder::params::flatten(&model).expect("the initial weights");
+            model
+        };
         let recorder = Recorder::builder(path)
             .model_config::<M>(config)
             .loss(self.loss)
