@@ -172,9 +172,7 @@ impl Part {
     fn accepted(mut nodes: Nodes, spread: Vec<f64>, k: usize) -> Self {
         let mut blocks = ConvBlocks::new();
         for (w, ev) in &mut nodes {
-            if false {
-                ev.node.absorb_convolutions(*w, k, &mut blocks);
-            }
+            ev.node.absorb_convolutions(*w, k, &mut blocks);
         }
         Part {
             nodes,
