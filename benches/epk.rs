@@ -75,7 +75,7 @@ fn train_step(c: &mut Criterion) {
     group.bench_function("without recorder", |b| {
         b.iter(|| {
             let f = plain.epk_forward(data.inputs.clone(), &mut Switches::off());
-            let l = loss::loss(Loss::NllLogSoftmax, f, data.targets.clone());
+            let l = loss::nll(f, data.targets.clone());
             let grads = GradientsParams::from_grads(l.backward(), &plain);
             plain = optim.step(0.1, plain.clone(), grads);
         })

@@ -96,7 +96,7 @@ fn baseline<M: EpkModel>(case: &Case<M>, model: M, data: &[IndexedBatch]) -> f64
     for s in 0..case.steps {
         let b = &data[s % data.len()];
         let f = model.epk_forward(b.inputs.clone(), &mut Switches::off());
-        let l = loss::loss(Loss::CrossEntropy, f, b.targets.clone());
+        let l = loss::cross_entropy(f, b.targets.clone());
         let grads = GradientsParams::from_grads(l.backward(), &model);
         model = optim.step(case.lr, model, grads);
     }

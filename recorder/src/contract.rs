@@ -8,9 +8,14 @@
 //! many minutes without naming the cause; now they are refused before the first step.
 
 use crate::RecordError;
-use burn::tensor::Device;
+use crate::own::Explain;
+use burn::tensor::{DType, Device, Gradients, Tensor};
 use epk_model::{EpkModel, Switches, float_tensor, params};
 use epk_store::{Samples, TrainDType};
+
+/// How many rounding units of the training float type two computations of the same value may
+/// differ by, relative to the largest magnitude: the first-step check's κ.
+const KAPPA: f64 = 16384.0;
 
 /// Checks `model`'s forward pass on the first training samples, on `device`, trained in
 /// `dtype`: at its own weights and at perturbed ones, since a layer that starts at zero (a
@@ -83,6 +88,115 @@ fn check_at<M: EpkModel>(
         )));
     }
     Ok(())
+}
+
+/// The first batch of a new store against the stored samples: your forward on your batch
+/// (`f`) must be `epk_forward` on the stored flat inputs of its rows, which is what replay
+/// rebuilds. A batcher that normalises, orders or augments differently is refused here.
+pub(crate) fn check_batch<M: EpkModel>(
+    model: &M,
+    train: &Samples,
+    indices: &[usize],
+    f: &Tensor<2>,
+) -> Result<(), RecordError> {
+    if let Some(&i) = indices.iter().find(|&&i| i >= train.len()) {
+        return Err(RecordError::Mismatch(format!(
+            "the batch holds training index {i}, past the {} stored samples",
+            train.len()
+        )));
+    }
+    let [rows, k] = f.dims();
+    if rows != indices.len() {
+        return Err(RecordError::Mismatch(format!(
+            "the batch has {rows} rows of outputs but {} indices",
+            indices.len()
+        )));
+    }
+    let len = train.input(0).len();
+    let inputs: Vec<f64> = indices
+        .iter()
+        .flat_map(|&i| train.input(i))
+        .copied()
+        .collect();
+    let stored = model.epk_forward(
+        float_tensor(inputs, [rows, len], &f.device()),
+        &mut Switches::off(),
+    );
+    let read = |t: Tensor<2>| {
+        t.try_into_vec_as::<f64>()
+            .map_err(|e| RecordError::Tensor(format!("{e:?}")))
+    };
+    let (ours, theirs) = (read(f.clone().detach())?, read(stored)?);
+    let scale = ours.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    let allowed = KAPPA * unit(f.dtype()) * scale;
+    let worst = (0..ours.len())
+        .filter(|&j| ours[j].is_finite() && theirs[j].is_finite())
+        .max_by(|&a, &b| {
+            (ours[a] - theirs[a])
+                .abs()
+                .total_cmp(&(ours[b] - theirs[b]).abs())
+        });
+    match worst {
+        Some(j) if (ours[j] - theirs[j]).abs() > allowed => Err(RecordError::Mismatch(format!(
+            "the model's outputs on the training batch are not epk_forward on the stored \
+             samples: training sample {} (row {} of the first batch) gives output {} = {:e} \
+             from your batch and {:e} from the stored input. The store must hold each sample \
+             as your batcher feeds it (same normalisation and order), and Explain::outputs must \
+             be the function epk_forward computes",
+            indices[j / k],
+            j / k,
+            j % k,
+            ours[j],
+            theirs[j]
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The first batch's gradient must come through the outputs alone: Σ_i J_iᵀ·dL/df_i, which
+/// is all the store records. A loss with a weight penalty, or any other path from the weights
+/// to the loss, is refused here; it would otherwise surface only as replay's decomposition
+/// residual.
+pub(crate) fn check_through_outputs<M: Explain<B>, B>(
+    model: &M,
+    batch: &B,
+    grads: &Gradients,
+    dloss: &[f64],
+) -> Result<(), RecordError> {
+    let f = model.outputs(batch);
+    let [rows, k] = f.dims();
+    let g = float_tensor(dloss.to_vec(), [rows, k], &f.device()).cast(f.dtype());
+    let through = (f.clone() * g).sum().backward();
+    let taken = params::flatten_grads(model, grads).map_err(RecordError::Tensor)?;
+    let via_f = params::flatten_grads(model, &through).map_err(RecordError::Tensor)?;
+    let scale = taken.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let allowed = KAPPA * unit(f.dtype()) * scale;
+    let d = max_diff(&taken, &via_f);
+    if d > allowed {
+        let j = (0..taken.len())
+            .max_by(|&a, &b| {
+                (taken[a] - via_f[a])
+                    .abs()
+                    .total_cmp(&(taken[b] - via_f[b]).abs())
+            })
+            .unwrap_or(0);
+        return Err(RecordError::Unsupported(format!(
+            "the loss depends on the weights other than through the model's outputs: weight \
+             {j}'s gradient is {:e}, of which the outputs' dL/df explain {:e} (an L2 penalty or \
+             an auxiliary loss?). epk records dL/df per sample; move a weight penalty into the \
+             optimizer (weight decay), which replay rebuilds exactly",
+            taken[j], via_f[j]
+        )));
+    }
+    Ok(())
+}
+
+/// The unit roundoff of a float type (f32's for anything narrower than f64).
+fn unit(dtype: DType) -> f64 {
+    match dtype {
+        DType::F64 => epk_optim::unit_roundoff(TrainDType::F64),
+        _ => epk_optim::unit_roundoff(TrainDType::F32),
+    }
 }
 
 /// The largest difference between finite entries: non-finite values are the recorder's

@@ -8,7 +8,7 @@ use crate::writer::{PendingStep, Writer};
 use burn::data::dataset::DatasetError;
 use burn::train::Interrupter;
 use epk_model::params::Snapshot;
-use epk_store::{Fault, Loss, StepRecord};
+use epk_store::{Fault, Loss, Samples, StepRecord};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,6 +23,8 @@ pub(crate) struct HookConfig {
     pub interrupter: Option<Interrupter>,
     /// The declared optimizer, to check the first step of a new store against.
     pub first_step: Option<FirstStep>,
+    /// The stored training samples, to check the first batch of a new store against.
+    pub first_batch: Option<Samples>,
 }
 
 struct State {
@@ -102,6 +104,16 @@ impl Hook {
             return None;
         }
         s.config.first_step.take()
+    }
+
+    /// The stored samples to check the first batch against, once: None after the first call,
+    /// on a resumed store, or once recording has stopped.
+    pub(crate) fn take_first_batch(&self) -> Option<Samples> {
+        let mut s = self.lock();
+        if s.error.is_some() {
+            return None;
+        }
+        s.config.first_batch.take()
     }
 
     /// Notes a micro-batch's samples and dL/df; they join the next optimizer step.

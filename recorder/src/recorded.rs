@@ -1,40 +1,59 @@
 use crate::batch::IndexedBatch;
 use crate::first_step::FirstStep;
 use crate::hook::Hook;
-use crate::{RecordError, Recorder, loss};
+use crate::own::{Explain, HasIndices};
+use crate::{RecordError, Recorder, contract, loss};
 use burn::module::Module;
 use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Int, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use epk_model::EpkModel;
 use epk_model::params;
-use epk_model::{EpkModel, Switches};
+use std::marker::PhantomData;
 use std::path::Path;
 
 /// A model with a recorder attached. It trains exactly like the model itself (burn-train's
 /// `Learner` or a hand-written loop calling [`TrainStep::step`] and [`TrainStep::optimize`]),
 /// and records every optimizer step.
+///
+/// `B` is the batch it trains on: epk's flat [`IndexedBatch`] by default, or your own batch
+/// type carried in an [`Indexed`](crate::Indexed) (see [`Explain`]).
 #[derive(Module, Debug)]
-pub struct Recorded<M: Module> {
+pub struct Recorded<M: Module, B = IndexedBatch> {
     /// The model being trained.
     pub model: M,
     #[module(skip)]
     hook: Hook,
+    #[module(skip)]
+    batches: PhantomData<fn(B) -> B>,
 }
 
 /// Attaches a [`Recorder`] to a model: the one line added to training code.
 pub trait WithRecorder: EpkModel {
-    /// Creates the store, writes the initial weights and returns the recording model.
-    fn with_recorder(self, recorder: Recorder) -> Result<Recorded<Self>, RecordError>;
+    /// Creates the store, writes the initial weights and returns the recording model, which
+    /// trains on batches of type `B` (inferred from the data loader; epk's flat
+    /// [`IndexedBatch`] when the model explains no other).
+    fn with_recorder<B>(self, recorder: Recorder) -> Result<Recorded<Self, B>, RecordError>
+    where
+        Self: Explain<B>;
 }
 
 impl<M: EpkModel> WithRecorder for M {
-    fn with_recorder(self, recorder: Recorder) -> Result<Recorded<M>, RecordError> {
+    fn with_recorder<B>(self, recorder: Recorder) -> Result<Recorded<M, B>, RecordError>
+    where
+        M: Explain<B>,
+    {
         let hook = recorder.start(&self)?;
-        Ok(Recorded { model: self, hook })
+        Ok(Recorded {
+            model: self,
+            hook,
+            batches: PhantomData,
+        })
     }
 }
 
-impl<M: EpkModel> Recorded<M> {
+impl<M: EpkModel, B> Recorded<M, B> {
     /// Optimizer steps recorded so far.
     pub fn steps(&self) -> usize {
         self.hook.steps()
@@ -70,34 +89,79 @@ impl<M: EpkModel> Recorded<M> {
         self.hook.finish()?;
         Ok(self.model)
     }
+}
 
+impl<M, B> Recorded<M, B>
+where
+    M: Explain<B>,
+    B: HasIndices + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
     /// Forward, loss and backward for one (micro-)batch, noting the per-sample dL/df.
     ///
     /// A zero probe added to the outputs is a leaf whose gradient is dL/df, so one backward
     /// pass gives both the parameters' gradients and what is recorded: what is recorded is
     /// exactly what entered the optimizer, at the cost of one addition.
-    fn forward_backward(&self, batch: IndexedBatch) -> TrainOutput<ClassificationOutput> {
-        let f = self.model.epk_forward(batch.inputs, &mut Switches::off());
+    fn forward_backward(&self, batch: B) -> TrainOutput<ClassificationOutput> {
+        let f = self.model.outputs(&batch);
+        let targets = self.model.targets(&batch);
+        // The first batch of a new store: the contract between your batch and the store.
+        let train = self.hook.take_first_batch();
+        if let Some(train) = &train
+            && let Err(e) = contract::check_batch(&self.model, train, batch.indices(), &f)
+        {
+            self.hook.fail(e);
+        }
         let probe = f.zeros_like().detach().require_grad();
-        let loss = loss::loss(
-            self.hook.loss(),
-            f.clone() + probe.clone(),
-            batch.targets.clone(),
-        );
+        let loss = self.loss(f.clone() + probe.clone(), &batch, targets.clone());
         let grads = loss.backward();
         match probe.grad(&grads).map(|g| g.try_into_vec_as::<f64>()) {
-            Some(Ok(values)) => self.hook.micro_batch(&batch.indices, values),
+            Some(Ok(values)) => {
+                if train.is_some()
+                    && let Err(e) =
+                        contract::check_through_outputs(&self.model, &batch, &grads, &values)
+                {
+                    self.hook.fail(e);
+                }
+                self.hook.micro_batch(batch.indices(), values)
+            }
             Some(Err(e)) => self.hook.fail(RecordError::Tensor(format!("{e:?}"))),
             None => self.hook.fail(RecordError::Tensor(
                 "the loss does not depend on the outputs".into(),
             )),
         }
-        let output = ClassificationOutput::new(loss.detach(), f.detach(), batch.targets);
+        let output = ClassificationOutput::new(loss.detach(), f.detach(), targets);
         TrainOutput::new(self, grads, output)
+    }
+
+    /// The training loss of outputs `f`: the model's own when it computes one (and the store
+    /// declares [`Loss::Model`]), else the declared one. A disagreement stops recording.
+    fn loss(&self, f: Tensor<2>, batch: &B, targets: Tensor<1, Int>) -> Tensor<1> {
+        let declared = self.hook.loss();
+        let own = self.model.loss(f.clone(), batch);
+        match (own, loss::loss(declared, f.clone(), targets.clone())) {
+            (Some(own), None) => own,
+            (None, Some(declared)) => declared,
+            (Some(own), Some(_)) => {
+                self.hook.fail(RecordError::Config(format!(
+                    "the model computes its own loss for this batch type (Explain::loss), but the \
+                     recorder was told {declared:?}; declare Recorder::loss(Loss::Model) so the \
+                     store records that loss's dL/df"
+                )));
+                own
+            }
+            (None, None) => {
+                self.hook.fail(RecordError::Config(
+                    "Loss::Model is declared, but the model's Explain impl for this batch type \
+                     computes no loss (Explain::loss returns None)"
+                        .into(),
+                ));
+                loss::cross_entropy(f, targets)
+            }
+        }
     }
 }
 
-impl<M: EpkModel> Recorded<M> {
+impl<M: EpkModel, B> Recorded<M, B> {
     /// Stops recording, before the step is committed, if the first step is not the declared
     /// optimizer's.
     fn check_first_step(
@@ -118,11 +182,15 @@ impl<M: EpkModel> Recorded<M> {
     }
 }
 
-impl<M: EpkModel + 'static> TrainStep for Recorded<M> {
-    type Input = IndexedBatch;
+impl<M, B> TrainStep for Recorded<M, B>
+where
+    M: Explain<B> + 'static,
+    B: HasIndices + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    type Input = B;
     type Output = ClassificationOutput;
 
-    fn step(&self, batch: IndexedBatch) -> TrainOutput<ClassificationOutput> {
+    fn step(&self, batch: B) -> TrainOutput<ClassificationOutput> {
         self.forward_backward(batch)
     }
 
@@ -151,13 +219,22 @@ impl<M: EpkModel + 'static> TrainStep for Recorded<M> {
 }
 
 /// Validation uses the recorded loss, so burn-train's metrics report what training optimises.
-impl<M: EpkModel + 'static> InferenceStep for Recorded<M> {
-    type Input = IndexedBatch;
+impl<M, B> InferenceStep for Recorded<M, B>
+where
+    M: Explain<B> + 'static,
+    B: HasIndices + Clone + std::fmt::Debug + Send + Sync + 'static,
+{
+    type Input = B;
     type Output = ClassificationOutput;
 
-    fn step(&self, batch: IndexedBatch) -> ClassificationOutput {
-        let f = self.model.epk_forward(batch.inputs, &mut Switches::off());
-        let loss = loss::loss(self.hook.loss(), f.clone(), batch.targets.clone());
-        ClassificationOutput::new(loss, f, batch.targets)
+    fn step(&self, batch: B) -> ClassificationOutput {
+        let f = self.model.outputs(&batch);
+        let targets = self.model.targets(&batch);
+        let loss = self
+            .model
+            .loss(f.clone(), &batch)
+            .or_else(|| loss::loss(self.hook.loss(), f.clone(), targets.clone()))
+            .unwrap_or_else(|| loss::cross_entropy(f.clone(), targets.clone()));
+        ClassificationOutput::new(loss, f, targets)
     }
 }

@@ -348,7 +348,8 @@ impl Recorder {
             self.store,
         )?;
         let loss = self.loss;
-        self.hook(store, loss, outputs, max_batch, 0, Some(first_step))
+        let first = (first_step, train);
+        self.hook(store, loss, outputs, max_batch, 0, Some(first))
     }
 
     /// Starts the writer thread on `store` and the hook that feeds it, `steps` steps in.
@@ -359,7 +360,7 @@ impl Recorder {
         outputs: usize,
         max_batch: usize,
         steps: usize,
-        first_step: Option<FirstStep>,
+        first: Option<(FirstStep, Samples)>,
     ) -> Result<Hook, RecordError> {
         if let Some(holder) = store.took_over_lock() {
             eprintln!(
@@ -367,6 +368,7 @@ impl Recorder {
                 self.path.display()
             );
         }
+        let (first_step, first_batch) = first.unzip();
         let config = HookConfig {
             path: self.path,
             loss,
@@ -376,6 +378,7 @@ impl Recorder {
             non_finite: self.non_finite,
             interrupter: self.interrupter,
             first_step,
+            first_batch,
         };
         #[cfg(feature = "s3")]
         if let Some(upload) = &self.upload {

@@ -25,6 +25,10 @@ pub enum Loss {
     /// `f` are log-probabilities (a log-softmax output); L = mean of −f_y. dL/df is then the
     /// same for every step, which gives Bell et al.'s single kernel machine (Theorem 3.7).
     NllLogSoftmax,
+    /// The model's own loss, computed by its training step (label smoothing, class weights,
+    /// anything that depends on the weights only through `f`); the store holds its per-sample
+    /// dL/df as they entered the optimizer, which is all replay needs.
+    Model,
 }
 
 /// What rebuilds the model: a kind that a replay binary knows and its configuration.
