@@ -29,6 +29,7 @@ pub mod along;
 pub mod device;
 pub mod model;
 pub mod models;
+pub mod nn;
 pub mod params;
 mod pool;
 pub mod probe;

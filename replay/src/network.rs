@@ -206,7 +206,8 @@ impl<M: EpkModel> Network<M> {
     pub fn forward_switches(&self, weights: &[f64], x: &[f64]) -> (Vec<f64>, Vec<f64>) {
         let model = self.at(weights, false);
         let mut sw = Switches::recording();
-        let f = to_vec(model.epk_forward(self.inputs(x), &mut sw));
+        // Active, so that epk's drop-in modules (epk_model::nn) note their values too.
+        let f = to_vec(sw.active(|sw| model.epk_forward(self.inputs(x), sw)));
         let s = sw.into_values().map(to_vec).unwrap_or_default();
         (f, s)
     }
@@ -265,7 +266,7 @@ impl<M: EpkModel> Moved<'_, M> {
     /// at its own `ts`.
     pub fn forward_switches(&self, ts: &[f64], xs: &[f64]) -> (Vec<f64>, Vec<f64>) {
         let mut sw = Switches::recording().along(self.along(ts.to_vec()));
-        let f = to_vec(self.model.epk_forward(self.net.inputs(xs), &mut sw));
+        let f = to_vec(sw.active(|sw| self.model.epk_forward(self.net.inputs(xs), sw)));
         let s = sw.into_values().map(to_vec).unwrap_or_default();
         (f, s)
     }

@@ -143,8 +143,9 @@ impl<'a, M: EpkModel> Integrator<'a, M> {
                 "at step {}, point {pt}, the network's Jacobian jumps between t = {a:.9} and \
                  {b:.9} of the step (no quadrature converges there after {} bisections) while \
                  none of its switching values changes sign: a ReLU, max-pool or other kink is \
-                 not routed through Switches (relu, leaky_relu, max_pool1d, max_pool2d, note) \
-                 in epk_forward, or the gradient Burn computes is not quite the derivative of \
+                 neither one of epk's drop-in modules (epk::model::nn: Relu, LeakyRelu, \
+                 MaxPool1d, MaxPool2d in place of Burn's) nor routed through Switches (relu, \
+                 leaky_relu, max_pool1d, max_pool2d, note) in epk_forward, or the gradient Burn computes is not quite the derivative of \
                  the forward pass (an f32 constant in a backward pass)",
                 step.index,
                 crate::quadrature::auto::MAX_DEPTH
