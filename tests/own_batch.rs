@@ -21,7 +21,7 @@ use burn::train::{Learner, SupervisedTraining, TrainStep};
 use epk::recorder::renderer::QuietRenderer;
 use epk::recorder::{
     EpkModel, Explain, Indexed, KeepIndices, Loss, Numbered, Recorder, Samples, Switches,
-    WithRecorder, batch::float_tensor, device::flex_f64, params,
+    WithRecorder, batch::float_tensor, device::flex_f64, params, stored_samples,
 };
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -112,6 +112,12 @@ impl Batcher<Digit, DigitBatch> for DigitBatcher {
 
 /// The one trait impl: the explained forward, the labels, and the loss the training computes.
 impl Explain<Indexed<DigitBatch>> for Small {
+    fn inputs(&self, batch: &Indexed<DigitBatch>) -> Tensor<2> {
+        let [n, ..] = batch.images.dims();
+        batch.images.clone().reshape([n as i32, -1])
+    }
+
+    /// The model's own forward on the images (the default would reshape them back).
     fn outputs(&self, batch: &Indexed<DigitBatch>) -> Tensor<2> {
         self.forward(batch.images.clone())
     }
@@ -198,13 +204,24 @@ fn own_batcher_and_smoothed_weighted_loss_record_their_gradients_and_verify() {
     let device = flex_f64().unwrap();
     let model = model(&device);
     let w0 = params::flatten(&model).unwrap();
-    let model = model
-        .with_recorder(recorder(&path, &train, &eval, Loss::Model))
-        .unwrap();
-    let batcher = KeepIndices(DigitBatcher {
+    let plain = DigitBatcher {
         scale: 1.0,
         penalty: 0.0,
-    });
+    };
+    // The store's samples as the user's batcher forms them: here the same values.
+    let stored = stored_samples(&model, &digits(&train), &plain, &device, vec![SIDE, SIDE]);
+    let stored = stored.unwrap();
+    assert_eq!(
+        (&stored.inputs, &stored.targets),
+        (&train.inputs, &train.targets)
+    );
+    assert_eq!(stored.input_shape, vec![SIDE, SIDE]);
+    let eval = stored_samples(&model, &digits(&eval), &plain, &device, vec![SIDE, SIDE]);
+    let eval = eval.unwrap();
+    let model = model
+        .with_recorder(recorder(&path, &stored, &eval, Loss::Model))
+        .unwrap();
+    let batcher = KeepIndices(plain);
     let loader = DataLoaderBuilder::new(batcher.clone())
         .batch_size(12)
         .shuffle(3)

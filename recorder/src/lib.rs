@@ -82,6 +82,6 @@ pub use epk_model::{device, model, models, params};
 pub use error::RecordError;
 pub use non_finite::NonFinite;
 pub use optimizer::IntoOptimizerSpec;
-pub use own::{Explain, HasIndices, Indexed, KeepIndices, Numbered};
+pub use own::{Explain, HasIndices, Indexed, KeepIndices, Numbered, stored_samples};
 pub use recorded::{Recorded, WithRecorder};
 pub use recorder::{DEFAULT_COMMIT_INTERVAL, Recorder};

@@ -4,19 +4,23 @@
 //! - [`Numbered`] wraps your `Dataset<I>`: item `i` becomes `(i, item)`.
 //! - [`KeepIndices`] wraps your `Batcher<I, B>`: it batches the items as your batcher does
 //!   and keeps their indices, giving an [`Indexed<B>`].
-//! - [`Explain`] is the one small trait impl: which forward pass is explained for your batch,
-//!   its labels, and, if your training step computes its own loss (label smoothing, class
-//!   weights), that loss as a function of the outputs.
+//! - [`Explain`] is the one small trait impl: your batch's inputs as the store keeps them
+//!   (flat), its labels, optionally your own forward on it, and, if your training step
+//!   computes its own loss (label smoothing, class weights), that loss as a function of the
+//!   outputs.
+//! - [`stored_samples`] forms the store's training samples with your batcher, so the store
+//!   holds exactly what your batches feed the model.
 //!
-//! The store keeps each training sample flat, as [`EpkModel::epk_forward`] reads it; the
-//! recorder checks at the first step that your forward on your batch and `epk_forward` on the
-//! stored samples of its indices agree, and refuses the run, naming the sample, if they do not.
+//! The recorder checks at the first step that your forward on your batch and `epk_forward` on
+//! the stored samples of its indices agree, and refuses the run, naming the sample, if they do
+//! not.
 
 use crate::batch::IndexedBatch;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::{Device, Int, Tensor};
 use epk_model::{EpkModel, Switches};
+use epk_store::Samples;
 
 /// A batch of your own type with the training-set index of each of its rows.
 ///
@@ -131,8 +135,8 @@ impl<B> HasIndices for Indexed<B> {
 /// }
 ///
 /// impl Explain<Indexed<PointBatch>> for Net {
-///     fn outputs(&self, batch: &Indexed<PointBatch>) -> Tensor<2> {
-///         self.linear.forward(batch.points.clone())
+///     fn inputs(&self, batch: &Indexed<PointBatch>) -> Tensor<2> {
+///         batch.points.clone()
 ///     }
 ///     fn targets(&self, batch: &Indexed<PointBatch>) -> Tensor<1, Int> {
 ///         batch.labels.clone()
@@ -164,9 +168,16 @@ impl<B> HasIndices for Indexed<B> {
 /// # }
 /// ```
 pub trait Explain<B>: EpkModel {
-    /// f for `batch`, `[batch, outputs]`: the same function of a sample as
-    /// [`EpkModel::epk_forward`] on its stored flat input.
-    fn outputs(&self, batch: &B) -> Tensor<2>;
+    /// The batch's inputs as the store keeps them, flat: `[batch, input_len]`, what
+    /// [`EpkModel::epk_forward`] takes (token ids as floats, images flattened).
+    fn inputs(&self, batch: &B) -> Tensor<2>;
+
+    /// f for `batch`, `[batch, outputs]`: by default `epk_forward` on [`Explain::inputs`].
+    /// Override it to run your own forward on your batch; it must be the same function of a
+    /// sample as `epk_forward` on its stored input (checked at the first batch).
+    fn outputs(&self, batch: &B) -> Tensor<2> {
+        self.epk_forward(self.inputs(batch), &mut Switches::off())
+    }
 
     /// The class label of each row (burn-train's metrics, and the declared loss, read them).
     fn targets(&self, batch: &B) -> Tensor<1, Int>;
@@ -183,11 +194,61 @@ pub trait Explain<B>: EpkModel {
 }
 
 impl<M: EpkModel> Explain<IndexedBatch> for M {
-    fn outputs(&self, batch: &IndexedBatch) -> Tensor<2> {
-        self.epk_forward(batch.inputs.clone(), &mut Switches::off())
+    fn inputs(&self, batch: &IndexedBatch) -> Tensor<2> {
+        batch.inputs.clone()
     }
 
     fn targets(&self, batch: &IndexedBatch) -> Tensor<1, Int> {
         batch.targets.clone()
     }
+}
+
+/// The training samples as your batcher forms them: `dataset` batched by `batcher` in chunks,
+/// each row read through [`Explain::inputs`] and [`Explain::targets`], every sample of shape
+/// `shape` (e.g. `[28, 28]`; its product is the flat input length). Give the result to
+/// [`Recorder::train_data`](crate::Recorder::train_data) (or `eval_data`): the store then holds
+/// exactly what your batches feed the model, normalisation included.
+pub fn stored_samples<M, I, B, D, T>(
+    model: &M,
+    dataset: &D,
+    batcher: &T,
+    device: &Device,
+    shape: Vec<usize>,
+) -> Result<Samples, crate::RecordError>
+where
+    M: Explain<Indexed<B>>,
+    D: Dataset<I>,
+    T: Batcher<I, B>,
+{
+    use crate::RecordError;
+    const CHUNK: usize = 256;
+    let (mut inputs, mut targets) = (Vec::new(), Vec::new());
+    let read = |e| RecordError::Tensor(format!("{e:?}"));
+    for start in (0..dataset.len()).step_by(CHUNK) {
+        let end = (start + CHUNK).min(dataset.len());
+        let items = (start..end)
+            .map(|i| {
+                dataset
+                    .get(i)
+                    .map_err(|e| RecordError::Config(format!("item {i}: {e}")))
+            })
+            .collect::<Result<Vec<I>, _>>()?;
+        let batch = Indexed {
+            batch: batcher.batch(items, device),
+            indices: (start..end).collect(),
+        };
+        inputs.extend(
+            model
+                .inputs(&batch)
+                .try_into_vec_as::<f64>()
+                .map_err(read)?,
+        );
+        targets.extend(
+            model
+                .targets(&batch)
+                .try_into_vec_as::<i64>()
+                .map_err(read)?,
+        );
+    }
+    Samples::new(inputs, shape, targets).map_err(RecordError::Config)
 }
