@@ -26,7 +26,36 @@ pub struct Recorded<M: Module, B = IndexedBatch> {
     #[module(skip)]
     hook: Hook,
     #[module(skip)]
-    batches: PhantomData<fn(B) -> B>,
+    batches: TrainsOn<B>,
+}
+
+/// The batch type a recorded model trains on; holds no data.
+pub struct TrainsOn<B>(PhantomData<fn(B) -> B>);
+
+impl<B> Clone for TrainsOn<B> {
+    fn clone(&self) -> Self {
+        TrainsOn(PhantomData)
+    }
+}
+
+/// The batch type's name without module paths (`Indexed<MnistBatch>`), for Burn's summaries.
+impl<B> std::fmt::Debug for TrainsOn<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let full = std::any::type_name::<B>();
+        let mut short = String::with_capacity(full.len());
+        let mut word = String::new();
+        for c in full.chars() {
+            if c.is_alphanumeric() || c == '_' || c == ':' {
+                word.push(c);
+            } else {
+                short.push_str(word.rsplit("::").next().unwrap_or(""));
+                word.clear();
+                short.push(c);
+            }
+        }
+        short.push_str(word.rsplit("::").next().unwrap_or(""));
+        f.write_str(&short)
+    }
 }
 
 /// Attaches a [`Recorder`] to a model: the one line added to training code.
@@ -48,7 +77,7 @@ impl<M: EpkModel> WithRecorder for M {
         Ok(Recorded {
             model: self,
             hook,
-            batches: PhantomData,
+            batches: TrainsOn(PhantomData),
         })
     }
 }

@@ -159,7 +159,17 @@ impl Registry {
 
 /// Parses the command line and runs it; the exit code follows the documented convention.
 pub fn main_with(registry: Registry) -> ExitCode {
-    let cli = Cli::parse();
+    main_with_args(registry, std::env::args_os())
+}
+
+/// [`main_with`] on `args` (the program name first) instead of the process's own: a program
+/// that trains and replays can hand its `replay …` arguments on.
+pub fn main_with_args<I, T>(registry: Registry, args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
     #[cfg(not(feature = "mpi"))]
     if let Some(n) = launched_ranks()
         && n > 1
