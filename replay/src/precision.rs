@@ -75,7 +75,8 @@ pub fn check<M: EpkModel>(net: &Network<M>, w: &[f64], x: &[f64]) -> Result<(), 
             "the rebuilt network is not a float64-smooth function of its weights: central \
              differences disagree with its Jacobian by {best:.1e} (relative) at every step \
              from 1e-2 to 1e-5, where f64 arithmetic leaves 1e-11 or less. A layer computes in \
-             f32 inside (burn-nn 0.22's RmsNorm does; LayerNorm does not); a backward pass \
+             f32 inside (burn-nn 0.22's RmsNorm does: use epk::model::nn::RmsNorm; LayerNorm \
+             does not); a backward pass \
              uses an f32 constant (burn-autodiff 0.22's div_scalar rounds the divisor to f32: \
              MultiHeadAttention whose head width d_model/heads is not 1, 4, 16, 64, …, a power \
              of 4, divides by its square root); or the forward pass reads a value back and \

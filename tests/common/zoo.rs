@@ -34,13 +34,15 @@ pub enum Kind {
     Sigmoid,
     LayerNorm,
     RmsNorm,
+    /// epk's drop-in `epk::model::nn::RmsNorm`, the RMS in f64.
+    EpkRmsNorm,
     Embedding,
     Residual,
     Attention,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Linear,
         Kind::Conv1d,
         Kind::Conv2d,
@@ -55,6 +57,7 @@ impl Kind {
         Kind::Sigmoid,
         Kind::LayerNorm,
         Kind::RmsNorm,
+        Kind::EpkRmsNorm,
         Kind::Embedding,
         Kind::Residual,
         Kind::Attention,
@@ -83,6 +86,7 @@ pub struct Zoo {
     adaptive: Option<AdaptiveAvgPool2d>,
     layer_norm: Option<LayerNorm>,
     rms_norm: Option<RmsNorm>,
+    epk_rms_norm: Option<epk::model::nn::RmsNorm>,
     embedding: Option<Embedding>,
     attention: Option<MultiHeadAttention>,
     head: Linear,
@@ -165,6 +169,8 @@ impl EpkModel for Zoo {
                 .then(|| AdaptiveAvgPool2dConfig::new([2, 2]).init()),
             layer_norm: is(Kind::LayerNorm).then(|| LayerNormConfig::new(8).init(device)),
             rms_norm: is(Kind::RmsNorm).then(|| RmsNormConfig::new(8).init(device)),
+            epk_rms_norm: is(Kind::EpkRmsNorm)
+                .then(|| epk::model::nn::RmsNormConfig::new(8).init(device)),
             embedding: is(Kind::Embedding).then(|| EmbeddingConfig::new(VOCAB, 8).init(device)),
             attention: is(Kind::Attention).then(|| {
                 MultiHeadAttentionConfig::new(8, 2)
@@ -227,6 +233,7 @@ impl Zoo {
             Kind::Sigmoid => activation::sigmoid(self.hidden(x)),
             Kind::LayerNorm => sw.relu(some(&self.layer_norm).forward(self.hidden(x))),
             Kind::RmsNorm => sw.relu(some(&self.rms_norm).forward(self.hidden(x))),
+            Kind::EpkRmsNorm => sw.relu(some(&self.epk_rms_norm).forward(self.hidden(x))),
             Kind::Embedding => {
                 let tokens = x.int();
                 // Mean over the 8 positions: [b, 8].

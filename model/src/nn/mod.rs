@@ -7,6 +7,9 @@
 //! switching value (a ReLU's pre-activation, a pooling window's margins) into it. Outside
 //! such a pass (training, inference) they are Burn's.
 //!
+//! [`RmsNorm`] is Burn's RMSNorm computed in the input's float type: Burn 0.22's takes the
+//! root mean square in f32, which no float64 replay can make exact.
+//!
 //! ```
 //! use burn::module::Module;
 //! use burn::nn::{Linear, LinearConfig};
@@ -36,9 +39,15 @@
 //! assert_eq!(switches.into_values().unwrap().dims(), [1, 3]);
 //! ```
 
+mod activation;
+mod pool;
+mod rms_norm;
+
+pub use activation::{LeakyRelu, LeakyReluConfig, Relu};
+pub use pool::{MaxPool1d, MaxPool1dConfig, MaxPool2d, MaxPool2dConfig};
+pub use rms_norm::{RmsNorm, RmsNormConfig};
+
 use crate::Switches;
-use burn::config::Config;
-use burn::module::Module;
 use burn::tensor::Tensor;
 use std::cell::RefCell;
 
@@ -81,7 +90,7 @@ impl Switches {
 }
 
 /// Runs `op` on the innermost active collector, or on one that records nothing.
-fn with_active<R>(op: impl FnOnce(&mut Switches) -> R) -> R {
+pub(crate) fn with_active<R>(op: impl FnOnce(&mut Switches) -> R) -> R {
     // Taken out while `op` runs, so no borrow of the stack is held across Burn's code.
     match ACTIVE.with(|a| a.borrow_mut().pop()) {
         Some(mut switches) => {
@@ -96,128 +105,6 @@ fn with_active<R>(op: impl FnOnce(&mut Switches) -> R) -> R {
 /// ReLU, noting its pre-activation when a forward pass is [`active`](Switches::active).
 pub fn relu<const D: usize>(z: Tensor<D>) -> Tensor<D> {
     with_active(|s| s.relu(z))
-}
-
-/// Burn's `nn::Relu`, noting its switching values.
-#[derive(Module, Debug, Default)]
-pub struct Relu;
-
-impl Relu {
-    /// The ReLU module.
-    pub fn new() -> Self {
-        Relu
-    }
-
-    /// max(z, 0), elementwise.
-    pub fn forward<const D: usize>(&self, z: Tensor<D>) -> Tensor<D> {
-        relu(z)
-    }
-}
-
-/// Configuration of [`LeakyRelu`], as Burn's `LeakyReluConfig`.
-#[derive(Config, Debug)]
-pub struct LeakyReluConfig {
-    /// The slope below zero.
-    #[config(default = "0.01")]
-    pub negative_slope: f64,
-}
-
-impl LeakyReluConfig {
-    /// The module.
-    pub fn init(&self) -> LeakyRelu {
-        LeakyRelu {
-            negative_slope: self.negative_slope,
-        }
-    }
-}
-
-/// Burn's `nn::LeakyRelu`, noting its switching values.
-#[derive(Module, Debug)]
-pub struct LeakyRelu {
-    /// The slope below zero.
-    pub negative_slope: f64,
-}
-
-impl LeakyRelu {
-    /// z above zero, slope·z below.
-    pub fn forward<const D: usize>(&self, z: Tensor<D>) -> Tensor<D> {
-        with_active(|s| s.leaky_relu(z, self.negative_slope))
-    }
-}
-
-/// Configuration of [`MaxPool1d`]: Burn's `MaxPool1dConfig` without padding or dilation,
-/// which epk does not cover (a padded window's margins would be infinite).
-#[derive(Config, Debug)]
-pub struct MaxPool1dConfig {
-    /// Window length.
-    pub kernel_size: usize,
-    /// Step between windows.
-    #[config(default = "kernel_size")]
-    pub stride: usize,
-}
-
-impl MaxPool1dConfig {
-    /// The module.
-    pub fn init(&self) -> MaxPool1d {
-        MaxPool1d {
-            kernel_size: self.kernel_size,
-            stride: self.stride,
-        }
-    }
-}
-
-/// Burn's `nn::pool::MaxPool1d` over `[batch, channels, length]`, noting each window's margins.
-#[derive(Module, Debug)]
-pub struct MaxPool1d {
-    /// Window length.
-    pub kernel_size: usize,
-    /// Step between windows.
-    pub stride: usize,
-}
-
-impl MaxPool1d {
-    /// The maximum of each window.
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        with_active(|s| s.max_pool1d(x, self.kernel_size, self.stride))
-    }
-}
-
-/// Configuration of [`MaxPool2d`]: Burn's `MaxPool2dConfig` without padding, dilation or ceil
-/// mode.
-#[derive(Config, Debug)]
-pub struct MaxPool2dConfig {
-    /// Window size.
-    pub kernel_size: [usize; 2],
-    /// Step between windows.
-    #[config(default = "kernel_size")]
-    pub strides: [usize; 2],
-}
-
-impl MaxPool2dConfig {
-    /// The module.
-    pub fn init(&self) -> MaxPool2d {
-        MaxPool2d {
-            kernel_size: self.kernel_size,
-            stride: self.strides,
-        }
-    }
-}
-
-/// Burn's `nn::pool::MaxPool2d` over `[batch, channels, height, width]`, noting each window's
-/// margins.
-#[derive(Module, Debug)]
-pub struct MaxPool2d {
-    /// Window size.
-    pub kernel_size: [usize; 2],
-    /// Step between windows.
-    pub stride: [usize; 2],
-}
-
-impl MaxPool2d {
-    /// The maximum of each window.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        with_active(|s| s.max_pool2d(x, self.kernel_size, self.stride))
-    }
 }
 
 #[cfg(test)]
