@@ -8,6 +8,9 @@
 //! cargo run --release --bin replay -- verify runs/guide.zarr --points 2 --tolerance 1e-12
 //! ```
 //!
+//! `--fashion data/fashion-mnist` trains on Fashion-MNIST instead (60,000 + 10,000 clothing
+//! images from Debian's `dataset-fashion-mnist`; `bash scripts/fetch-fashion-mnist.sh`).
+//!
 //! `--dropout 0.5` (the guide's own setting) is refused when recording starts: epk explains the
 //! evaluation network and does not record dropout masks.
 
@@ -24,6 +27,9 @@ use std::path::PathBuf;
 /// MNIST's mean and standard deviation, as the guide's batcher normalises.
 const MEAN: f64 = 0.1307;
 const STD: f64 = 0.3081;
+/// Fashion-MNIST's (over its 60,000 training images).
+const FASHION_MEAN: f64 = 0.2860;
+const FASHION_STD: f64 = 0.3530;
 
 #[derive(Parser, Debug)]
 #[command(about = "Train Burn's guide model on MNIST with the epk recorder")]
@@ -60,6 +66,10 @@ struct Args {
     /// The MNIST CSV (gzip; 784 pixels 0–255 and a label per line).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist/mnist_5k.csv.gz"))]
     data: PathBuf,
+    /// Train on Fashion-MNIST from this folder instead (`bash scripts/fetch-fashion-mnist.sh`
+    /// fills `data/fashion-mnist/`): `--train` images of its 60,000, held out from its 10,000.
+    #[arg(long)]
+    fashion: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -68,22 +78,11 @@ fn main() -> Result<()> {
     if args.epochs == 0 || args.batch == 0 || args.explain == 0 || args.hidden == 0 {
         bail!("--epochs, --batch, --explain and --hidden must be positive");
     }
-    let mut rows = common::load_mnist(&args.data, args.seed)?;
-    if args.train + args.explain > rows.len() {
-        bail!(
-            "--train {} and --explain {} exceed the {} images",
-            args.train,
-            args.explain,
-            rows.len()
-        );
-    }
-    for (pixels, _) in &mut rows {
-        pixels.iter_mut().for_each(|p| *p = (*p - MEAN) / STD);
-    }
+    let (train, held_out) = images(&args)?;
     common::prepare_store(&args.store, args.overwrite)?;
-    let train = common::image_samples(&rows[..args.train], 28)?;
-    let held_out = common::image_samples(&rows[args.train..], 28)?;
-    let explain = common::image_samples(&rows[args.train..args.train + args.explain], 28)?;
+    let explain = common::image_samples(&held_out[..args.explain], 28)?;
+    let train = common::image_samples(&train, 28)?;
+    let held_out = common::image_samples(&held_out, 28)?;
 
     let device = if args.f32 {
         Device::flex().autodiff()
@@ -123,9 +122,14 @@ fn main() -> Result<()> {
         .map(|p| p.len)
         .sum();
     println!(
-        "trained the guide model ({params} parameters, hidden {}) in {} for {} epochs: {steps} \
-         Adam steps on {} images in {seconds:.1} s",
+        "trained the guide model ({params} parameters, hidden {}) on {} in {} for {} epochs: \
+         {steps} Adam steps on {} images in {seconds:.1} s",
         args.hidden,
+        if args.fashion.is_some() {
+            "Fashion-MNIST"
+        } else {
+            "MNIST"
+        },
         if args.f32 { "f32" } else { "f64" },
         args.epochs,
         train.len()
@@ -143,4 +147,36 @@ fn main() -> Result<()> {
         path.display()
     );
     Ok(())
+}
+
+use common::Rows;
+
+/// The training and held-out images, normalised as the guide's batcher does: MNIST's 5,000
+/// split at `--train`, or Fashion-MNIST's training and test sets.
+fn images(args: &Args) -> Result<(Rows, Rows)> {
+    let (mut train, mut held_out, mean, std) = match &args.fashion {
+        Some(dir) => {
+            let [train, test] = common::load_fashion(dir, args.seed)?;
+            (train, test, FASHION_MEAN, FASHION_STD)
+        }
+        None => {
+            let mut rows = common::load_mnist(&args.data, args.seed)?;
+            let rest = rows.split_off(args.train.min(rows.len()));
+            (rows, rest, MEAN, STD)
+        }
+    };
+    if args.train > train.len() || args.explain > held_out.len() {
+        bail!(
+            "--train {} and --explain {} exceed the {} training and {} held-out images",
+            args.train,
+            args.explain,
+            train.len(),
+            held_out.len()
+        );
+    }
+    train.truncate(args.train);
+    for (pixels, _) in train.iter_mut().chain(held_out.iter_mut()) {
+        pixels.iter_mut().for_each(|p| *p = (*p - mean) / std);
+    }
+    Ok((train, held_out))
 }

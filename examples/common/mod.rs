@@ -1,6 +1,8 @@
 //! What the examples share: preparing the store path, and the paper's toy in two dimensions.
 #![allow(dead_code)]
 
+pub mod idx;
+
 use anyhow::{Context, Result, bail};
 use burn::data::dataloader::batcher::Batcher;
 use burn::optim::SgdConfig;
@@ -106,6 +108,23 @@ pub fn load_digits(path: &Path, seed: u64) -> Result<Vec<(Vec<f64>, i64)>> {
     image_rows(&text, path, 64, 16.0, seed)
 }
 
+/// Images (pixels) and labels, one row per sample.
+pub type Rows = Vec<(Vec<f64>, i64)>;
+
+/// Fashion-MNIST from `dir` (`data/fashion-mnist/`): the 60,000 training images and the
+/// 10,000 test images, each in a seeded shuffle, pixels scaled to [0, 1].
+pub fn load_fashion(dir: &Path, seed: u64) -> Result<[Rows; 2]> {
+    let split = |name: &str| -> Result<Rows> {
+        let mut rows = idx::load(
+            &dir.join(format!("{name}-images-idx3-ubyte.gz")),
+            &dir.join(format!("{name}-labels-idx1-ubyte.gz")),
+        )?;
+        shuffle(&mut rows, seed);
+        Ok(rows)
+    };
+    Ok([split("train")?, split("t10k")?])
+}
+
 /// The MNIST digits of `data/mnist/` (gzip: 784 pixels 0–255 and a label per line), pixels
 /// scaled to [0, 1], in a seeded shuffle.
 pub fn load_mnist(path: &Path, seed: u64) -> Result<Vec<(Vec<f64>, i64)>> {
@@ -182,19 +201,25 @@ pub fn accuracy<M: epk::recorder::EpkModel>(
 ) -> f64 {
     let n = data.len();
     let len: usize = data.input_shape.iter().product();
-    let x = epk::recorder::batch::float_tensor(data.inputs.clone(), [n, len], device);
-    let f = model.epk_forward(x, &mut epk::recorder::Switches::off());
-    let predicted: Vec<i64> = f
-        .argmax(1)
-        .into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .unwrap_or_default();
-    let right = predicted
-        .iter()
-        .zip(&data.targets)
-        .filter(|(a, b)| a == b)
-        .count();
+    // In chunks: a convolution's activations for 10,000 images would take gigabytes.
+    let mut right = 0;
+    for start in (0..n).step_by(500) {
+        let end = (start + 500).min(n);
+        let inputs = data.inputs[start * len..end * len].to_vec();
+        let x = epk::recorder::batch::float_tensor(inputs, [end - start, len], device);
+        let f = model.epk_forward(x, &mut epk::recorder::Switches::off());
+        let predicted: Vec<i64> = f
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .unwrap_or_default();
+        right += predicted
+            .iter()
+            .zip(&data.targets[start..end])
+            .filter(|(a, b)| a == b)
+            .count();
+    }
     right as f64 / n.max(1) as f64
 }
 
