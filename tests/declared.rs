@@ -42,16 +42,43 @@ fn f32_run(optim: Optim, declared: Option<Optim>) -> Run {
 
 /// Records `run` and expects the recorder to stop at the first step, naming the mismatch.
 fn assert_refused(run: &Run, path: &Path) -> String {
+    assert_refused_at(run, path, 0)
+}
+
+/// Records `run` and expects the recorder to stop at optimizer step `step`, before committing
+/// it, naming the mismatch.
+fn assert_refused_at(run: &Run, path: &Path, step: usize) -> String {
     let model = run.try_record(path).unwrap();
     let error = model.error().expect("the mismatch stops recording");
-    assert!(
-        error.contains("first optimizer step is not the declared optimizer's"),
-        "{error}"
+    let named = format!(
+        "optimizer step {step} (of the first 3, which are checked) is not the declared optimizer's"
     );
-    assert_eq!(model.steps(), 0, "nothing is committed");
+    assert!(error.contains(&named), "{error}");
+    assert_eq!(model.steps(), step, "the steps before it are committed");
     assert!(model.finish().is_err(), "finish reports the stop");
-    assert_eq!(StoreReader::open(path).unwrap().steps(), 0);
+    assert_eq!(StoreReader::open(path).unwrap().steps(), step);
     error
+}
+
+/// Momentum's buffer starts as the gradient, so plain SGD takes momentum's first step: the
+/// second step is where they part, and where the recorder stops.
+#[test]
+fn sgd_declared_while_momentum_runs_is_refused_at_the_second_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let momentum = SgdConfig::new().with_momentum(Some(MomentumConfig::new()));
+    let run = f32_run(Optim::Sgd(momentum), Some(Optim::Sgd(SgdConfig::new())));
+    assert_refused_at(&run, &dir.path().join("run.zarr"), 1);
+}
+
+/// Adam's first step is lr·g/(|g| + ε) whatever β₁ and β₂ are; the second tells them apart.
+#[test]
+fn adam_with_other_betas_is_refused_at_the_second_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = f32_run(
+        Optim::Adam(AdamConfig::new().with_beta_1(0.5)),
+        Some(Optim::Adam(AdamConfig::new())),
+    );
+    assert_refused_at(&run, &dir.path().join("run.zarr"), 1);
 }
 
 #[test]

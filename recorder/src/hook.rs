@@ -96,14 +96,22 @@ impl Hook {
         s.error.clone()
     }
 
-    /// The first-step check, once: None after the first call, on a resumed store, or once
-    /// recording has stopped.
+    /// The first-steps check, for the step being taken: None once the first steps are checked
+    /// (see [`Hook::put_first_step`]), on a resumed store, or once recording has stopped.
     pub(crate) fn take_first_step(&self) -> Option<FirstStep> {
         let mut s = self.lock();
         if s.error.is_some() {
             return None;
         }
         s.config.first_step.take()
+    }
+
+    /// Hands the first-steps check back for the next step (unless recording has stopped).
+    pub(crate) fn put_first_step(&self, check: FirstStep) {
+        let mut s = self.lock();
+        if s.error.is_none() {
+            s.config.first_step = Some(check);
+        }
     }
 
     /// The stored samples to check the first batch against, once: None after the first call,

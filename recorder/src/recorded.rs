@@ -191,8 +191,8 @@ where
 }
 
 impl<M: EpkModel, B> Recorded<M, B> {
-    /// Stops recording, before the step is committed, if the first step is not the declared
-    /// optimizer's.
+    /// Stops recording, before the step is committed, if one of the first steps is not the
+    /// declared optimizer's.
     fn check_first_step(
         &self,
         check: FirstStep,
@@ -205,8 +205,10 @@ impl<M: EpkModel, B> Recorded<M, B> {
             (Ok(before), Ok(grad), Ok(after)) => check.check(&before, &grad, &after, lr),
             (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => Err(RecordError::Tensor(e)),
         };
-        if let Err(e) = outcome {
-            self.hook.fail(e);
+        match outcome {
+            Ok(Some(next)) => self.hook.put_first_step(next),
+            Ok(None) => {}
+            Err(e) => self.hook.fail(e),
         }
     }
 }
