@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fetches Fashion-MNIST (Xiao, Rasul & Vollgraf 2017; MIT) from Debian's `dataset-fashion-mnist`
 # package into data/fashion-mnist/, checking the package's and every file's SHA-256 against
-# data/fashion-mnist/README.md. Needs curl (or apt-get) and dpkg-deb (or ar and tar).
+# data/fashion-mnist/README.md. Needs curl (or apt-get), sha256sum (GNU coreutils) and dpkg-deb
+# (or ar and tar). The package comes from Debian's pool, or from snapshot.debian.org once the
+# pool no longer holds this version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=data/fashion-mnist
@@ -29,8 +31,10 @@ fi
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-url="https://deb.debian.org/debian/pool/main/d/dataset-fashion-mnist/${deb//\~/%7E}"
-if ! curl -fsSL --retry 3 -o "$tmp/$deb" "$url"; then
+pool="pool/main/d/dataset-fashion-mnist/${deb//\~/%7E}"
+if ! curl -fsSL --retry 3 -o "$tmp/$deb" "https://deb.debian.org/debian/$pool" &&
+  ! curl -fsSL --retry 3 -o "$tmp/$deb" \
+    "https://snapshot.debian.org/archive/debian/20240101T000000Z/$pool"; then
   (cd "$tmp" && apt-get download "dataset-fashion-mnist=$version")
 fi
 check "$tmp/$deb" "$deb_sha"
@@ -40,6 +44,7 @@ if command -v dpkg-deb >/dev/null; then
 else
   (cd "$tmp" && ar x "$deb" && tar -xf data.tar.* -C x)
 fi
+mkdir -p "$out"
 for f in "${!sha[@]}"; do
   check "$tmp/x/usr/share/datasets/fashion-mnist/$f" "${sha[$f]}"
   cp "$tmp/x/usr/share/datasets/fashion-mnist/$f" "$out/$f"

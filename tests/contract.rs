@@ -185,7 +185,7 @@ fn a_kink_without_a_switch_stops_the_replay_with_its_cause() {
     .err()
     .map(|e| e.to_string())
     .unwrap_or_default();
-    assert!(error.contains("not routed through Switches"), "{error}");
+    assert!(error.contains("routed through Switches"), "{error}");
     // The same run with its ReLU routed verifies.
     let routed = dir.path().join("r.zarr");
     r.record(&routed);

@@ -74,7 +74,7 @@ impl EpkModel for Small {
     }
 }
 
-/// The user's item, batch and batcher. `scale` and `penalty` make the broken variants.
+/// The user's item, batch and batcher. `scale`, `penalty` and `shift` make the broken variants.
 #[derive(Clone, Debug)]
 struct Digit {
     pixels: Vec<f64>,
@@ -86,12 +86,16 @@ struct DigitBatch {
     images: Tensor<4>,
     labels: Tensor<1, Int>,
     penalty: f64,
+    /// Added to the model's outputs on this batch: an `Explain::outputs` that is not
+    /// `epk_forward`.
+    shift: f64,
 }
 
 #[derive(Clone, Debug)]
 struct DigitBatcher {
     scale: f64,
     penalty: f64,
+    shift: f64,
 }
 
 impl Batcher<Digit, DigitBatch> for DigitBatcher {
@@ -106,6 +110,7 @@ impl Batcher<Digit, DigitBatch> for DigitBatcher {
             images: float_tensor(pixels, [n, 1, SIDE, SIDE], device),
             labels: Tensor::from_data(TensorData::new(labels, [n]), device),
             penalty: self.penalty,
+            shift: self.shift,
         }
     }
 }
@@ -119,7 +124,7 @@ impl Explain<Indexed<DigitBatch>> for Small {
 
     /// The model's own forward on the images (the default would reshape them back).
     fn outputs(&self, batch: &Indexed<DigitBatch>) -> Tensor<2> {
-        self.forward(batch.images.clone())
+        self.forward(batch.images.clone()).add_scalar(batch.shift)
     }
 
     fn targets(&self, batch: &Indexed<DigitBatch>) -> Tensor<1, Int> {
@@ -207,6 +212,7 @@ fn own_batcher_and_smoothed_weighted_loss_record_their_gradients_and_verify() {
     let plain = DigitBatcher {
         scale: 1.0,
         penalty: 0.0,
+        shift: 0.0,
     };
     // The store's samples as the user's batcher forms them: here the same values.
     let stored = stored_samples(&model, &digits(&train), &plain, &device, vec![SIDE, SIDE]);
@@ -335,10 +341,11 @@ fn a_batcher_that_is_not_the_stored_samples_is_refused_naming_the_sample() {
         DigitBatcher {
             scale: 1.0 + 1e-6,
             penalty: 0.0,
+            shift: 0.0,
         },
     );
     assert!(
-        e.contains("not epk_forward on the stored samples") && e.contains("training sample"),
+        e.contains("inputs are not the stored samples") && e.contains("training sample"),
         "{e}"
     );
 }
@@ -350,6 +357,7 @@ fn a_loss_with_a_weight_penalty_is_refused_with_its_cause() {
         DigitBatcher {
             scale: 1.0,
             penalty: 1e-3,
+            shift: 0.0,
         },
     );
     assert!(e.contains("other than through the model's outputs"), "{e}");
@@ -360,7 +368,24 @@ fn an_own_loss_under_a_declared_cross_entropy_is_refused() {
     let plain = DigitBatcher {
         scale: 1.0,
         penalty: 0.0,
+        shift: 0.0,
     };
     let e = first_step_error(Loss::CrossEntropy, plain);
     assert!(e.contains("Loss::Model"), "{e}");
+}
+
+#[test]
+fn outputs_that_are_not_epk_forward_are_refused_naming_the_sample() {
+    let e = first_step_error(
+        Loss::Model,
+        DigitBatcher {
+            scale: 1.0,
+            penalty: 0.0,
+            shift: 1e-6,
+        },
+    );
+    assert!(
+        e.contains("not epk_forward on the stored samples") && e.contains("training sample"),
+        "{e}"
+    );
 }

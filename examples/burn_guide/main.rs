@@ -3,16 +3,18 @@
 //! has them (from tracel-ai/burn at 2c06be35; Burn is MIT or Apache-2.0, © the Burn
 //! contributors); what changed for epk, line by line, is:
 //!
-//! - `model.rs`: `Relu` comes from `epk::model::nn` instead of `burn::nn` (2 lines);
+//! - `model.rs`: `Relu`, `Dropout` and `DropoutConfig` come from `epk::model::nn` instead of
+//!   `burn::nn` (their switching values noted, their masks keyed by step and sample);
 //! - `data.rs`: `MnistItem` comes from `mnist.rs`, since Burn's `MnistDataset` downloads
 //!   MNIST at run time (2 lines);
 //! - `training.rs`: the datasets and batcher are wrapped to carry indices, the store's samples
 //!   are formed by the guide's own batcher, and the recorder is attached with
-//!   `.with_recorder(...)`; the guide's `TrainStep` and loss stay;
+//!   `.with_recorder(...)`; the guide's loss is computed through `Explain::loss` (its
+//!   `TrainStep` stays in the file, but the Learner runs the recorder's);
 //! - `epk.rs` is new: the two small trait impls.
 //!
-//! Dropout is set to 0 (the guide's is 0.5): epk does not record dropout masks yet, and the
-//! recorder refuses a random forward pass when recording starts.
+//! Dropout is the guide's 0.5: epk's Dropout draws each mask bit from the step, the sample and
+//! the unit, so replay rebuilds the masks each step used, and explains the evaluation network.
 //!
 //! ```text
 //! cargo run --release --example burn_guide -- train --store runs/burn-guide.zarr --overwrite
@@ -79,6 +81,9 @@ struct TrainArgs {
     /// Width of the hidden linear layer (the guide's is 512).
     #[arg(long, default_value_t = 512)]
     hidden: usize,
+    /// Dropout probability (the guide's is 0.5).
+    #[arg(long, default_value_t = 0.5)]
+    dropout: f64,
     /// Train in float32 instead of float64.
     #[arg(long)]
     f32: bool,
@@ -110,7 +115,7 @@ fn train(args: TrainArgs) -> Result<()> {
         anyhow::bail!("--epochs, --explain and --hidden must be positive");
     }
     let config = training::TrainingConfig::new(
-        model::ModelConfig::new(10, args.hidden).with_dropout(0.0),
+        model::ModelConfig::new(10, args.hidden).with_dropout(args.dropout),
         AdamConfig::new(),
     )
     .with_num_epochs(args.epochs);

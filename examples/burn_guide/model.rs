@@ -1,12 +1,13 @@
 use burn::{
     nn::{
-        Dropout, DropoutConfig, Linear, LinearConfig,
+        Linear, LinearConfig,
         conv::{Conv2d, Conv2dConfig},
         pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig},
     },
     prelude::*,
 };
-use epk::model::nn::Relu; // was burn::nn::Relu: epk's notes where each unit switches
+// Were burn::nn's: epk's note where each ReLU switches and key each dropout mask.
+use epk::model::nn::{Dropout, DropoutConfig, Relu};
 
 #[derive(Module, Debug)]
 pub struct Model {

@@ -207,7 +207,10 @@ pub fn accuracy<M: epk::recorder::EpkModel>(
         let end = (start + 500).min(n);
         let inputs = data.inputs[start * len..end * len].to_vec();
         let x = epk::recorder::batch::float_tensor(inputs, [end - start, len], device);
-        let f = model.epk_forward(x, &mut epk::recorder::Switches::off());
+        // The evaluation network: epk's Dropout off.
+        let f = epk::model::nn::dropout::evaluation(|| {
+            model.epk_forward(x, &mut epk::recorder::Switches::off())
+        });
         let predicted: Vec<i64> = f
             .argmax(1)
             .into_data()

@@ -9,7 +9,8 @@
 
 use crate::RecordError;
 use crate::own::Explain;
-use burn::tensor::{DType, Device, Gradients, Tensor};
+use burn::tensor::{DType, Device, Tensor};
+use epk_model::nn::dropout::{self, Keys};
 use epk_model::{EpkModel, Switches, float_tensor, params};
 use epk_store::{Samples, TrainDType};
 
@@ -50,12 +51,20 @@ fn check_at<M: EpkModel>(
     let len = train.input(0).len();
     let forward = |rows: std::ops::Range<usize>| -> Result<Vec<f64>, RecordError> {
         let inputs = train.inputs[rows.start * len..rows.end * len].to_vec();
-        model
-            .epk_forward(
-                float_tensor(inputs, [rows.len(), len], device),
-                &mut Switches::off(),
-            )
-            .try_into_vec_as::<f64>()
+        let x = float_tensor(inputs, [rows.len(), len], device);
+        // epk's Dropout keys its masks by sample: a training pass is then a function of the
+        // inputs and weights. Burn's own draws anew, which the checks below refuse.
+        let indices: Vec<usize> = rows.collect();
+        let keys = Keys {
+            step: 0,
+            rows: &indices,
+        };
+        let (f, mismatch) =
+            dropout::keyed(Some(keys), || model.epk_forward(x, &mut Switches::off()));
+        if let Some(e) = mismatch {
+            return Err(RecordError::Unsupported(e));
+        }
+        f.try_into_vec_as::<f64>()
             .map_err(|e| RecordError::Tensor(format!("{e:?}")))
     };
     let batch = forward(0..n)?;
@@ -66,9 +75,9 @@ fn check_at<M: EpkModel>(
         if d != 0.0 {
             return Err(RecordError::Unsupported(format!(
                 "the model's forward pass is random: two passes on the same samples and weights \
-                 differ by {d:.3e} (a Dropout layer in training mode?). epk explains the \
-                 evaluation network and does not record dropout masks: set the dropout \
-                 probability to 0 or remove the layer to record this run"
+                 differ by {d:.3e} (Burn's Dropout layer in training mode?). Use \
+                 epk::model::nn::Dropout instead: it draws its masks from the step and the \
+                 sample, so replay rebuilds them (or set the dropout probability to 0)"
             )));
         }
     }
@@ -96,9 +105,11 @@ fn check_at<M: EpkModel>(
 pub(crate) fn check_batch<M: EpkModel>(
     model: &M,
     train: &Samples,
-    indices: &[usize],
+    keys: Keys<'_>,
+    given: &Tensor<2>,
     f: &Tensor<2>,
 ) -> Result<(), RecordError> {
+    let indices = keys.rows;
     if let Some(&i) = indices.iter().find(|&&i| i >= train.len()) {
         return Err(RecordError::Mismatch(format!(
             "the batch holds training index {i}, past the {} stored samples",
@@ -118,10 +129,9 @@ pub(crate) fn check_batch<M: EpkModel>(
         .flat_map(|&i| train.input(i))
         .copied()
         .collect();
-    let stored = model.epk_forward(
-        float_tensor(inputs, [rows, len], &f.device()),
-        &mut Switches::off(),
-    );
+    check_inputs(given, &inputs, indices)?;
+    let x = float_tensor(inputs, [rows, len], &f.device());
+    let (stored, _) = dropout::keyed(Some(keys), || model.epk_forward(x, &mut Switches::off()));
     let read = |t: Tensor<2>| {
         t.try_into_vec_as::<f64>()
             .map_err(|e| RecordError::Tensor(format!("{e:?}")))
@@ -153,42 +163,67 @@ pub(crate) fn check_batch<M: EpkModel>(
     }
 }
 
-/// The first batch's gradient must come through the outputs alone: Σ_i J_iᵀ·dL/df_i, which
-/// is all the store records. A loss with a weight penalty, or any other path from the weights
-/// to the loss, is refused here; it would otherwise surface only as replay's decomposition
-/// residual.
-pub(crate) fn check_through_outputs<M: Explain<B>, B>(
-    model: &M,
-    batch: &B,
-    grads: &Gradients,
-    dloss: &[f64],
-) -> Result<(), RecordError> {
-    let f = model.outputs(batch);
-    let [rows, k] = f.dims();
-    let g = float_tensor(dloss.to_vec(), [rows, k], &f.device()).cast(f.dtype());
-    let through = (f.clone() * g).sum().backward();
-    let taken = params::flatten_grads(model, grads).map_err(RecordError::Tensor)?;
-    let via_f = params::flatten_grads(model, &through).map_err(RecordError::Tensor)?;
-    let scale = taken.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let allowed = KAPPA * unit(f.dtype()) * scale;
-    let d = max_diff(&taken, &via_f);
-    if d > allowed {
-        let j = (0..taken.len())
-            .max_by(|&a, &b| {
-                (taken[a] - via_f[a])
-                    .abs()
-                    .total_cmp(&(taken[b] - via_f[b]).abs())
-            })
-            .unwrap_or(0);
-        return Err(RecordError::Unsupported(format!(
-            "the loss depends on the weights other than through the model's outputs: weight \
-             {j}'s gradient is {:e}, of which the outputs' dL/df explain {:e} (an L2 penalty or \
-             an auxiliary loss?). epk records dL/df per sample; move a weight penalty into the \
-             optimizer (weight decay), which replay rebuilds exactly",
-            taken[j], via_f[j]
+/// The batch's own inputs (`Explain::inputs`) against the stored samples of its rows: equal up
+/// to the rounding of the batch's float type (samples formed by `stored_samples` are equal).
+fn check_inputs(given: &Tensor<2>, stored: &[f64], indices: &[usize]) -> Result<(), RecordError> {
+    let ours = given
+        .clone()
+        .try_into_vec_as::<f64>()
+        .map_err(|e| RecordError::Tensor(format!("{e:?}")))?;
+    let len = stored.len() / indices.len().max(1);
+    if ours.len() != stored.len() {
+        return Err(RecordError::Mismatch(format!(
+            "the batch's inputs have {} values per row (Explain::inputs), the stored samples {len}",
+            ours.len() / indices.len().max(1)
         )));
     }
-    Ok(())
+    let u = unit(given.dtype());
+    let differs = |j: usize| {
+        let (a, b) = (ours[j], stored[j]);
+        !(a == b || (a - b).abs() <= 4.0 * u * a.abs().max(b.abs()))
+    };
+    match (0..ours.len()).find(|&j| differs(j)) {
+        Some(j) => Err(RecordError::Mismatch(format!(
+            "the batch's inputs are not the stored samples: training sample {} (row {} of the \
+             first batch) has value {:e} at position {} in your batch and {:e} in the store. \
+             Form the store's samples with your batcher (epk::recorder::stored_samples), so it \
+             holds each sample as your batches feed it",
+            indices[j / len],
+            j / len,
+            ours[j],
+            j % len,
+            stored[j]
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The loss must reach the weights through the outputs alone: the gradient is then
+/// Σ_i J_iᵀ·dL/df_i, which is all the store records. Checked exactly, not to a tolerance: the
+/// loss is differentiated with the outputs held fixed, and any weight gradient left is a path
+/// around them (a weight penalty, an auxiliary loss), refused here instead of surfacing as
+/// replay's decomposition residual. Only the first batch is checked.
+pub(crate) fn check_loss_reads_outputs<M: Explain<B>, B>(
+    model: &M,
+    batch: &B,
+    f: &Tensor<2>,
+) -> Result<(), RecordError> {
+    let held = f.clone().detach().require_grad();
+    let Some(loss) = model.loss(held, batch) else {
+        return Ok(());
+    };
+    let grads = loss.backward();
+    let around = params::flatten_grads(model, &grads).map_err(RecordError::Tensor)?;
+    match around.iter().position(|v| *v != 0.0) {
+        Some(j) => Err(RecordError::Unsupported(format!(
+            "the loss depends on the weights other than through the model's outputs: with the \
+             outputs held fixed, weight {j}'s gradient is still {:e} (an L2 penalty or an \
+             auxiliary loss?). epk records dL/df per sample; move a weight penalty into the \
+             optimizer (weight decay), which replay rebuilds exactly",
+            around[j]
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The unit roundoff of a float type (f32's for anything narrower than f64).

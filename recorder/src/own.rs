@@ -237,12 +237,17 @@ where
             batch: batcher.batch(items, device),
             indices: (start..end).collect(),
         };
-        inputs.extend(
-            model
-                .inputs(&batch)
-                .try_into_vec_as::<f64>()
-                .map_err(read)?,
-        );
+        let x = model.inputs(&batch);
+        let width: usize = shape.iter().product();
+        if x.dims() != [end - start, width] {
+            return Err(RecordError::Config(format!(
+                "items {start}..{end} batch to inputs of shape {:?}, not [{}, {width}] (samples \
+                 of shape {shape:?}): pad every batch to the same length",
+                x.dims(),
+                end - start
+            )));
+        }
+        inputs.extend(x.try_into_vec_as::<f64>().map_err(read)?);
         targets.extend(
             model
                 .targets(&batch)

@@ -9,6 +9,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Int, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use epk_model::EpkModel;
+use epk_model::nn::dropout::{self, Keys};
 use epk_model::params;
 use std::marker::PhantomData;
 use std::path::Path;
@@ -131,28 +132,34 @@ where
     /// pass gives both the parameters' gradients and what is recorded: what is recorded is
     /// exactly what entered the optimizer, at the cost of one addition.
     fn forward_backward(&self, batch: B) -> TrainOutput<ClassificationOutput> {
-        let f = self.model.outputs(&batch);
+        // Dropout masks keyed by the step and each row's sample, so replay rebuilds them.
+        let keys = Keys {
+            step: self.hook.steps(),
+            rows: batch.indices(),
+        };
+        let (f, mismatch) = dropout::keyed(Some(keys), || self.model.outputs(&batch));
+        if let Some(e) = mismatch {
+            self.hook.fail(RecordError::Unsupported(e));
+        }
         let targets = self.model.targets(&batch);
         // The first batch of a new store: the contract between your batch and the store.
         let train = self.hook.take_first_batch();
         if let Some(train) = &train
-            && let Err(e) = contract::check_batch(&self.model, train, batch.indices(), &f)
+            && let Err(e) =
+                contract::check_batch(&self.model, train, keys, &self.model.inputs(&batch), &f)
         {
             self.hook.fail(e);
         }
         let probe = f.zeros_like().detach().require_grad();
         let loss = self.loss(f.clone() + probe.clone(), &batch, targets.clone());
         let grads = loss.backward();
+        if train.is_some()
+            && let Err(e) = contract::check_loss_reads_outputs(&self.model, &batch, &f)
+        {
+            self.hook.fail(e);
+        }
         match probe.grad(&grads).map(|g| g.try_into_vec_as::<f64>()) {
-            Some(Ok(values)) => {
-                if train.is_some()
-                    && let Err(e) =
-                        contract::check_through_outputs(&self.model, &batch, &grads, &values)
-                {
-                    self.hook.fail(e);
-                }
-                self.hook.micro_batch(batch.indices(), values)
-            }
+            Some(Ok(values)) => self.hook.micro_batch(batch.indices(), values),
             Some(Err(e)) => self.hook.fail(RecordError::Tensor(format!("{e:?}"))),
             None => self.hook.fail(RecordError::Tensor(
                 "the loss does not depend on the outputs".into(),
@@ -259,7 +266,8 @@ where
     type Output = ClassificationOutput;
 
     fn step(&self, batch: B) -> ClassificationOutput {
-        let f = self.model.outputs(&batch);
+        // The explained network: Dropout off.
+        let f = dropout::evaluation(|| self.model.outputs(&batch));
         let targets = self.model.targets(&batch);
         let loss = self
             .model

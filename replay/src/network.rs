@@ -5,6 +5,7 @@ use crate::jacobian::{Factors, Implementation, Layers, conv};
 use burn::tensor::{Device, Tensor};
 use epk_model::along::Along;
 use epk_model::float_tensor;
+use epk_model::nn::dropout::{self, Keys};
 use epk_model::{EpkModel, Switches, params};
 use epk_store::RunAttributes;
 
@@ -93,12 +94,38 @@ impl<M: EpkModel> Network<M> {
     /// `coeffs` `[n, outputs]`: one batched forward and backward pass, probing the model's
     /// `Switches::linear` layers and convolutions (none: no factors).
     pub fn factors(&self, weights: &[f64], xs: &[f64], coeffs: &[f64]) -> Factors {
-        self.probe(&self.at(weights, false), Switches::probing(), xs, coeffs)
+        self.factors_keyed(weights, xs, coeffs, None)
     }
 
-    fn probe(&self, model: &M, mut sw: Switches, xs: &[f64], coeffs: &[f64]) -> Factors {
+    /// [`Network::factors`] of training samples: with `keys` (the step and each row's training
+    /// index) every `epk_model::nn::Dropout` applies the mask that step used.
+    pub fn factors_keyed(
+        &self,
+        weights: &[f64],
+        xs: &[f64],
+        coeffs: &[f64],
+        keys: Option<Keys<'_>>,
+    ) -> Factors {
+        let model = self.at(weights, false);
+        self.probe(&model, Switches::probing(), xs, coeffs, keys)
+    }
+
+    /// `epk_forward` on `xs`: with `keys` as the training pass of those samples at that step
+    /// (their Dropout masks), without as the evaluation network (Dropout off).
+    fn run(&self, model: &M, xs: &[f64], keys: Option<Keys<'_>>, sw: &mut Switches) -> Tensor<2> {
+        dropout::keyed(keys, || model.epk_forward(self.inputs(xs), sw)).0
+    }
+
+    fn probe(
+        &self,
+        model: &M,
+        mut sw: Switches,
+        xs: &[f64],
+        coeffs: &[f64],
+        keys: Option<Keys<'_>>,
+    ) -> Factors {
         let n = xs.len() / self.input_len;
-        let f = model.epk_forward(self.inputs(xs), &mut sw);
+        let f = self.run(model, xs, keys, &mut sw);
         let mut out = Factors {
             a: Vec::new(),
             d: Vec::new(),
@@ -177,10 +204,17 @@ impl<M: EpkModel> Network<M> {
     }
 
     /// Σ_r Σ_j c_rj ∇_w f_j(x_r; w): the data gradient of a batch from one batched backward pass.
-    pub fn weighted_grad(&self, weights: &[f64], xs: &[f64], coeffs: &[f64]) -> Vec<f64> {
+    /// With `keys`, the training pass of those samples at that step (their Dropout masks).
+    pub fn weighted_grad(
+        &self,
+        weights: &[f64],
+        xs: &[f64],
+        coeffs: &[f64],
+        keys: Option<Keys<'_>>,
+    ) -> Vec<f64> {
         let model = self.at(weights, true);
         let n = xs.len() / self.input_len;
-        let f = model.epk_forward(self.inputs(xs), &mut Switches::off());
+        let f = self.run(&model, xs, keys, &mut Switches::off());
         let c = float_tensor(coeffs.to_vec(), [n, self.outputs], &self.device);
         let grads = (f * c).sum().backward();
         params::flatten_grads(&model, &grads).expect("gradients are float")
@@ -199,7 +233,7 @@ impl<M: EpkModel> Network<M> {
     /// f at `weights` for the flat inputs `xs`: `[n, outputs]` row-major.
     pub fn forward(&self, weights: &[f64], xs: &[f64]) -> Vec<f64> {
         let model = self.at(weights, false);
-        to_vec(model.epk_forward(self.inputs(xs), &mut Switches::off()))
+        to_vec(self.run(&model, xs, None, &mut Switches::off()))
     }
 
     /// f and the switching values at one input.
@@ -207,7 +241,7 @@ impl<M: EpkModel> Network<M> {
         let model = self.at(weights, false);
         let mut sw = Switches::recording();
         // Active, so that epk's drop-in modules (epk_model::nn) note their values too.
-        let f = to_vec(sw.active(|sw| model.epk_forward(self.inputs(x), sw)));
+        let f = to_vec(sw.active(|sw| self.run(&model, x, None, sw)));
         let s = sw.into_values().map(to_vec).unwrap_or_default();
         (f, s)
     }
@@ -217,7 +251,7 @@ impl<M: EpkModel> Network<M> {
         let model = self.at(weights, true);
         let mut out = Vec::with_capacity(self.outputs * self.num_params);
         for k in 0..self.outputs {
-            let f = model.epk_forward(self.inputs(x), &mut Switches::off());
+            let f = self.run(&model, x, None, &mut Switches::off());
             let fk = f.slice([0..1, k..k + 1]).sum();
             let grads = fk.backward();
             out.extend(params::flatten_grads(&model, &grads).expect("gradients are float"));
@@ -228,13 +262,29 @@ impl<M: EpkModel> Network<M> {
     /// Σ_j c_j ∇_w f_j(x; w) for each sample of `xs` with its own coefficients `c`
     /// (`[n, outputs]`): per-sample weighted gradients, `[n, num_params]` row-major.
     pub fn sample_grads(&self, weights: &[f64], xs: &[f64], coeffs: &[f64]) -> Vec<f64> {
+        self.sample_grads_keyed(weights, xs, coeffs, None)
+    }
+
+    /// [`Network::sample_grads`] of training samples: with `keys`, each sample's pass is its
+    /// training pass at that step (its Dropout masks).
+    pub fn sample_grads_keyed(
+        &self,
+        weights: &[f64],
+        xs: &[f64],
+        coeffs: &[f64],
+        keys: Option<Keys<'_>>,
+    ) -> Vec<f64> {
         let model = self.at(weights, true);
         let n = xs.len() / self.input_len;
         let mut out = Vec::with_capacity(n * self.num_params);
         for i in 0..n {
             let x = &xs[i * self.input_len..(i + 1) * self.input_len];
             let c = &coeffs[i * self.outputs..(i + 1) * self.outputs];
-            let f = model.epk_forward(self.inputs(x), &mut Switches::off());
+            let key = keys.map(|k| Keys {
+                step: k.step,
+                rows: &k.rows[i..i + 1],
+            });
+            let f = self.run(&model, x, key, &mut Switches::off());
             let c = float_tensor(c.to_vec(), [1, self.outputs], &self.device);
             let grads = (f * c).sum().backward();
             out.extend(params::flatten_grads(&model, &grads).expect("gradients are float"));
@@ -266,7 +316,7 @@ impl<M: EpkModel> Moved<'_, M> {
     /// at its own `ts`.
     pub fn forward_switches(&self, ts: &[f64], xs: &[f64]) -> (Vec<f64>, Vec<f64>) {
         let mut sw = Switches::recording().along(self.along(ts.to_vec()));
-        let f = to_vec(sw.active(|sw| self.model.epk_forward(self.net.inputs(xs), sw)));
+        let f = to_vec(sw.active(|sw| self.net.run(&self.model, xs, None, sw)));
         let s = sw.into_values().map(to_vec).unwrap_or_default();
         (f, s)
     }
@@ -278,6 +328,6 @@ impl<M: EpkModel> Moved<'_, M> {
         let k = self.net.outputs;
         let ts = ts.iter().flat_map(|&t| std::iter::repeat_n(t, k)).collect();
         let sw = Switches::probing().along(self.along(ts));
-        self.net.probe(&self.model, sw, &copies, &coeffs)
+        self.net.probe(&self.model, sw, &copies, &coeffs, None)
     }
 }

@@ -7,6 +7,7 @@ use super::{Implementation, Jbar, JbarSum};
 use crate::network::Network;
 use crate::quadrature::Segment;
 use epk_model::EpkModel;
+use epk_model::nn::dropout::Keys;
 
 /// Jbar and Jbar·Δw for each input, input by input: a node is evaluated, dotted with Δw and
 /// added at once, so memory stays one `[outputs, P]` Jacobian per input.
@@ -40,6 +41,7 @@ pub(super) fn sample_grads<M: EpkModel>(
     w: &[f64],
     xs: &[f64],
     coeffs: &[f64],
+    keys: Option<Keys<'_>>,
     threads: usize,
 ) -> Vec<f64> {
     let (len, k) = (net.input_len(), net.outputs());
@@ -52,11 +54,16 @@ pub(super) fn sample_grads<M: EpkModel>(
                 let r = r.clone();
                 // Modules are Send but not Sync: each worker gets its own copy.
                 let net = net.clone();
+                let keys = keys.map(|k| Keys {
+                    step: k.step,
+                    rows: &k.rows[r.clone()],
+                });
                 scope.spawn(move || {
-                    net.sample_grads(
+                    net.sample_grads_keyed(
                         w,
                         &xs[r.start * len..r.end * len],
                         &coeffs[r.start * k..r.end * k],
+                        keys,
                     )
                 })
             })

@@ -234,7 +234,7 @@ impl Layers {
         };
         let mut sw = Switches::probing();
         let x = float_tensor(vec![0.0; input_len], [1, input_len], device);
-        let _ = model.epk_forward(x, &mut sw);
+        let _ = epk_model::nn::dropout::evaluation(|| model.epk_forward(x, &mut sw));
         let mut layers = Vec::new();
         for probe in sw.into_probes() {
             let bias = match probe.bias {

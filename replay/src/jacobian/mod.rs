@@ -28,6 +28,7 @@ pub use merge::{ConvBlocks, LayerRows, add_blocks};
 use crate::network::Network;
 use crate::quadrature::Segment;
 use epk_model::EpkModel;
+use epk_model::nn::dropout::Keys;
 use epk_store::ParamLayout;
 use ndarray::Array2;
 use std::sync::Arc;
@@ -119,18 +120,21 @@ impl Implementation {
 
     /// Σ_j c_rj ∇_w f_j(x_r; w) for every sample r of `xs` with coefficients `coeffs`
     /// `[n, outputs]`: per-sample weighted gradients, `[n, P]` row-major.
+    /// With `keys` (the step and each sample's training index) each sample's pass is its
+    /// training pass, with the Dropout masks that step used.
     pub fn sample_grads<M: EpkModel>(
         &self,
         net: &Network<M>,
         w: &[f64],
         xs: &[f64],
         coeffs: &[f64],
+        keys: Option<Keys<'_>>,
         threads: usize,
     ) -> Vec<f64> {
         match self {
-            Implementation::Dense => dense::sample_grads(net, w, xs, coeffs, threads),
+            Implementation::Dense => dense::sample_grads(net, w, xs, coeffs, keys, threads),
             Implementation::Linear(layers) => {
-                let f = net.factors(w, xs, coeffs);
+                let f = net.factors_keyed(w, xs, coeffs, keys);
                 let p = net.num_params();
                 let mut g = vec![0.0; f.rows() * p];
                 for (r, row) in g.chunks_mut(p).enumerate() {

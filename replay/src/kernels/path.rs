@@ -65,6 +65,7 @@ fn path_kernel_with<M: EpkModel>(
                 step.start,
                 &copies[first * len..(first + count) * len],
                 rows,
+                None, // the path kernel's points are inputs, not training passes
                 threads,
             );
             let g = ArrayView2::from_shape((count, p), &grads).expect("[n, p]");

@@ -82,7 +82,7 @@ impl Contraction {
                 rows,
                 owners,
             } => {
-                let f = net.factors(w, &block.inputs, block.coeffs);
+                let f = net.factors_keyed(w, &block.inputs, block.coeffs, Some(block.keys()));
                 add(total, &layers.sum_dense(&f));
                 let mut c = Array2::<f64>::zeros((*owners, block.indices.len()));
                 for (l, r) in rows.iter().enumerate() {
@@ -112,9 +112,14 @@ pub(crate) fn sample_grads<M: EpkModel>(
     threads: usize,
 ) -> Array2<f64> {
     let (p, n) = (net.num_params(), block.indices.len());
-    let grads = net
-        .implementation()
-        .sample_grads(net, w, &block.inputs, block.coeffs, threads);
+    let grads = net.implementation().sample_grads(
+        net,
+        w,
+        &block.inputs,
+        block.coeffs,
+        Some(block.keys()),
+        threads,
+    );
     Array2::from_shape_vec((n, p), grads).expect("grads are [n, p]")
 }
 

@@ -50,7 +50,14 @@ pub(super) fn replay<M: EpkModel>(
         let contraction = Contraction::choose(&results, k, p, !options.groups.is_empty());
         let mut total = vec![0.0; p];
         let mut widest = 0.0f64;
-        for block in blocks(&train, &batch.indices, &coeffs, k, options.block) {
+        for block in blocks(
+            step.index,
+            &train,
+            &batch.indices,
+            &coeffs,
+            k,
+            options.block,
+        ) {
             let (contrib, norms) =
                 contraction.block(net, step.start, &block, threads, &mut total, &mut groups);
             attributions.scatter(&contrib, block.indices, k);

@@ -156,10 +156,17 @@ fn forward<M: EpkModel>(
     walk::steps(reader, Direction::Forward, 0..through, |step| {
         let batch = reader.batch(step.index)?;
         let mut grad = vec![0.0; p];
-        for block in blocks(train, &batch.indices, &batch.dloss, k, options.block) {
+        for block in blocks(
+            step.index,
+            train,
+            &batch.indices,
+            &batch.dloss,
+            k,
+            options.block,
+        ) {
             add(
                 &mut grad,
-                &net.weighted_grad(step.start, &block.inputs, block.coeffs),
+                &net.weighted_grad(step.start, &block.inputs, block.coeffs, Some(block.keys())),
             );
         }
         let (mut transform, delta) = state.advance(step.start, &grad, reader.lr(step.index)?);
@@ -235,6 +242,7 @@ impl<M: EpkModel> Adjoint<'_, M> {
         }
         let threads = self.options.threads.max(1);
         for block in blocks(
+            step.index,
             self.train,
             &batch.indices,
             &batch.dloss,

@@ -11,6 +11,7 @@ use crate::jacobian::split;
 use crate::network::Network;
 use crate::quadrature::{self, Segment, StepIntegral};
 use epk_model::EpkModel;
+use epk_model::nn::dropout::Keys;
 use epk_store::{Samples, StoreReader};
 use std::ops::Range;
 
@@ -189,6 +190,8 @@ fn check(s: usize, results: &[StepIntegral]) -> StepCheck {
 
 /// One block of a step's training samples.
 pub(crate) struct Block<'a> {
+    /// The step.
+    pub step: usize,
     /// Dataset indices.
     pub indices: &'a [usize],
     /// Their inputs, flat.
@@ -197,9 +200,20 @@ pub(crate) struct Block<'a> {
     pub coeffs: &'a [f64],
 }
 
+impl Block<'_> {
+    /// The keys of the block's training passes: its step and samples (Dropout's masks).
+    pub fn keys(&self) -> Keys<'_> {
+        Keys {
+            step: self.step,
+            rows: self.indices,
+        }
+    }
+}
+
 /// A step's samples in blocks of at most `block` (bounds the memory of per-sample gradients),
 /// each with its rows of `coeffs` (`[samples, k]`).
 pub(crate) fn blocks<'a>(
+    step: usize,
     train: &'a Samples,
     indices: &'a [usize],
     coeffs: &'a [f64],
@@ -211,6 +225,7 @@ pub(crate) fn blocks<'a>(
         .chunks(block)
         .enumerate()
         .map(move |(b, idx)| Block {
+            step,
             indices: idx,
             inputs: train.gather(idx),
             coeffs: &coeffs[b * block * k..(b * block + idx.len()) * k],
