@@ -11,8 +11,8 @@
 //! `--fashion data/fashion-mnist` trains on Fashion-MNIST instead (60,000 + 10,000 clothing
 //! images from Debian's `dataset-fashion-mnist`; `bash scripts/fetch-fashion-mnist.sh`).
 //!
-//! `--dropout 0.5` (the guide's own setting) is refused when recording starts: epk explains the
-//! evaluation network and does not record dropout masks.
+//! `--dropout 0.5` (the guide's own setting) records and verifies: the model's Dropout is
+//! `epk::model::nn::Dropout`, whose masks replay rebuilds; it explains the evaluation network.
 
 mod common;
 
@@ -53,7 +53,7 @@ struct Args {
     /// Width of the hidden linear layer (the guide's is 512).
     #[arg(long, default_value_t = 512)]
     hidden: usize,
-    /// Dropout probability (the guide's is 0.5; epk records only 0).
+    /// Dropout probability (the guide's is 0.5).
     #[arg(long, default_value_t = 0.0)]
     dropout: f64,
     #[arg(long, default_value_t = 1e-4)]

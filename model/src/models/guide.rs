@@ -6,14 +6,15 @@
 //! - the two ReLUs go through [`Switches::relu`], the two convolutions through
 //!   [`Switches::conv2d`] and the two linear layers through [`Switches::linear`] (replay's
 //!   fast path, which then holds every parameter);
-//! - the dropout probability is part of the configuration, and epk records only runs where it
-//!   is 0: the recorder refuses a random forward pass when recording starts.
+//! - Dropout is [`crate::nn::Dropout`], Burn's with masks keyed by step and sample, so replay
+//!   rebuilds the masks each step used.
 
 use crate::model::{EpkModel, Switches};
+use crate::nn::{Dropout, DropoutConfig};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +27,7 @@ pub struct GuideConfig {
     pub num_classes: usize,
     /// Width of the hidden linear layer (512 in the guide).
     pub hidden_size: usize,
-    /// Dropout probability (0.5 in the guide; epk records only 0).
+    /// Dropout probability (0.5 in the guide).
     pub dropout: f64,
 }
 
