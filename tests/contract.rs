@@ -274,3 +274,33 @@ fn an_f32_constant_in_a_backward_pass_is_refused_with_its_cause() {
     let machine = replayed::<Attention<2>>(&exact).unwrap();
     assert!(machine.max_error() < 1e-12, "{:.1e}", machine.max_error());
 }
+
+/// The smoothness check before the first step differentiates along a fixed direction at steps
+/// down to 1e-5. With a ReLU 1e-7 from its kink every one of those differences straddles the
+/// kink; the check must skip them (a switching value changes sign), not call the network
+/// non-smooth.
+#[test]
+fn the_smoothness_check_skips_differences_across_a_kink() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.zarr");
+    Run::toy(6, 8, 8, 4).record(&path);
+    let reader = epk::store::StoreReader::open(&path).unwrap();
+    let device = epk::recorder::device::flex_f64().unwrap();
+    let net = epk::replay::Network::<Mlp>::new(reader.attrs(), &device).unwrap();
+    let x = reader.eval().unwrap().input(0).to_vec();
+    let mut w = reader.weights(reader.steps()).unwrap();
+    assert!(epk::replay::precision::check(&net, &w, &x).is_ok());
+    // Move the first hidden unit's bias so its pre-activation sits 1e-7 above zero.
+    let (_, s) = net.forward_switches(&w, &x);
+    let bias = reader
+        .attrs()
+        .params
+        .iter()
+        .find(|p| p.path.ends_with("bias"))
+        .unwrap();
+    w[bias.offset] += 1e-7 - s[0];
+    let (_, moved) = net.forward_switches(&w, &x);
+    assert!(moved[0] > 0.0 && moved[0] < 2e-7, "{}", moved[0]);
+    let outcome = epk::replay::precision::check(&net, &w, &x);
+    assert!(outcome.is_ok(), "{:?}", outcome.err());
+}
