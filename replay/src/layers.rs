@@ -48,6 +48,9 @@ pub struct LayerShare {
     pub kernel_other_classes: f64,
 }
 
+/// Memory for the training points' Jacobians in one block of the layer kernels.
+const JACOBIAN_BYTES: usize = 256 << 20;
+
 /// The per-layer split of `machine`'s row 0 (replayed with one group per parameter tensor, in
 /// the order of `params`) for output `k`.
 #[allow(clippy::too_many_arguments)]
@@ -66,10 +69,13 @@ pub fn split<M: EpkModel>(
     let jx = jacobians(net, final_weights, x);
     let len = net.input_len();
     let n = labels.len();
-    // trNTK⁰ per tensor between x and every training point, in blocks of training points.
+    // trNTK⁰ per tensor between x and every training point, in blocks of training points whose
+    // Jacobians (K·P numbers each) fit in JACOBIAN_BYTES: 256 of the guide model's took 11 GB.
+    let per_point = outputs * net.num_params() * std::mem::size_of::<f64>();
+    let block = (JACOBIAN_BYTES / per_point.max(1)).clamp(1, 256);
     let mut kernel = vec![vec![0.0; n]; params.len()];
-    for start in (0..n).step_by(256) {
-        let end = (start + 256).min(n);
+    for start in (0..n).step_by(block) {
+        let end = (start + block).min(n);
         let jt = jacobians(net, final_weights, &train_inputs[start * len..end * len]);
         for (q, p) in params.iter().enumerate() {
             let cols = ndarray::s![.., p.offset..p.offset + p.len];
