@@ -1,6 +1,7 @@
 //! Recording overhead: the same training with and without the epk recorder, interleaved in
 //! one run, on the paper's toy, on an MLP with about a million parameters and on the digits
-//! CNN (SGD with momentum and weight decay, as `examples/digits.rs`).
+//! CNN (SGD with momentum and weight decay, as `examples/digits.rs`) and on Burn's guide model at
+//! its own size (Adam; `--f32 --only guide` trains it in float32, as Burn does by default).
 //!
 //! ```text
 //! cargo run --release --example bench_record -- --repeats 5
@@ -17,10 +18,10 @@ use anyhow::Result;
 use burn::data::dataloader::batcher::Batcher;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsParams, SgdConfig};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::train::TrainStep;
 use clap::Parser;
-use epk::recorder::models::{Cnn, CnnConfig, Mlp, MlpConfig};
+use epk::recorder::models::{Cnn, CnnConfig, Guide, GuideConfig, Mlp, MlpConfig};
 use epk::recorder::{
     EpkModel, IndexedBatch, IndexedBatcher, IndexedItem, Loss, Recorder, Samples, Switches,
     WithRecorder, device::flex_f64, loss,
@@ -52,6 +53,32 @@ struct Args {
     /// Multiplies every case's step count (longer runs average out a shared machine's noise).
     #[arg(long, default_value_t = 1)]
     scale: usize,
+    /// Train in float32 (flex's default) instead of float64; the store then holds f32.
+    #[arg(long)]
+    f32: bool,
+}
+
+/// The optimizer a case trains with, as Burn builds it and as the recorder declares it.
+enum Optim {
+    Sgd(SgdConfig),
+    Adam(AdamConfig),
+}
+
+impl Optim {
+    fn init(&self) -> ModuleOptimizer {
+        match self {
+            Optim::Sgd(c) => c.init(),
+            Optim::Adam(c) => c.init(),
+        }
+    }
+
+    fn declare(&self) -> epk::recorder::OptimizerSpec {
+        use epk::recorder::IntoOptimizerSpec;
+        match self {
+            Optim::Sgd(c) => c.into_optimizer_spec(),
+            Optim::Adam(c) => c.into_optimizer_spec(),
+        }
+    }
 }
 
 /// One benchmark: a model, its data in batches, and how many optimizer steps to time.
@@ -61,17 +88,18 @@ struct Case<M: EpkModel> {
     train: Samples,
     batch: usize,
     steps: usize,
-    sgd: SgdConfig,
+    optim: Optim,
     lr: f64,
 }
 
-fn random_data(n: usize, dim: usize, classes: usize, seed: u64) -> Samples {
+fn random_data(n: usize, shape: Vec<usize>, classes: usize, seed: u64) -> Samples {
+    let dim: usize = shape.iter().product();
     let mut rng = StdRng::seed_from_u64(seed);
     let inputs = (0..n * dim)
         .map(|_| (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 - 0.5)
         .collect();
     let targets = (0..n).map(|i| (i % classes) as i64).collect();
-    Samples::new(inputs, vec![dim], targets).expect("shapes")
+    Samples::new(inputs, shape, targets).expect("shapes")
 }
 
 fn batches(samples: &Samples, batch: usize, device: &burn::tensor::Device) -> Vec<IndexedBatch> {
@@ -90,7 +118,7 @@ fn batches(samples: &Samples, batch: usize, device: &burn::tensor::Device) -> Ve
 
 /// The loop without epk: forward, cross-entropy, backward, optimizer step.
 fn baseline<M: EpkModel>(case: &Case<M>, model: M, data: &[IndexedBatch]) -> f64 {
-    let mut optim = case.sgd.init();
+    let mut optim = case.optim.init();
     let mut model = model;
     let started = Instant::now();
     for s in 0..case.steps {
@@ -130,12 +158,12 @@ fn recorded<M: EpkModel + 'static>(
     let recorder = Recorder::builder(&path)
         .model_config::<M>(&case.config)
         .loss(Loss::CrossEntropy)
-        .sgd(&case.sgd)
+        .optimizer(case.optim.declare())
         .train_data(case.train.clone())
         .max_batch(case.batch)
         .commit_interval(std::time::Duration::from_millis(args.commit_ms))
         .durable(args.durable);
-    let mut optim = case.sgd.init();
+    let mut optim = case.optim.init();
     let created = Instant::now();
     let mut model = model.with_recorder(recorder)?;
     let create = created.elapsed().as_secs_f64();
@@ -219,10 +247,13 @@ fn run<M: EpkModel + 'static>(
     }
     let last = last.expect("at least one repeat");
     let (b, r) = (median(base), median(rec));
-    // What the weights take uncompressed: the initial state and one row per step.
-    let raw_weights = ((case.steps + 1) * p * size_of::<f64>()) as u64; // f64 training
+    let name = format!("{}{}", case.name, if args.f32 { ", f32" } else { "" });
+    // What the weights take uncompressed in the training dtype: the initial state and one row
+    // per step.
+    let width = if args.f32 { 4 } else { 8 };
+    let raw_weights = ((case.steps + 1) * p * width) as u64;
     // Bytes on disk per step: what recording wrote less the initial weights, over steps.
-    let per_step = (last.recorded - (p * size_of::<f64>()) as u64) / case.steps as u64;
+    let per_step = (last.recorded - (p * width) as u64) / case.steps as u64;
     // The median of the pairs' ratios: a pair runs back to back, so a slow phase of a shared
     // machine slows both of its runs.
     let overhead = 100.0 * (median(ratios) - 1.0);
@@ -231,7 +262,7 @@ fn run<M: EpkModel + 'static>(
         println!(
             "{}",
             serde_json::json!({
-                "case": case.name, "params": p, "steps": case.steps, "baseline_s": b,
+                "case": name, "params": p, "steps": case.steps, "baseline_s": b,
                 "recorded_s": r, "overhead_percent": overhead, "fixed_s": median(fixed.clone()),
                 "bytes_per_step": per_step, "store_bytes": last.store,
                 "weights_compression": ratio, "stalls": last.stalls,
@@ -239,8 +270,7 @@ fn run<M: EpkModel + 'static>(
         );
     } else {
         println!(
-            "| {} | {p} | {} | {b:.3} | {r:.3} | {overhead:+.1} % | {:.3} | {per_step} | {:.1} | {ratio:.2} | {} |",
-            case.name,
+            "| {name} | {p} | {} | {b:.3} | {r:.3} | {overhead:+.1} % | {:.3} | {per_step} | {:.1} | {ratio:.2} | {} |",
             case.steps,
             median(fixed),
             last.store as f64 / 1e6,
@@ -253,7 +283,11 @@ fn run<M: EpkModel + 'static>(
 fn main() -> Result<()> {
     epk::replay::broken_pipe::exit_quietly();
     let args = Args::parse();
-    let device = flex_f64().map_err(anyhow::Error::msg)?;
+    let device = if args.f32 {
+        burn::tensor::Device::flex().autodiff()
+    } else {
+        flex_f64().map_err(anyhow::Error::msg)?
+    };
     if !args.json {
         println!(
             "| case | P | steps | baseline s | recorded s | overhead | store creation + final flush s | bytes/step | store MB | weights compression | stalls |"
@@ -264,10 +298,10 @@ fn main() -> Result<()> {
         Case {
             name: "toy (paper §4.1): 3000 × 100, width 64, full batch",
             config: MlpConfig::new(vec![100, 64, 3]),
-            train: random_data(3000, 100, 3, 1),
+            train: random_data(3000, vec![100], 3, 1),
             batch: 3000,
             steps: 200,
-            sgd: SgdConfig::new(),
+            optim: Optim::Sgd(SgdConfig::new()),
             lr: 0.01,
         },
         &args,
@@ -288,9 +322,11 @@ fn main() -> Result<()> {
             train: common::digit_samples(&digits[..1500])?,
             batch: 64,
             steps: 96,
-            sgd: SgdConfig::new()
-                .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
-                .with_weight_decay(Some(WeightDecayConfig::new(5e-4))),
+            optim: Optim::Sgd(
+                SgdConfig::new()
+                    .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+                    .with_weight_decay(Some(WeightDecayConfig::new(5e-4))),
+            ),
             lr: 0.1,
         },
         &args,
@@ -300,11 +336,26 @@ fn main() -> Result<()> {
         Case {
             name: "MLP 256-1024-768-10 (P ≈ 1.05e6), batch 256",
             config: MlpConfig::new(vec![256, 1024, 768, 10]),
-            train: random_data(2048, 256, 10, 1),
+            train: random_data(2048, vec![256], 10, 1),
             batch: 256,
             steps: 20,
-            sgd: SgdConfig::new(),
+            optim: Optim::Sgd(SgdConfig::new()),
             lr: 0.01,
+        },
+        &args,
+        &device,
+    )?;
+    // Burn's guide model at its own size (hidden 512, P = 531,178) and its own recipe: Adam at
+    // 1e-4, batches of 64 (examples/guide.rs; without dropout, as bench_replay replays it).
+    run::<Guide>(
+        Case {
+            name: "Burn's guide model (P ≈ 5.3e5), Adam, batch 64",
+            config: GuideConfig::new(28, 10, 512),
+            train: random_data(1024, vec![28, 28], 10, 1),
+            batch: 64,
+            steps: 16,
+            optim: Optim::Adam(AdamConfig::new()),
+            lr: 1e-4,
         },
         &args,
         &device,

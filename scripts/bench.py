@@ -105,6 +105,12 @@ def main():
                   "--json"], stdout=subprocess.PIPE, cwd=ROOT, env=env).stdout
         record += [dict(json.loads(line), store=place) for line in rec.splitlines()
                    if line.startswith("{")]
+        # Burn's guide model as Burn trains it by default: float32, stored as f32.
+        rec = sh([RELEASE / "examples" / "bench_record", "--repeats", 2 if a.quick else a.repeats,
+                  "--json", "--f32", "--only", "guide"], stdout=subprocess.PIPE, cwd=ROOT,
+                 env=env).stdout
+        record += [dict(json.loads(line), store=place) for line in rec.splitlines()
+                   if line.startswith("{")]
 
     # 2. Replay against JAX on the same toy.
     toy = out / "toy.zarr"

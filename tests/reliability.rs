@@ -321,9 +321,11 @@ fn a_full_disk_stops_recording_and_keeps_the_committed_prefix() {
             break;
         }
     }
-    // The queue holds one step, so the error surfaces within two steps of the failing write.
+    // The queue holds one step and the writer holds one more until the next arrives (it then
+    // reads the held step's buffers without a copy), so the error surfaces within three steps
+    // of the failing write.
     let stopped_after = stopped_after.expect("the disk error must reach the training loop");
-    assert!(stopped_after <= 5, "stopped after step {stopped_after}");
+    assert!(stopped_after <= 6, "stopped after step {stopped_after}");
     assert!(model.finish().is_err());
     std::fs::remove_file(path.join("weights/c/2/0")).unwrap();
     assert_eq!(check_consistent(&path, false), 3);

@@ -144,6 +144,21 @@ impl Snapshot {
         self.len == 0
     }
 
+    /// Reads the weights as the backend holds them, one [`TensorData`] per parameter in layout
+    /// order. On the CPU a tensor no one else holds any more (the model has stepped on) is
+    /// handed over without a copy.
+    pub fn read_data(self) -> Result<Vec<TensorData>, String> {
+        let data = self
+            .transaction
+            .try_execute()
+            .map_err(|e| format!("{e:?}"))?;
+        let len: usize = data.iter().map(|d| d.num_elements()).sum();
+        if len != self.len {
+            return Err(format!("read {len} weights, expected {}", self.len));
+        }
+        Ok(data)
+    }
+
     /// Reads the weights into `out` (cleared first) as f64, flat in layout order; exact for f32
     /// and f64 parameters. `out`'s allocation is reused.
     pub fn read_into(self, out: &mut Vec<f64>) -> Result<(), String> {

@@ -99,7 +99,7 @@ impl FloatType {
     /// f32 arrays are compressed with blosc; f64 arrays are not: trained f64 weights compress
     /// by about 1.07× (see the README's benchmarks), not worth the writer's CPU time on a
     /// machine whose cores all train.
-    fn compressed(self) -> bool {
+    pub(crate) fn compressed(self) -> bool {
         self.0 == TrainDType::F32
     }
 
@@ -114,12 +114,23 @@ impl FloatType {
             TrainDType::F32 => {
                 scratch.clear();
                 scratch.extend(values.iter().flat_map(|&v| (v as f32).to_le_bytes()));
-                let encoded = blosc(4)
-                    .encode(Cow::Borrowed(scratch), &keep_all())?
-                    .into_owned();
-                Ok(Cow::Owned(encoded))
+                if !self.compressed() {
+                    return Ok(Cow::Borrowed(scratch));
+                }
+                Ok(Cow::Owned(self.compress(scratch)?))
             }
         }
+    }
+
+    /// Compresses the little-endian bytes of a row the way the inner codecs decode them.
+    pub(crate) fn compress(self, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let width = match self.0 {
+            TrainDType::F32 => 4,
+            TrainDType::F64 => 8,
+        };
+        Ok(blosc(width)
+            .encode(Cow::Borrowed(bytes), &keep_all())?
+            .into_owned())
     }
 
     /// The values of little-endian bytes (a decoded row), as f64.

@@ -52,4 +52,4 @@ pub use lock::WriterLock;
 pub use reader::{StepBatch, StoreReader};
 pub use samples::Samples;
 pub use shard::MAX_STEPS_PER_SHARD;
-pub use writer::{StepRecord, StoreOptions, StoreWriter};
+pub use writer::{StepRecord, StoreOptions, StoreWriter, WeightRow};

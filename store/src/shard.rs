@@ -269,6 +269,12 @@ impl ShardAppender {
     /// Writes `chunk` (the encoded row `row`) after the shard's last chunk, then its index
     /// entry: a reader that finds the entry finds the bytes. Committed rows are never touched.
     pub(crate) fn append(&mut self, row: u64, chunk: &[u8]) -> Result<(), StoreError> {
+        self.append_parts(row, &[chunk])
+    }
+
+    /// [`ShardAppender::append`] of a row given in pieces, written one after another: the
+    /// recorder hands each tensor's bytes as the backend returned them, without joining them.
+    pub(crate) fn append_parts(&mut self, row: u64, parts: &[&[u8]]) -> Result<(), StoreError> {
         let shard = row / self.files.steps;
         if self.open.as_ref().is_none_or(|o| o.shard != shard) {
             if self.durable {
@@ -279,15 +285,20 @@ impl ShardAppender {
         }
         let open = self.open.as_mut().expect("opened above");
         let path = || self.files.file(shard);
-        write_at(&open.file, chunk, open.end)
-            .map_err(|e| StoreError::io(&path(), "cannot write chunk")(e))?;
+        let start = open.end;
+        let mut end = start;
+        for part in parts {
+            write_at(&open.file, part, end)
+                .map_err(|e| StoreError::io(&path(), "cannot write chunk")(e))?;
+            end += part.len() as u64;
+        }
         let mut entry = [0u8; ENTRY as usize];
-        entry[..8].copy_from_slice(&open.end.to_le_bytes());
-        entry[8..].copy_from_slice(&(chunk.len() as u64).to_le_bytes());
+        entry[..8].copy_from_slice(&start.to_le_bytes());
+        entry[8..].copy_from_slice(&(end - start).to_le_bytes());
         let slot = (row % self.files.steps) * ENTRY;
         write_at(&open.file, &entry, slot)
             .map_err(|e| StoreError::io(&path(), "cannot write shard index")(e))?;
-        open.end += chunk.len() as u64;
+        open.end = end;
         Ok(())
     }
 

@@ -1,6 +1,6 @@
 use epk_store::{
     RunAttributes, Samples, StepRecord, StoreError, StoreOptions, StoreReader, StoreWriter,
-    TrainDType,
+    TrainDType, WeightRow,
 };
 
 fn data() -> (Samples, Samples) {
@@ -94,6 +94,55 @@ fn everything_written_reads_back() {
         assert_eq!(r.train().unwrap(), train);
         assert_eq!(r.eval().unwrap(), eval);
         assert!(r.weights(4).is_err(), "past the committed steps");
+    }
+}
+
+/// The little-endian bytes of `values` in `dtype`, split after the first value (two tensors).
+fn pieces(values: &[f64], dtype: TrainDType) -> (Vec<u8>, Vec<u8>) {
+    let bytes: Vec<u8> = match dtype {
+        TrainDType::F64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        TrainDType::F32 => values
+            .iter()
+            .flat_map(|v| (*v as f32).to_le_bytes())
+            .collect(),
+    };
+    let width = bytes.len() / values.len();
+    (bytes[..width].to_vec(), bytes[width..].to_vec())
+}
+
+#[test]
+fn weights_given_as_byte_pieces_read_back_as_values() {
+    for dtype in [TrainDType::F64, TrainDType::F32] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.zarr");
+        let mut attrs = RunAttributes::example(3, 2, 2);
+        attrs.input_shape = vec![2, 2];
+        attrs.dtype = dtype;
+        let (train, eval) = data();
+        let mut w =
+            StoreWriter::create(&path, attrs, &train, Some(&eval), &[0.0, 0.5, -0.5]).unwrap();
+        for s in steps() {
+            let (a, b) = pieces(&s.weights_after, dtype);
+            let record = StepRecord {
+                weights_after: Vec::new(),
+                ..s
+            };
+            w.write_step_row(&record, WeightRow::Bytes(&[&a, &b]))
+                .unwrap();
+        }
+        // A row whose bytes do not add up to the layout's is refused before anything is written.
+        let short = [0u8; 5];
+        let e = w
+            .write_step_row(&steps()[0], WeightRow::Bytes(&[&short]))
+            .unwrap_err();
+        assert!(e.to_string().contains("5 bytes of weights"), "{e}");
+        w.finish().unwrap();
+        let r = StoreReader::open(&path).unwrap();
+        assert_eq!(r.steps(), 3, "{dtype:?}");
+        for (s, rec) in steps().iter().enumerate() {
+            assert_eq!(r.weights(s + 1).unwrap(), rec.weights_after, "{dtype:?}");
+            assert_eq!(r.batch(s).unwrap().indices, rec.indices);
+        }
     }
 }
 

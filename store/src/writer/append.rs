@@ -1,7 +1,7 @@
 //! Appending steps: each step's rows go to the end of the per-step arrays' open shards,
 //! where readers see them after the next commit.
 
-use super::StoreWriter;
+use super::{StoreWriter, WeightRow};
 use crate::codec::{self, FloatType};
 use crate::layout::Element;
 use crate::{ArrayName, StepRecord, StoreError};
@@ -38,12 +38,23 @@ impl StoreWriter {
     ///
     /// Fails with [`StoreError::Gone`] if the store was removed or replaced meanwhile.
     pub fn write_step(&mut self, step: &StepRecord) -> Result<(), StoreError> {
+        self.write_step_row(step, WeightRow::Values(&step.weights_after))
+    }
+
+    /// [`StoreWriter::write_step`] with the weights given apart (`step.weights_after` is not
+    /// read): the recorder hands the bytes its backend returned, which an uncompressed store
+    /// writes without a copy of its own.
+    pub fn write_step_row(
+        &mut self,
+        step: &StepRecord,
+        weights: WeightRow<'_>,
+    ) -> Result<(), StoreError> {
         self.check_guard(false)?;
-        self.check_step(step)?;
+        self.check_step(step, weights)?;
         let (k, b) = (self.attrs.outputs, self.attrs.max_batch);
         let n = step.indices.len();
         let s = self.written;
-        self.write_weight_row(s + 1, &step.weights_after)?;
+        self.write_weights(s + 1, weights)?;
         let mut index = vec![-1i64; b];
         for (slot, &i) in index.iter_mut().zip(&step.indices) {
             *slot = i as i64;
@@ -66,8 +77,23 @@ impl StoreWriter {
     }
 
     /// Checks that a step fits the store: its weights, its sample count and its dL/df.
-    fn check_step(&self, step: &StepRecord) -> Result<(), StoreError> {
-        self.check_weights(&step.weights_after)?;
+    fn check_step(&self, step: &StepRecord, weights: WeightRow<'_>) -> Result<(), StoreError> {
+        match weights {
+            WeightRow::Values(values) => self.check_weights(values)?,
+            WeightRow::Bytes(parts) => {
+                let bytes: usize = parts.iter().map(|p| p.len()).sum();
+                let width = self.lanes[0].element.width();
+                if bytes != self.attrs.num_params * width {
+                    return Err(StoreError::invalid(
+                        &self.root,
+                        format!(
+                            "{bytes} bytes of weights given, the store's layout has {} weights of {width} bytes",
+                            self.attrs.num_params
+                        ),
+                    ));
+                }
+            }
+        }
         let (k, b) = (self.attrs.outputs, self.attrs.max_batch);
         let n = step.indices.len();
         if n == 0 || n > b {
@@ -106,6 +132,26 @@ impl StoreWriter {
     pub(super) fn write_weight_row(&mut self, row: u64, weights: &[f64]) -> Result<(), StoreError> {
         debug_assert_eq!(self.lanes[0].name, ArrayName::Weights);
         self.append_row(0, row, Values::Floats(weights))
+    }
+
+    /// Appends weight row `row` given as values or as bytes of the store's dtype.
+    fn write_weights(&mut self, row: u64, weights: WeightRow<'_>) -> Result<(), StoreError> {
+        let parts = match weights {
+            WeightRow::Values(values) => return self.write_weight_row(row, values),
+            WeightRow::Bytes(parts) => parts,
+        };
+        let lane = &mut self.lanes[0];
+        let Element::Float(dtype) = lane.element else {
+            unreachable!("weights are floats")
+        };
+        if !FloatType(dtype).compressed() {
+            return lane.shards.append_parts(row, parts);
+        }
+        let joined = parts.concat();
+        let bytes = FloatType(dtype)
+            .compress(&joined)
+            .map_err(|e| StoreError::zarr(lane.file(row), "cannot encode", e))?;
+        lane.shards.append(row, &bytes)
     }
 
     /// Encodes `values` as entry `row` of lane `lane` and appends it to its shard.

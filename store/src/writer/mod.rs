@@ -30,6 +30,30 @@ pub struct StepRecord {
     pub weights_after: Vec<f64>,
 }
 
+/// A step's weights as [`StoreWriter::write_step_row`] takes them.
+#[derive(Clone, Copy, Debug)]
+pub enum WeightRow<'a> {
+    /// The values in layout order, narrowed (exactly) to the store's dtype on write.
+    Values(&'a [f64]),
+    /// The little-endian bytes of the store's dtype, in layout order, in pieces (one per
+    /// tensor, as a backend returned them): written as they are, with no conversion or join
+    /// when the rows are not compressed. Their lengths must add up to the row's.
+    Bytes(&'a [&'a [u8]]),
+}
+
+impl WeightRow<'_> {
+    /// The values, as f64, of a row in the given dtype (for tests and checks).
+    pub fn to_values(&self, dtype: crate::TrainDType) -> Vec<f64> {
+        match self {
+            WeightRow::Values(v) => v.to_vec(),
+            WeightRow::Bytes(parts) => {
+                let bytes: Vec<u8> = parts.concat();
+                crate::codec::FloatType(dtype).values(&bytes)
+            }
+        }
+    }
+}
+
 /// Store-wide choices that are not run attributes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreOptions {
