@@ -28,10 +28,18 @@ fn tiles(path: &Path, plan: Plan, options: &ReplayOptions) -> Vec<Partial> {
 }
 
 fn one_process(path: &Path, options: &ReplayOptions) -> KernelMachine {
+    one_process_counted(path, options).0
+}
+
+/// [`one_process`], with how many times replay reported progress (once per step and block of
+/// points).
+fn one_process_counted(path: &Path, options: &ReplayOptions) -> (KernelMachine, usize) {
     let reader = StoreReader::open(path).unwrap();
     let net = Network::<Mlp>::new(reader.attrs(), &flex_f64().unwrap()).unwrap();
     let eval = reader.eval().unwrap();
-    replay(&reader, &net, &eval.inputs, options, |_| {}).unwrap()
+    let mut reports = 0;
+    let machine = replay(&reader, &net, &eval.inputs, options, |_| reports += 1).unwrap();
+    (machine, reports)
 }
 
 /// max |a − b| / max(1, |b|) over two arrays of one shape: relative where values exceed 1.
@@ -133,6 +141,24 @@ fn check_run(run: Run, groups: bool, what: &str) {
     }
     let whole = one_process(&path, &options);
     let points = reader.eval().unwrap().len();
+    // Room for less than one point's adjoint: an optimizer with state replays the points one
+    // by one, in one process, and sets them side by side.
+    let tight = ReplayOptions {
+        adjoint_bytes: 1,
+        ..options.clone()
+    };
+    let (blocked, reports) = one_process_counted(&path, &tight);
+    let stateful = !epk::replay::Optimizer::from_spec(&reader.attrs().optimizer)
+        .unwrap()
+        .is_plain();
+    let blocks = if stateful { points } else { 1 };
+    assert_eq!(reports, blocks * reader.steps(), "{what}: blocks of points");
+    assert_same(
+        &blocked,
+        &whole,
+        BOUND,
+        &format!("{what}, points one by one"),
+    );
     for plan in cuts(reader.steps(), points) {
         let joined = reduce(tiles(&path, plan, &options)).unwrap();
         assert_same(&joined, &whole, BOUND, &format!("{what}, {plan:?}"));

@@ -36,6 +36,9 @@ pub struct ReplayOptions {
     /// Parameter groups (ranges of the flat parameter vector) to split the attributions by;
     /// empty for no split. Splitting uses dense contractions.
     pub groups: Vec<std::ops::Range<usize>>,
+    /// Bytes the stateful backward pass's `[points·outputs, P]` arrays (Z and Jbar) may take:
+    /// [`replay`] replays blocks of points that fit, one after another.
+    pub adjoint_bytes: usize,
 }
 
 impl Default for ReplayOptions {
@@ -46,6 +49,7 @@ impl Default for ReplayOptions {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             block: 256,
             groups: Vec::new(),
+            adjoint_bytes: ADJOINT_BYTES,
         }
     }
 }
@@ -232,15 +236,51 @@ pub(crate) struct Part {
 /// step's linear map on disk, and a backward pass carries the adjoint of the momentum buffer, so
 /// that a point used at step r is credited for every later step it moves. Memory stays
 /// independent of the number of steps and of the training set.
+///
+/// The backward pass holds the adjoint Z and one step's Jbar, each `[points·outputs, P]`: with
+/// more points than fit in [`ReplayOptions::adjoint_bytes`], the points are replayed in blocks one after
+/// another (each block repeats the forward pass, one gradient per step) and set side by side,
+/// so memory stays flat in the number of points too.
 pub fn replay<M: EpkModel>(
     reader: &StoreReader,
     net: &Network<M>,
     xs: &[f64],
     options: &ReplayOptions,
-    progress: impl FnMut(usize),
+    mut progress: impl FnMut(usize),
 ) -> Result<KernelMachine, ReplayError> {
-    Ok(replay_steps(reader, net, xs, options, 0..reader.steps(), progress)?.machine)
+    let steps = reader.steps();
+    let len = net.input_len().max(1);
+    let points = xs.len() / len;
+    let stateful = !Optimizer::from_spec(&reader.attrs().optimizer)?.is_plain();
+    let per_point = 2 * net.outputs() * net.num_params() * size_of::<f64>();
+    let blocks = if stateful {
+        points.min(
+            per_point
+                .saturating_mul(points)
+                .div_ceil(options.adjoint_bytes.max(1))
+                .max(1),
+        )
+    } else {
+        1
+    };
+    if blocks <= 1 {
+        return Ok(replay_steps(reader, net, xs, options, 0..steps, progress)?.machine);
+    }
+    let mut machines = Vec::with_capacity(blocks);
+    let mut starts = Vec::with_capacity(blocks);
+    for b in 0..blocks {
+        let range = (b * points / blocks)..((b + 1) * points / blocks);
+        let block = &xs[range.start * len..range.end * len];
+        // Progress over the whole job: block b's step s is (b·steps + s) / blocks steps done.
+        let report = |s: usize| progress((b * steps + s) / blocks);
+        machines.push(replay_steps(reader, net, block, options, 0..steps, report)?.machine);
+        starts.push(range.start);
+    }
+    Ok(crate::shard::side_by_side(machines, &starts))
 }
+
+/// The default [`ReplayOptions::adjoint_bytes`]: 512 MiB.
+pub const ADJOINT_BYTES: usize = 512 << 20;
 
 /// [`replay`] of the steps `steps` alone; `progress` counts the steps done in the range.
 pub(crate) fn replay_steps<M: EpkModel>(

@@ -219,19 +219,21 @@ impl<M: EpkModel> Adjoint<'_, M> {
         batch: &epk_store::StepBatch,
     ) -> Result<(), ReplayError> {
         let k = self.net.outputs();
-        let mut u = jbar.clone();
-        for mut row in u.rows_mut() {
+        // Jbar's own terms first; then Jbar becomes u_s and then E_s in place, so that the
+        // step holds two [points·outputs, P] arrays (Z and this one), not four.
+        self.add_decay_and_residual(step, t, &v, &jbar);
+        let mut e = jbar;
+        for mut row in e.rows_mut() {
             for (j, x) in row.iter_mut().enumerate() {
                 *x *= -t.lr * v.precondition.as_ref().map_or(1.0, |d| d[j]);
             }
         }
         self.z *= self.a_next;
-        self.z.scaled_add(t.alpha, &u);
-        let mut e = u;
+        self.z.scaled_add(t.alpha, &e);
         e *= t.gamma;
         e.scaled_add(t.b, &self.z);
         self.a_next = t.a;
-        self.add_nondata(step, t, &v, &e, &jbar);
+        self.add_coupled(step, t, &e);
         let beta = self.through.beta(t.b);
         if let Some(c) = &v.clip {
             for mut row in e.rows_mut() {
@@ -259,29 +261,37 @@ impl<M: EpkModel> Adjoint<'_, M> {
         Ok(())
     }
 
-    /// N(x) += E_s·(λ_c w_s) + Jbar_s·(−η_s λ_d m ⊙ w_s): coupled decay through E,
-    /// decoupled decay through Jbar; R(x) += Jbar_s·ρ_s.
-    fn add_nondata(
+    /// N(x) += Jbar_s·(−η_s λ_d m ⊙ w_s), decoupled decay through Jbar; R(x) += Jbar_s·ρ_s.
+    fn add_decay_and_residual(
         &mut self,
         step: &Step<'_>,
         t: &Transform,
         v: &StepVectors,
-        e: &Array2<f64>,
         jbar: &Array2<f64>,
     ) {
         let (p, k) = (self.net.num_params(), self.net.outputs());
         let decay: Vec<f64> = (0..p)
             .map(|j| -t.decoupled * step.start[j] * v.mask.as_ref().map_or(1.0, |m| m[j]))
             .collect();
-        let coupled: Vec<f64> = step.start.iter().map(|w| t.coupled * w).collect();
-        self.through.add_coupled(self.through.beta(t.b), &coupled);
-        let row_dot =
-            |r: ArrayView1<f64>, x: &[f64]| -> f64 { r.iter().zip(x).map(|(a, b)| a * b).sum() };
-        for row in 0..e.nrows() {
+        for row in 0..jbar.nrows() {
             let (pt, o) = (row / k, row % k);
-            let n = row_dot(e.row(row), &coupled) + row_dot(jbar.row(row), &decay);
-            self.nondata.add(pt, o, n);
+            self.nondata.add(pt, o, row_dot(jbar.row(row), &decay));
             self.residual.add(pt, o, row_dot(jbar.row(row), &v.rho));
         }
     }
+
+    /// N(x) += E_s·(λ_c w_s): coupled decay through E.
+    fn add_coupled(&mut self, step: &Step<'_>, t: &Transform, e: &Array2<f64>) {
+        let k = self.net.outputs();
+        let coupled: Vec<f64> = step.start.iter().map(|w| t.coupled * w).collect();
+        self.through.add_coupled(self.through.beta(t.b), &coupled);
+        for row in 0..e.nrows() {
+            self.nondata
+                .add(row / k, row % k, row_dot(e.row(row), &coupled));
+        }
+    }
+}
+
+fn row_dot(r: ArrayView1<f64>, x: &[f64]) -> f64 {
+    r.iter().zip(x).map(|(a, b)| a * b).sum()
 }

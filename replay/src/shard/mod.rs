@@ -82,6 +82,7 @@ mod reduce;
 pub use crate::machine::boundary::Boundary;
 pub use partial::{Partial, check_job, read_partials, write_partial};
 pub use reduce::reduce;
+pub(crate) use reduce::side_by_side;
 
 use crate::machine::replay_steps;
 use crate::{Network, ReplayError, ReplayOptions};

@@ -145,7 +145,7 @@ fn sum<'a, D: Dimension + 'a>(arrays: impl Iterator<Item = &'a Array<f64, D>>) -
 
 /// Blocks of points (starting at `starts`) set side by side; a step's checks are the worst over
 /// the blocks, its costs their sum.
-fn side_by_side(blocks: Vec<KernelMachine>, starts: &[usize]) -> KernelMachine {
+pub(crate) fn side_by_side(blocks: Vec<KernelMachine>, starts: &[usize]) -> KernelMachine {
     let cat2 = |f: fn(&KernelMachine) -> &Array2<f64>| {
         let views: Vec<_> = blocks.iter().map(|m| f(m).view()).collect();
         ndarray::concatenate(Axis(0), &views).expect("blocks share outputs")
