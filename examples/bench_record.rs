@@ -23,8 +23,8 @@ use burn::train::TrainStep;
 use clap::Parser;
 use epk::recorder::models::{Cnn, CnnConfig, Guide, GuideConfig, Mlp, MlpConfig};
 use epk::recorder::{
-    EpkModel, IndexedBatch, IndexedBatcher, IndexedItem, Loss, Recorder, Samples, Switches,
-    WithRecorder, device::flex_f64, loss,
+    Compression, EpkModel, IndexedBatch, IndexedBatcher, IndexedItem, Loss, Recorder, Samples,
+    Switches, WithRecorder, device::flex_f64, loss,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -56,6 +56,19 @@ struct Args {
     /// Train in float32 (flex's default) instead of float64; the store then holds f32.
     #[arg(long)]
     f32: bool,
+    /// The store's compression: auto (blosc-LZ4 for f32, none for f64), none, lz4 or zstd.
+    #[arg(long, default_value = "auto", value_parser = compression)]
+    compression: Compression,
+}
+
+fn compression(name: &str) -> Result<Compression, String> {
+    match name {
+        "auto" => Ok(Compression::Auto),
+        "none" => Ok(Compression::None),
+        "lz4" => Ok(Compression::Lz4),
+        "zstd" => Ok(Compression::Zstd),
+        _ => Err(format!("{name}: choose auto, none, lz4 or zstd")),
+    }
 }
 
 /// The optimizer a case trains with, as Burn builds it and as the recorder declares it.
@@ -162,6 +175,7 @@ fn recorded<M: EpkModel + 'static>(
         .train_data(case.train.clone())
         .max_batch(case.batch)
         .commit_interval(std::time::Duration::from_millis(args.commit_ms))
+        .compression(args.compression)
         .durable(args.durable);
     let mut optim = case.optim.init();
     let created = Instant::now();
@@ -247,7 +261,17 @@ fn run<M: EpkModel + 'static>(
     }
     let last = last.expect("at least one repeat");
     let (b, r) = (median(base), median(rec));
-    let name = format!("{}{}", case.name, if args.f32 { ", f32" } else { "" });
+    let name = format!(
+        "{}{}{}",
+        case.name,
+        if args.f32 { ", f32" } else { "" },
+        match args.compression {
+            Compression::Auto => "",
+            Compression::None => ", uncompressed",
+            Compression::Lz4 => ", LZ4",
+            Compression::Zstd => ", Zstandard",
+        }
+    );
     // What the weights take uncompressed in the training dtype: the initial state and one row
     // per step.
     let width = if args.f32 { 4 } else { 8 };

@@ -74,7 +74,7 @@ mod upload;
 mod writer;
 
 pub use batch::{IndexedBatch, IndexedBatcher, IndexedDataset, IndexedItem};
-pub use epk_store::{Loss, OptimizerSpec, Samples, TrainDType};
+pub use epk_store::{Compression, Loss, OptimizerSpec, Samples, TrainDType};
 // The model contract, devices and built-in models live in epk-model; these keep their
 // `epk_recorder::` paths.
 pub use epk_model::{EpkModel, Probe, Switches};

@@ -221,6 +221,16 @@ impl Recorder {
         self
     }
 
+    /// How a new store's float arrays are compressed: [`Compression::Auto`] (the default:
+    /// blosc-LZ4 for f32 training, none for f64), `None`, `Lz4` or `Zstd`. Every choice is
+    /// read by zarr-python without plug-ins; a resumed store keeps its own.
+    ///
+    /// [`Compression::Auto`]: epk_store::Compression::Auto
+    pub fn compression(mut self, compression: epk_store::Compression) -> Self {
+        self.store.compression = compression;
+        self
+    }
+
     /// Replace an existing epk store at the path (default: refuse). The old store is removed
     /// only once the recorder holds the store's lock: a store another run is writing is
     /// refused, naming that run, and a Zarr store of another kind is never removed.

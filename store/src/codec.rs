@@ -17,12 +17,15 @@ use zarrs::array::codec::{
 };
 use zarrs::array::{Array, ArrayError, CodecOptions, DataType};
 use zarrs::filesystem::FilesystemStore;
+use zarrs::metadata_ext::codec::blosc::BloscCodecConfiguration;
 
-/// Blosc's compression level for float arrays (its own default).
+/// Blosc's compression level for LZ4 (its own default).
 const BLOSC_LEVEL: u8 = 5;
+/// The level for Zstandard: its own default, a good ratio at a few hundred MB/s.
+const ZSTD_LEVEL: u8 = 3;
 
-/// Blosc with LZ4 after a byte shuffle of `typesize`-byte elements, which zarr-python reads
-/// without plug-ins.
+/// A blosc codec to decode with: a blosc frame describes its own compressor and shuffle, so
+/// this one decodes rows written under any [`Compression`].
 fn blosc(typesize: usize) -> BloscCodec {
     BloscCodec::new(
         BloscCompressor::LZ4,
@@ -34,14 +37,77 @@ fn blosc(typesize: usize) -> BloscCodec {
     .expect("c-blosc always has LZ4")
 }
 
-/// The bytes-to-bytes codecs of an element type: blosc for f32 floats, none otherwise.
-pub(crate) fn compression(element: Element) -> Vec<Arc<dyn BytesToBytesCodecTraits>> {
-    match element {
-        Element::Float(dtype) if FloatType(dtype).compressed() => {
-            vec![Arc::new(blosc(element.width()))]
-        }
-        _ => Vec::new(),
+/// How a store's float arrays are compressed (the per-step weights and dL/df, and the data
+/// sets): blosc, which zarr-python reads without plug-ins, after a byte shuffle.
+///
+/// Trained weights' low mantissa bytes are close to random, so compression mostly finds the
+/// sign and exponent bytes: blosc-LZ4 gave 1.11× on Burn's guide model in f32 and about
+/// 1.07× on f64 weights. It costs the writer a join of the row and the compression, which on
+/// a machine whose cores all train is time taken from training; `bench_record --compression`
+/// measures both sides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// The training dtype's default: [`Compression::Lz4`] for f32 stores, none for f64.
+    #[default]
+    Auto,
+    /// Rows as their little-endian bytes: the writer's cheapest, the largest store.
+    None,
+    /// blosc with LZ4 (level 5, blosc's default): fast.
+    Lz4,
+    /// blosc with Zstandard (level 3): smaller, slower to write.
+    Zstd,
+}
+
+impl Compression {
+    /// The blosc codec of `element`'s arrays under this choice, if any.
+    pub(crate) fn blosc(self, element: Element) -> Option<BloscCodec> {
+        let Element::Float(dtype) = element else {
+            return None;
+        };
+        let (compressor, level) = match (self, dtype) {
+            (Compression::None, _) | (Compression::Auto, TrainDType::F64) => return None,
+            (Compression::Lz4, _) | (Compression::Auto, TrainDType::F32) => {
+                (BloscCompressor::LZ4, BLOSC_LEVEL)
+            }
+            (Compression::Zstd, _) => (BloscCompressor::Zstd, ZSTD_LEVEL),
+        };
+        Some(
+            BloscCodec::new(
+                compressor,
+                BloscCompressionLevel::try_from(level).expect("a level in 0..=9"),
+                None,
+                BloscShuffleMode::Shuffle,
+                Some(element.width()),
+            )
+            .expect("c-blosc is built with LZ4 and Zstandard"),
+        )
     }
+}
+
+/// The bytes-to-bytes codecs of an element type's arrays under `choice`.
+pub(crate) fn compression(
+    element: Element,
+    choice: Compression,
+) -> Vec<Arc<dyn BytesToBytesCodecTraits>> {
+    match choice.blosc(element) {
+        Some(codec) => vec![Arc::new(codec)],
+        None => Vec::new(),
+    }
+}
+
+/// The blosc codec a per-step array's metadata names for its rows, if any: the writer
+/// compresses with it, whatever choice created the store (a resumed store keeps its codec).
+pub(crate) fn row_codec(metadata: &serde_json::Value) -> Result<Option<BloscCodec>, String> {
+    let inner = &metadata["codecs"][0]["configuration"]["codecs"][1];
+    if inner.is_null() {
+        return Ok(None);
+    }
+    let configuration: BloscCodecConfiguration =
+        serde_json::from_value(inner["configuration"].clone())
+            .map_err(|e| format!("the rows' blosc configuration: {e}"))?;
+    BloscCodec::new_with_configuration(&configuration)
+        .map(Some)
+        .map_err(|e| format!("the rows' blosc configuration: {e}"))
 }
 
 /// The sharding codec of a per-step array: rows of `subchunk` shape, little-endian, then
@@ -96,41 +162,26 @@ pub(crate) fn sharded_rows_blosc(metadata: &serde_json::Value) -> Result<bool, &
 pub(crate) struct FloatType(pub(crate) TrainDType);
 
 impl FloatType {
-    /// f32 arrays are compressed with blosc; f64 arrays are not: trained f64 weights compress
-    /// by about 1.07× (see the README's benchmarks), not worth the writer's CPU time on a
-    /// machine whose cores all train.
-    pub(crate) fn compressed(self) -> bool {
-        self.0 == TrainDType::F32
-    }
-
-    /// Encodes a row the way the per-step arrays' inner codecs decode it.
+    /// Encodes a row the way the per-step arrays' inner codecs decode it: little-endian
+    /// bytes of the dtype, then `blosc` if the array has it.
     pub(crate) fn encode<'a>(
         self,
         values: &'a [f64],
         scratch: &'a mut Vec<u8>,
+        blosc: Option<&BloscCodec>,
     ) -> Result<Cow<'a, [u8]>, CodecError> {
-        match self.0 {
-            TrainDType::F64 => Ok(Cow::Borrowed(le_bytes(values, scratch))),
+        let bytes: &[u8] = match self.0 {
+            TrainDType::F64 => le_bytes(values, scratch),
             TrainDType::F32 => {
                 scratch.clear();
                 scratch.extend(values.iter().flat_map(|&v| (v as f32).to_le_bytes()));
-                if !self.compressed() {
-                    return Ok(Cow::Borrowed(scratch));
-                }
-                Ok(Cow::Owned(self.compress(scratch)?))
+                scratch
             }
-        }
-    }
-
-    /// Compresses the little-endian bytes of a row the way the inner codecs decode them.
-    pub(crate) fn compress(self, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
-        let width = match self.0 {
-            TrainDType::F32 => 4,
-            TrainDType::F64 => 8,
         };
-        Ok(blosc(width)
-            .encode(Cow::Borrowed(bytes), &keep_all())?
-            .into_owned())
+        match blosc {
+            None => Ok(Cow::Borrowed(bytes)),
+            Some(codec) => Ok(Cow::Owned(compress(codec, bytes)?)),
+        }
     }
 
     /// The values of little-endian bytes (a decoded row), as f64.
@@ -162,6 +213,13 @@ impl FloatType {
             }
         }
     }
+}
+
+/// Compresses the little-endian bytes of a row with the array's blosc codec.
+pub(crate) fn compress(codec: &BloscCodec, bytes: &[u8]) -> Result<Vec<u8>, CodecError> {
+    Ok(codec
+        .encode(Cow::Borrowed(bytes), &keep_all())?
+        .into_owned())
 }
 
 /// The little-endian bytes of an int64 row.

@@ -3,7 +3,7 @@
 //! and the reader checks arrays against them, so the two cannot drift apart; `docs/store.md`
 //! describes the same table for readers in other languages.
 
-use crate::codec;
+use crate::codec::{self, Compression};
 use crate::{MAX_STEPS_PER_SHARD, RunAttributes, TrainDType};
 use std::path::{Path, PathBuf};
 use zarrs::array::builder::ArrayBuilderFillValue;
@@ -280,9 +280,9 @@ impl ArraySpec {
     /// A builder for this array. Per-step arrays are sharded along axis 0 with
     /// `steps_per_shard` steps per shard file and one step per inner chunk; the data sets are
     /// one chunk each.
-    pub(crate) fn builder(&self, steps_per_shard: u64) -> ArrayBuilder {
+    pub(crate) fn builder(&self, steps_per_shard: u64, choice: Compression) -> ArrayBuilder {
         let data_type = self.element.data_type();
-        let compression = codec::compression(self.element);
+        let compression = codec::compression(self.element, choice);
         let mut builder = if self.name.is_per_step() {
             let shard = self.rows_of(steps_per_shard);
             let mut builder = ArrayBuilder::new(
@@ -366,6 +366,7 @@ impl ArraySpec {
 #[cfg(test)]
 mod tests {
     use super::{ArrayName, Element};
+    use crate::codec::Compression;
     use crate::{RunAttributes, TrainDType};
     use std::sync::Arc;
     use zarrs::filesystem::FilesystemStore;
@@ -389,7 +390,7 @@ mod tests {
                 let spec = name.spec(&attrs(dtype));
                 assert_eq!(spec.dims.len(), spec.shape.len(), "{name:?}");
                 let array = spec
-                    .builder(4)
+                    .builder(4, Compression::Auto)
                     .build(store.clone(), &name.zarr_path())
                     .unwrap();
                 let chunk: Vec<u64> = array

@@ -46,6 +46,7 @@ pub use attrs::{
     FORMAT_NAME, FORMAT_VERSION, Fault, Loss, ModelInfo, OptimizerSpec, ParamLayout, RunAttributes,
     TrainDType,
 };
+pub use codec::Compression;
 pub use error::StoreError;
 pub use layout::{ArrayName, ROOT_ATTRIBUTE};
 pub use lock::WriterLock;

@@ -306,3 +306,67 @@ fn resume_drops_uncommitted_rows_and_appends_after_the_committed_ones() {
         assert_eq!(r.batch(2).unwrap().indices, all[1].indices);
     }
 }
+
+/// What the weights array's metadata says its rows are compressed with: the blosc compressor's
+/// name, or None for plain little-endian rows.
+fn row_compressor(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path.join("weights/zarr.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let inner = &json["codecs"][0]["configuration"]["codecs"][1];
+    inner["configuration"]["cname"].as_str().map(str::to_owned)
+}
+
+#[test]
+fn every_compression_choice_reads_back_and_a_resumed_store_keeps_its_own() {
+    use epk_store::Compression;
+    let choices = [
+        (Compression::Auto, TrainDType::F64, None),
+        (Compression::Auto, TrainDType::F32, Some("lz4")),
+        (Compression::None, TrainDType::F32, None),
+        (Compression::Lz4, TrainDType::F64, Some("lz4")),
+        (Compression::Zstd, TrainDType::F64, Some("zstd")),
+        (Compression::Zstd, TrainDType::F32, Some("zstd")),
+    ];
+    for (compression, dtype, cname) in choices {
+        let what = format!("{compression:?} {dtype:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.zarr");
+        let mut attrs = RunAttributes::example(3, 2, 2);
+        attrs.input_shape = vec![2, 2];
+        attrs.dtype = dtype;
+        let (train, eval) = data();
+        let options = StoreOptions {
+            compression,
+            ..StoreOptions::default()
+        };
+        let mut w = StoreWriter::create_with(
+            &path,
+            attrs,
+            &train,
+            Some(&eval),
+            &[0.0, 0.5, -0.5],
+            options,
+        )
+        .unwrap();
+        let all = steps();
+        w.append_step(&all[0]).unwrap();
+        drop(w);
+        assert_eq!(row_compressor(&path).as_deref(), cname, "{what}");
+        // Resumed with the default options: the rows go on in the store's own codec, as
+        // values and as byte pieces alike.
+        let (mut w, _) = StoreWriter::resume(&path).unwrap();
+        w.append_step(&all[1]).unwrap();
+        let (a, b) = pieces(&all[2].weights_after, dtype);
+        w.write_step_row(&all[2], WeightRow::Bytes(&[&a, &b]))
+            .unwrap();
+        w.finish().unwrap();
+        assert_eq!(row_compressor(&path).as_deref(), cname, "{what}");
+        let r = StoreReader::open(&path).unwrap();
+        assert_eq!(r.steps(), 3, "{what}");
+        for (s, rec) in all.iter().enumerate() {
+            assert_eq!(r.weights(s + 1).unwrap(), rec.weights_after, "{what}");
+        }
+        assert_eq!(r.train().unwrap(), train, "{what}");
+        assert_eq!(r.eval().unwrap(), eval, "{what}");
+    }
+}

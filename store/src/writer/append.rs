@@ -141,15 +141,11 @@ impl StoreWriter {
             WeightRow::Bytes(parts) => parts,
         };
         let lane = &mut self.lanes[0];
-        let Element::Float(dtype) = lane.element else {
-            unreachable!("weights are floats")
-        };
-        if !FloatType(dtype).compressed() {
+        let Some(codec) = &lane.blosc else {
             return lane.shards.append_parts(row, parts);
-        }
+        };
         let joined = parts.concat();
-        let bytes = FloatType(dtype)
-            .compress(&joined)
+        let bytes = codec::compress(codec, &joined)
             .map_err(|e| StoreError::zarr(lane.file(row), "cannot encode", e))?;
         lane.shards.append(row, &bytes)
     }
@@ -159,7 +155,7 @@ impl StoreWriter {
         let lane = &mut self.lanes[lane];
         let bytes = match (values, lane.element) {
             (Values::Floats(values), Element::Float(dtype)) => FloatType(dtype)
-                .encode(values, &mut self.scratch)
+                .encode(values, &mut self.scratch, lane.blosc.as_ref())
                 .map_err(|e| StoreError::zarr(lane.file(row), "cannot encode", e))?,
             (Values::Ints(values), Element::Int64) => {
                 Cow::Borrowed(codec::encode_ints(values, &mut self.scratch))

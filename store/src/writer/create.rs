@@ -3,7 +3,7 @@
 
 use super::{Lane, StoreOptions, StoreWriter};
 use crate::atomic::{TEMP_SUFFIX, sync_dir, sync_tree, write_atomic};
-use crate::codec::{FloatType, keep_all};
+use crate::codec::{Compression, FloatType, keep_all};
 use crate::layout::{ArraySpec, GROUP_METADATA};
 use crate::shard::{MAX_STEPS_PER_SHARD, ShardFiles, steps_per_shard};
 use crate::{ArrayName, RunAttributes, Samples, StoreError, StoreReader, WriterLock};
@@ -117,18 +117,25 @@ impl StoreWriter {
             train,
             ArrayName::TrainInputs,
             ArrayName::TrainTargets,
+            options.compression,
         )?;
         if let Some(eval) = eval {
-            writer.write_samples(&store, eval, ArrayName::EvalInputs, ArrayName::EvalTargets)?;
+            writer.write_samples(
+                &store,
+                eval,
+                ArrayName::EvalInputs,
+                ArrayName::EvalTargets,
+                options.compression,
+            )?;
         }
         let steps = options
             .steps_per_shard
             .unwrap_or_else(|| default_steps_per_shard(&writer.attrs));
         for name in ArrayName::PER_STEP {
             let spec = name.spec(&writer.attrs);
-            let array = writer.build(&store, &spec, steps)?;
+            let array = writer.build(&store, &spec, steps, options.compression)?;
             let files = ShardFiles::new(&name.dir(path), spec.shape.len(), steps);
-            let lane = Lane::new(&writer.attrs, name, array, files, false);
+            let lane = Lane::new(path, &writer.attrs, name, array, files, false)?;
             writer.lanes.push(lane);
         }
         Ok(writer)
@@ -140,9 +147,10 @@ impl StoreWriter {
         store: &Arc<FilesystemStore>,
         spec: &ArraySpec,
         steps_per_shard: u64,
+        compression: Compression,
     ) -> Result<Array<FilesystemStore>, StoreError> {
         let array = spec
-            .builder(steps_per_shard)
+            .builder(steps_per_shard, compression)
             .build(store.clone(), &spec.name.zarr_path())
             .map_err(|e| StoreError::zarr(self.file(spec.name), "cannot create array", e))?;
         self.store_array_metadata(spec.name, &array)?;
@@ -156,6 +164,7 @@ impl StoreWriter {
         set: &Samples,
         inputs: ArrayName,
         targets: ArrayName,
+        compression: Compression,
     ) -> Result<(), StoreError> {
         // The subgroup's own metadata makes the hierarchy explicit for readers that walk it.
         if let Some(group) = inputs.dir(&self.root).parent() {
@@ -164,13 +173,13 @@ impl StoreWriter {
             write_atomic(&group.join("zarr.json"), GROUP_METADATA, false)?;
         }
         let spec = inputs.spec(&self.attrs);
-        let array = self.build(store, &spec, 0)?;
+        let array = self.build(store, &spec, 0, compression)?;
         if !set.is_empty() {
             FloatType(self.attrs.dtype)
                 .store_chunk(&array, &vec![0; spec.shape.len()], &set.inputs)
                 .map_err(|e| StoreError::zarr(self.file(inputs), "cannot write", e))?;
         }
-        let array = self.build(store, &targets.spec(&self.attrs), 0)?;
+        let array = self.build(store, &targets.spec(&self.attrs), 0, compression)?;
         if !set.is_empty() {
             array
                 .store_chunk_opt(&[0], &set.targets[..], &keep_all())

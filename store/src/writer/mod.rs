@@ -8,12 +8,14 @@ mod create;
 mod guard;
 mod resume;
 
+use crate::codec::Compression;
 use crate::layout::Element;
 use crate::shard::{ShardAppender, ShardFiles};
 use crate::{ArrayName, Fault, RunAttributes, StoreError};
 use guard::Guard;
 use std::path::{Path, PathBuf};
 use zarrs::array::Array;
+use zarrs::array::codec::BloscCodec;
 use zarrs::filesystem::FilesystemStore;
 
 /// One optimizer step as the recorder hands it to the store.
@@ -73,6 +75,9 @@ pub struct StoreOptions {
     /// where it may not keep out a writer on another machine; without it such a store is
     /// refused with [`StoreError::UntrustedLock`].
     pub allow_network_lock: bool,
+    /// How the float arrays are compressed (blosc-LZ4 for f32 stores and none for f64 by
+    /// default). A resumed store keeps the compression it was created with.
+    pub compression: Compression,
 }
 
 /// Creates a store and appends committed steps to it.
@@ -105,24 +110,31 @@ struct Lane {
     name: ArrayName,
     /// What its rows hold, as the layout says.
     element: Element,
+    /// The blosc codec its metadata names for the rows, if any.
+    blosc: Option<BloscCodec>,
     array: Array<FilesystemStore>,
     shards: ShardAppender,
 }
 
 impl Lane {
     fn new(
+        root: &Path,
         attrs: &RunAttributes,
         name: ArrayName,
         array: Array<FilesystemStore>,
         files: ShardFiles,
         durable: bool,
-    ) -> Self {
-        Lane {
+    ) -> Result<Self, StoreError> {
+        let metadata = serde_json::to_value(array.metadata()).unwrap_or_default();
+        let blosc = crate::codec::row_codec(&metadata)
+            .map_err(|m| StoreError::invalid(name.metadata_file(root), m))?;
+        Ok(Lane {
             name,
             element: name.spec(attrs).element,
+            blosc,
             array,
             shards: ShardAppender::new(files, durable),
-        }
+        })
     }
 
     /// The shard file that holds `row`, for errors.

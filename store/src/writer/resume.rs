@@ -46,7 +46,7 @@ impl StoreWriter {
                 .map_err(|e| StoreError::zarr(open.metadata_file(name), "cannot open array", e))?;
             let files = open.shard_files(name).clone();
             files.keep_rows(name.rows(steps))?;
-            lanes.push(Lane::new(&attrs, name, array, files, durable));
+            lanes.push(Lane::new(path, &attrs, name, array, files, durable)?);
         }
         attrs.finished = false;
         let mut writer = StoreWriter {
