@@ -42,18 +42,21 @@ fn write(path: &std::path::Path, dtype: TrainDType) {
     write_sharded(path, dtype, None);
 }
 
-fn write_sharded(path: &std::path::Path, dtype: TrainDType, steps_per_shard: Option<u64>) {
+/// A new store of 3 weights, 2 outputs and [2, 2] inputs holding [`data`].
+fn create(path: &std::path::Path, dtype: TrainDType, options: StoreOptions) -> StoreWriter {
     let mut attrs = RunAttributes::example(3, 2, 2);
     attrs.input_shape = vec![2, 2];
     attrs.dtype = dtype;
     let (train, eval) = data();
+    StoreWriter::create_with(path, attrs, &train, Some(&eval), &[0.0, 0.5, -0.5], options).unwrap()
+}
+
+fn write_sharded(path: &std::path::Path, dtype: TrainDType, steps_per_shard: Option<u64>) {
     let options = StoreOptions {
         steps_per_shard,
         ..StoreOptions::default()
     };
-    let mut w =
-        StoreWriter::create_with(path, attrs, &train, Some(&eval), &[0.0, 0.5, -0.5], options)
-            .unwrap();
+    let mut w = create(path, dtype, options);
     for s in steps() {
         w.append_step(&s).unwrap();
     }
@@ -115,12 +118,7 @@ fn weights_given_as_byte_pieces_read_back_as_values() {
     for dtype in [TrainDType::F64, TrainDType::F32] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.zarr");
-        let mut attrs = RunAttributes::example(3, 2, 2);
-        attrs.input_shape = vec![2, 2];
-        attrs.dtype = dtype;
-        let (train, eval) = data();
-        let mut w =
-            StoreWriter::create(&path, attrs, &train, Some(&eval), &[0.0, 0.5, -0.5]).unwrap();
+        let mut w = create(&path, dtype, StoreOptions::default());
         for s in steps() {
             let (a, b) = pieces(&s.weights_after, dtype);
             let record = StepRecord {
@@ -331,23 +329,11 @@ fn every_compression_choice_reads_back_and_a_resumed_store_keeps_its_own() {
         let what = format!("{compression:?} {dtype:?}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.zarr");
-        let mut attrs = RunAttributes::example(3, 2, 2);
-        attrs.input_shape = vec![2, 2];
-        attrs.dtype = dtype;
-        let (train, eval) = data();
         let options = StoreOptions {
             compression,
             ..StoreOptions::default()
         };
-        let mut w = StoreWriter::create_with(
-            &path,
-            attrs,
-            &train,
-            Some(&eval),
-            &[0.0, 0.5, -0.5],
-            options,
-        )
-        .unwrap();
+        let mut w = create(&path, dtype, options);
         let all = steps();
         w.append_step(&all[0]).unwrap();
         drop(w);
@@ -366,6 +352,7 @@ fn every_compression_choice_reads_back_and_a_resumed_store_keeps_its_own() {
         for (s, rec) in all.iter().enumerate() {
             assert_eq!(r.weights(s + 1).unwrap(), rec.weights_after, "{what}");
         }
+        let (train, eval) = data();
         assert_eq!(r.train().unwrap(), train, "{what}");
         assert_eq!(r.eval().unwrap(), eval, "{what}");
     }
