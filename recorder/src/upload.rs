@@ -4,7 +4,7 @@
 
 use crate::writer::Sink;
 use epk_store::remote::{Mirror, Remote, Uploader};
-use epk_store::{Fault, StepRecord, StoreError, StoreWriter};
+use epk_store::{Fault, StepRecord, StoreError, StoreWriter, TrainDType, WeightRow};
 use std::time::Duration;
 
 /// Where to upload and how often: at most one pass per interval.
@@ -43,8 +43,12 @@ impl Uploading {
 }
 
 impl Sink for Uploading {
-    fn write(&mut self, step: &StepRecord) -> Result<(), String> {
-        self.store.write(step)
+    fn write(&mut self, step: &StepRecord, weights: WeightRow<'_>) -> Result<(), String> {
+        Sink::write(&mut self.store, step, weights)
+    }
+
+    fn dtype(&self) -> TrainDType {
+        Sink::dtype(&self.store)
     }
 
     fn commit(&mut self) -> Result<(), String> {
