@@ -173,3 +173,70 @@ fn auto_certifies_each_attribution_not_only_their_sum() {
         "dense path bound {other:.6e}, factored {bound:.6e}"
     );
 }
+
+/// A model whose Jacobian is too large to keep dense (outputs × P above 2¹⁷): the `auto` rule
+/// keeps each order's Jbar factored and compares two orders a layer and an output at a time.
+/// It must split and accept exactly as the general path does, which sums every order
+/// densely: the same pieces and evaluations, the same Jbar (to the rounding of the two ways of
+/// computing J), and the same bound on it.
+#[test]
+fn factored_orders_are_compared_as_dense_ones_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wide.zarr");
+    Run::toy(100, 440, 4, 3)
+        .with(Optim::Sgd(SgdConfig::new()), 6, 0.5)
+        .record(&path);
+    let reader = StoreReader::open(&path).unwrap();
+    let fast = Network::<Mlp>::new(reader.attrs(), &flex_f64().unwrap()).unwrap();
+    let (k, p, len) = (fast.outputs(), fast.num_params(), fast.input_len());
+    assert!(
+        fast.layers().is_some() && k * p > 1 << 17,
+        "k·P = {}",
+        k * p
+    );
+    let general = fast.clone().general();
+    let xs = &reader.eval().unwrap().inputs[..3 * len];
+    for s in 0..reader.steps() {
+        let (w0, w1) = (reader.weights(s).unwrap(), reader.weights(s + 1).unwrap());
+        let delta: Vec<f64> = w1.iter().zip(&w0).map(|(b, a)| b - a).collect();
+        let seg = Segment {
+            start: &w0,
+            end: &w1,
+            delta: &delta,
+        };
+        let tol = 1e-14;
+        let a = quadrature::integrate(&fast, &seg, xs, Rule::Auto, tol);
+        let b = quadrature::integrate(&general, &seg, xs, Rule::Auto, tol);
+        for (x, (a, b)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(
+                (a.pieces, a.evals),
+                (b.pieces, b.evals),
+                "step {s}, point {x}"
+            );
+            let (mut ja, mut jb) = (vec![0.0; k * p], vec![0.0; k * p]);
+            a.jbar.add_dense(&mut ja);
+            b.jbar.add_dense(&mut jb);
+            let size = jb.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let gap = ja
+                .iter()
+                .zip(&jb)
+                .fold(0.0f64, |m, (u, v)| m.max((u - v).abs()));
+            assert!(
+                gap <= 1e-13 * size,
+                "step {s}, point {x}: Jbar off by {gap:.2e} of {size:.2e}"
+            );
+            let (ea, eb) = (
+                a.jbar_error.as_ref().unwrap(),
+                b.jbar_error.as_ref().unwrap(),
+            );
+            for (u, v) in ea.iter().zip(eb) {
+                // Spreads at the rounding level differ by their own rounding.
+                let floor = 64.0 * f64::EPSILON * size * (p as f64).sqrt();
+                assert!(
+                    (u - v).abs() <= 1e-6 * v + floor,
+                    "bounds {u:.3e} and {v:.3e}"
+                );
+            }
+        }
+    }
+}

@@ -81,7 +81,7 @@ fn fast_equals_general(
     let mut blocked = f.clone();
     layers.block_convolutions(&mut blocked);
     let v: Vec<f64> = (0..p).map(|i| ((i * 7 % 11) as f64 - 5.0) / 5.0).collect();
-    let dots = [layers.dot(&f, &v, false), layers.dot(&blocked, &v, false)];
+    let dots = [layers.dot(&f, &v).0, layers.dot(&blocked, &v).0];
     for (r, norm) in layers.norms(&f).iter().enumerate() {
         let want = &dense[r * p..(r + 1) * p];
         for factors in [&f, &blocked] {
@@ -100,6 +100,20 @@ fn fast_equals_general(
             assert!((d[r] - dot).abs() < 1e-12 * scale, "dot {r}");
         }
     }
+    // One input's Jacobian (its rows share the layer inputs, dotted once per layer) along v,
+    // and the size of that sum, against the dense rows.
+    let x = &xs[..net.input_len()];
+    let (jv, size) = net.implementation().node(net, w, x).dot(&v, CLASSES);
+    let dense_j = general.implementation().node(&general, w, x);
+    let (want_jv, want_size) = dense_j.dot(&v, CLASSES);
+    for (a, b) in jv.iter().zip(&want_jv) {
+        assert!((a - b).abs() < 1e-12 * scale, "J·v: {a} against {b}");
+    }
+    // Exactly Σ|J v| on linear layers; a convolution's positions only bound it from above.
+    assert!(
+        size >= want_size * (1.0 - 1e-12),
+        "size {size} below {want_size}"
+    );
     let fast_j = jacobians(net, w, xs);
     let general_j = jacobians(&general, w, xs);
     let gap = (&fast_j - &general_j)

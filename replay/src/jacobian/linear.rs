@@ -79,16 +79,21 @@ impl Layer {
         (self.positions + rows) * n * self.inputs * self.outputs
     }
 
-    /// Adds the `[in, out]` matrix `g` to the weight part of the flat vector `out`.
-    fn add_weight(&self, g: &ArrayView2<'_, f64>, out: &mut [f64]) {
+    /// The weight part of the flat vector `out` as `[in, out]`, whatever its storage order.
+    pub(super) fn view_mut<'a>(&self, out: &'a mut [f64]) -> ArrayViewMut2<'a, f64> {
         let w = &mut out[self.weight..self.weight + self.inputs * self.outputs];
         let shape = (self.inputs, self.outputs);
-        let mut view = if self.transposed {
+        if self.transposed {
             ArrayViewMut2::from_shape(shape.strides((1, self.inputs)), w)
         } else {
             ArrayViewMut2::from_shape(shape, w)
         }
-        .expect("layer shape");
+        .expect("layer shape")
+    }
+
+    /// Adds the `[in, out]` matrix `g` to the weight part of the flat vector `out`.
+    fn add_weight(&self, g: &ArrayView2<'_, f64>, out: &mut [f64]) {
+        let mut view = self.view_mut(out);
         view += g;
     }
 
@@ -108,6 +113,46 @@ impl Layer {
                 .sum::<f64>();
         }
         total
+    }
+
+    /// Each row r of the factors dotted with `v`: a_rᵀ V d_r + v_b · d_r (with `abs`, in
+    /// absolute values).
+    fn dot_rows(&self, a: &Array2<f64>, d: &Array2<f64>, v: &[f64], abs: bool) -> Array1<f64> {
+        let (a, d, w) = (
+            sized(a.view(), abs),
+            sized(d.view(), abs),
+            sized(self.view(v), abs),
+        );
+        let mut rows = (a.dot(&w) * &d).sum_axis(Axis(1));
+        if let Some(b) = self.bias {
+            let vb = Array1::from_iter(v[b..b + self.outputs].iter().map(|x| size1(*x, abs)));
+            rows += &d.dot(&vb);
+        }
+        rows
+    }
+
+    /// [`Layer::dot_rows`] when every row has the same input `a` (one Jacobian evaluation's
+    /// rows, one per output): aᵀV is formed once, in one pass over V that skips the zero
+    /// inputs a ReLU leaves, instead of once per row.
+    fn dot_one_input(
+        &self,
+        a: ArrayView1<'_, f64>,
+        d: &Array2<f64>,
+        v: &[f64],
+        abs: bool,
+    ) -> Array1<f64> {
+        let mut av = Array1::<f64>::zeros(self.outputs);
+        for (&x, row) in a.iter().zip(self.view(v).rows()) {
+            if x != 0.0 {
+                av.zip_mut_with(&row, |o, w| *o += size1(x, abs) * size1(*w, abs));
+            }
+        }
+        if let Some(b) = self.bias {
+            av.zip_mut_with(&ArrayView1::from(&v[b..b + self.outputs]), |o, w| {
+                *o += size1(*w, abs)
+            });
+        }
+        sized(d.view(), abs).dot(&av)
     }
 
     /// Adds `scale · a ⊗ d` (`a` of the layer's inputs, `d` of its outputs) to the weight part
@@ -278,31 +323,35 @@ impl Layers {
         (next == num_params && !layers.is_empty()).then_some(Layers { layers, num_params })
     }
 
-    /// Every sample's gradient dotted with `v`: Σ_l Σ_p a_pᵀ V_l d_p + v_b · Σ_p d_p, one
-    /// product per layer for all samples and positions (V_l is then packed once, not once a
-    /// sample). With `abs`, the same with every factor's absolute value (the size of the sum,
-    /// for rounding bounds).
-    pub fn dot(&self, f: &Factors, v: &[f64], abs: bool) -> Vec<f64> {
-        let mut total = vec![0.0; f.samples];
+    /// Every sample's gradient dotted with `v`, and the same with every factor's absolute
+    /// value (the size of the sum, for rounding bounds): Σ_l Σ_p a_pᵀ V_l d_p + v_b · Σ_p d_p.
+    pub fn dot(&self, f: &Factors, v: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (mut total, mut size) = (vec![0.0; f.samples], vec![0.0; f.samples]);
         for (i, l) in self.layers.iter().enumerate() {
             if f.blocks.get(i).is_some_and(Option::is_some) {
-                for (r, t) in total.iter_mut().enumerate() {
-                    *t += l.block_dot(f.block(i, r).expect("a block per sample"), v, abs);
+                for r in 0..f.samples {
+                    let g = f.block(i, r).expect("a block per sample");
+                    total[r] += l.block_dot(g, v, false);
+                    size[r] += l.block_dot(g, v, true);
                 }
                 continue;
             }
-            let size = |m| sized(m, abs);
-            let (a, d, w) = (size(f.a[i].view()), size(f.d[i].view()), size(l.view(v)));
-            let mut rows = (a.dot(&w) * &d).sum_axis(Axis(1));
-            if let Some(b) = l.bias {
-                let vb = Array1::from_iter(v[b..b + l.outputs].iter().map(|x| size1(*x, abs)));
-                rows += &d.dot(&vb);
-            }
-            for (t, sample) in total.iter_mut().zip(rows.exact_chunks(l.positions)) {
-                *t += sample.sum();
+            let one_input =
+                l.positions == 1 && f.a[i].rows().into_iter().all(|r| r == f.a[i].row(0));
+            let parts = [false, true].map(|abs| {
+                if one_input && f.samples > 0 {
+                    l.dot_one_input(f.a[i].row(0), &f.d[i], v, abs)
+                } else {
+                    l.dot_rows(&f.a[i], &f.d[i], v, abs)
+                }
+            });
+            for (out, rows) in [&mut total, &mut size].into_iter().zip(parts) {
+                for (t, sample) in out.iter_mut().zip(rows.exact_chunks(l.positions)) {
+                    *t += sample.sum();
+                }
             }
         }
-        total
+        (total, size)
     }
 
     /// Adds `scale ×` sample r's gradient to the flat vector `out`.
@@ -387,23 +436,6 @@ impl Layers {
             }
         }
         out
-    }
-
-    /// Adds merged rows densely: `out` is `[k, P]` row-major.
-    pub fn rows_add_dense(&self, rows: &[LayerRows], out: &mut [f64]) {
-        let p = self.num_params;
-        for (l, r) in self.layers.iter().zip(rows) {
-            for ((a, d), &o) in r.a.rows().into_iter().zip(r.d.rows()).zip(&r.owner) {
-                let row = &mut out[o * p..(o + 1) * p];
-                let (a, d) = (a.to_vec(), d.to_vec());
-                l.add_outer(1.0, &a[..l.inputs], &d, row);
-                if let Some(b) = l.bias {
-                    for (x, &dv) in row[b..b + l.outputs].iter_mut().zip(d.iter()) {
-                        *x += a[l.inputs] * dv;
-                    }
-                }
-            }
-        }
     }
 
     /// Kernel values between one layer's Jbar rows and sample gradients: `out[r, n]` =

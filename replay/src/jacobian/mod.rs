@@ -16,11 +16,13 @@
 //!
 //! A new layer kind with a fast path is one more file here and one more variant.
 
+mod combine;
 pub(crate) mod conv;
 mod dense;
 mod linear;
 mod merge;
 
+pub use combine::Term;
 pub(crate) use dense::split;
 pub use linear::{Factors, Layer, Layers};
 pub use merge::{ConvBlocks, LayerRows, add_blocks};
@@ -211,9 +213,8 @@ impl Node {
             }
             Node::Factored(layers, f) => {
                 debug_assert_eq!(f.samples, k, "one sample per output");
-                let jdw = layers.dot(f, v, false);
-                let size = layers.dot(f, v, true).into_iter().fold(0.0, f64::max);
-                (jdw, size)
+                let (jdw, size) = layers.dot(f, v);
+                (jdw, size.into_iter().fold(0.0, f64::max))
             }
         }
     }

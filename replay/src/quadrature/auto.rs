@@ -10,10 +10,11 @@
 //! (exact in one iteration for values affine in t) and the interval is split there.
 
 use super::batch::{self, Ask, Eval, Shared, Task};
-use super::hold::{Buffer, Pool, Slot};
+use super::estimate::Estimate;
+use super::hold::{Pool, Slot};
 use super::root::Root;
 use super::{AUTO_ORDERS, Rule, Segment, StepIntegral, residual};
-use crate::jacobian::{ConvBlocks, JbarSum, add_blocks};
+use crate::jacobian::{ConvBlocks, JbarSum, Node, add_blocks};
 use crate::network::Network;
 use epk_model::EpkModel;
 use std::cell::Cell;
@@ -62,18 +63,27 @@ pub fn integrate_all<M: EpkModel>(
     xs: &[f64],
     tol: f64,
 ) -> Vec<StepIntegral> {
-    let (k, p, len) = (net.outputs(), net.num_params(), net.input_len());
-    let fan = fan(k, p);
-    let wave = (SIDE_BY_SIDE_BYTES / (16 * k * p * fan).max(1)).max(1);
+    let len = net.input_len();
+    let fan = fan(net);
+    let wave = (SIDE_BY_SIDE_BYTES / (held(net) * fan).max(1)).max(1);
     xs.chunks(wave * len)
         .flat_map(|wave| side_by_side(net, seg, wave, tol))
         .collect()
 }
 
-/// Pieces of one point searched side by side at most: each holds two orders' dense
-/// `[outputs, P]` Jbar while it is searched.
-fn fan(k: usize, p: usize) -> usize {
-    (SIDE_BY_SIDE_BYTES / (16 * k * p).max(1)).clamp(1, 8)
+/// Bytes a piece holds while it is searched: two orders' dense `[outputs, P]` Jbar, or none
+/// of that size when the orders are kept factored.
+fn held<M: EpkModel>(net: &Network<M>) -> usize {
+    if batch::dense_estimates(net) {
+        16 * net.outputs() * net.num_params()
+    } else {
+        0
+    }
+}
+
+/// Pieces of one point searched side by side at most.
+fn fan<M: EpkModel>(net: &Network<M>) -> usize {
+    (SIDE_BY_SIDE_BYTES / held(net).max(1)).clamp(1, 8)
 }
 
 fn side_by_side<M: EpkModel>(
@@ -109,7 +119,7 @@ fn side_by_side<M: EpkModel>(
                 k,
                 p,
                 evals: Cell::new(0),
-                slots: Cell::new(fan(k, p)),
+                slots: Cell::new(fan(net)),
                 spare: Pool::default(),
                 tol,
                 noise: noise[i],
@@ -332,7 +342,7 @@ impl Adaptive<'_> {
             }
             let slot = Slot::take(&self.slots).await;
             let mut best: Option<(f64, Vec<f64>, Nodes)> = None;
-            let mut previous: Option<Buffer<'_>> = None;
+            let mut previous: Option<Estimate<'_>> = None;
             // The widest spread of the last two comparisons with the last rounding floor,
             // and whether the residual passed at the last order and at any order.
             let (mut spreads, mut jfloor) = ([f64::INFINITY; 2], 0.0);
@@ -344,11 +354,11 @@ impl Adaptive<'_> {
                     previous = Some(order.q);
                     continue;
                 };
-                let spread = spread(&order.q, &prev, k);
+                let (spread, size) = order.q.compare(&prev, k);
                 let widest = spread.iter().fold(0.0f64, |m, v| m.max(*v));
                 spreads = [spreads[1], widest];
                 // Two f64 sums of Jbar differ by the rounding of its entries: ε‖Q‖ per row.
-                jfloor = 16.0 * f64::EPSILON * row_norms(&order.q, k).fold(0.0, f64::max);
+                jfloor = 16.0 * f64::EPSILON * size.iter().fold(0.0f64, |m, v| m.max(*v));
                 let agreed = widest * self.delta_norm <= target.max(jfloor * self.delta_norm);
                 passed = order.r <= target;
                 passed_any |= passed;
@@ -386,15 +396,23 @@ impl Adaptive<'_> {
         })
     }
 
-    /// Gauss–Legendre of order `n` on the piece: its nodes, Q = Σ w J as `[outputs, P]`, the
+    /// Gauss–Legendre of order `n` on the piece: its nodes, Q = Σ w J (dense or factored), the
     /// fundamental-theorem residual, and the size of the sums J·Δw for rounding bounds.
     async fn order(&self, e: &Ends, n: usize) -> Order<'_> {
         let (k, h) = (self.k, e.b - e.a);
         let (ts, ws): (Vec<f64>, Vec<f64>) = Rule::Gauss(n).nodes(e.a, e.b).into_iter().unzip();
         let evals = self.ask.nodes(ts).await;
+        // On the fast path with a large J, the order is kept as its nodes' factors and
+        // compared a layer at a time; otherwise it is summed densely.
+        let q = match evals.first().map(|ev| (&ev.node, &ev.dense)) {
+            Some((Node::Factored(layers, _), None)) => {
+                Estimate::Factored(layers.clone(), Vec::with_capacity(n))
+            }
+            _ => Estimate::Dense(self.spare.zeroed(k * self.p)),
+        };
         let mut order = Order {
             nodes: Vec::with_capacity(n),
-            q: self.spare.zeroed(k * self.p),
+            q,
             r: 0.0,
             size: 0.0,
         };
@@ -403,9 +421,15 @@ impl Adaptive<'_> {
             for (a, j) in jdw.iter_mut().zip(&ev.jdw) {
                 *a += w * j;
             }
-            match ev.dense.take() {
-                Some(j) => order.q.iter_mut().zip(&j).for_each(|(q, v)| *q += w * v),
-                None => ev.node.add_dense(w, k, &mut order.q),
+            match (&mut order.q, ev.dense.take(), &ev.node) {
+                (Estimate::Factored(_, terms), _, Node::Factored(_, f)) => {
+                    terms.push((w, f.clone()))
+                }
+                (Estimate::Dense(q), Some(j), _) => {
+                    q.iter_mut().zip(&j).for_each(|(q, v)| *q += w * v)
+                }
+                (Estimate::Dense(q), None, node) => node.add_dense(w, k, q),
+                _ => unreachable!("one network evaluates every node alike"),
             }
             order.size = order.size.max(ev.size * h);
             order.nodes.push((w, ev));
@@ -463,22 +487,10 @@ type Nodes = Vec<(f64, Eval)>;
 /// One order's estimate on a piece.
 struct Order<'a> {
     nodes: Nodes,
-    /// Σ_q w_q J(t_q), `[outputs, P]`.
-    q: Buffer<'a>,
+    /// Σ_q w_q J(t_q), dense or as its factored nodes.
+    q: Estimate<'a>,
     /// max_k |f_k(b) − f_k(a) − Q_k·Δw|.
     r: f64,
     /// max over nodes of h·Σ_p |J_kp Δw_p|.
     size: f64,
-}
-
-/// ‖Q_k‖₂ for each of `k` output rows of `q` (`[outputs, P]`).
-fn row_norms(q: &[f64], k: usize) -> impl Iterator<Item = f64> + '_ {
-    q.chunks(q.len() / k.max(1))
-        .map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt())
-}
-
-/// ‖Q_k − M_k‖₂ for each of `k` output rows: how far two orders' Jbar lie apart.
-fn spread(q: &[f64], m: &[f64], k: usize) -> Vec<f64> {
-    let diff: Vec<f64> = q.iter().zip(m).map(|(a, b)| a - b).collect();
-    row_norms(&diff, k).collect()
 }

@@ -209,6 +209,12 @@ pub(super) fn run<M: EpkModel>(
 /// Entries of J `[outputs, P]` up to which an evaluation is also kept dense.
 const DENSE_EVAL: usize = 1 << 17;
 
+/// Whether the `auto` rule sums each order densely for `net`: on the general path, or when J
+/// is small enough to keep dense; otherwise the orders stay factored.
+pub(super) fn dense_estimates<M: EpkModel>(net: &Network<M>) -> bool {
+    net.layers().is_none() || net.outputs() * net.num_params() <= DENSE_EVAL
+}
+
 /// Rows of one batched Jacobian pass (inputs × outputs) at most: bounds its memory.
 const MAX_ROWS: usize = 2048;
 

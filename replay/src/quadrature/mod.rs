@@ -6,6 +6,7 @@
 
 pub mod auto;
 mod batch;
+mod estimate;
 pub mod fixed;
 pub mod gauss;
 mod hold;
