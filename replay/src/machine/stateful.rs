@@ -24,7 +24,7 @@ use crate::network::Network;
 use crate::optimizer::{Agreement, Optimizer, State, Transform, unit_roundoff};
 use epk_model::EpkModel;
 use epk_store::{Samples, StoreReader};
-use ndarray::{Array2, ArrayView1};
+use ndarray::{Array2, Axis};
 use std::ops::Range;
 
 /// Per step of the forward pass: the linear map's scalars and the decomposition residual.
@@ -219,29 +219,22 @@ impl<M: EpkModel> Adjoint<'_, M> {
         batch: &epk_store::StepBatch,
     ) -> Result<(), ReplayError> {
         let k = self.net.outputs();
-        // Jbar's own terms first; then Jbar becomes u_s and then E_s in place, so that the
-        // step holds two [points·outputs, P] arrays (Z and this one), not four.
-        self.add_decay_and_residual(step, t, &v, &jbar);
+        // One pass turns Jbar into E_s in place and advances Z, taking Jbar's and E's dot
+        // products on the way: the step holds two [points·outputs, P] arrays (Z and this
+        // one) and reads each once.
+        let maps = StepMaps::new(step, t, &v, self.a_next);
         let mut e = jbar;
-        for mut row in e.rows_mut() {
-            for (j, x) in row.iter_mut().enumerate() {
-                *x *= -t.lr * v.precondition.as_ref().map_or(1.0, |d| d[j]);
-            }
+        let sums = maps.apply(&mut e, &mut self.z, self.options.threads.max(1));
+        for (row, [decay, rho, _]) in sums.iter().enumerate() {
+            self.nondata.add(row / k, row % k, *decay);
+            self.residual.add(row / k, row % k, *rho);
         }
-        self.z *= self.a_next;
-        self.z.scaled_add(t.alpha, &e);
-        e *= t.gamma;
-        e.scaled_add(t.b, &self.z);
-        self.a_next = t.a;
-        self.add_coupled(step, t, &e);
+        for (row, [_, _, coupled]) in sums.iter().enumerate() {
+            self.nondata.add(row / k, row % k, *coupled);
+        }
         let beta = self.through.beta(t.b);
-        if let Some(c) = &v.clip {
-            for mut row in e.rows_mut() {
-                for (x, c) in row.iter_mut().zip(c) {
-                    *x *= c;
-                }
-            }
-        }
+        self.through.add_coupled(beta, &maps.coupled);
+        self.a_next = t.a;
         let threads = self.options.threads.max(1);
         for block in blocks(
             step.index,
@@ -260,38 +253,89 @@ impl<M: EpkModel> Adjoint<'_, M> {
         self.through.advance(t.a);
         Ok(())
     }
-
-    /// N(x) += Jbar_s·(−η_s λ_d m ⊙ w_s), decoupled decay through Jbar; R(x) += Jbar_s·ρ_s.
-    fn add_decay_and_residual(
-        &mut self,
-        step: &Step<'_>,
-        t: &Transform,
-        v: &StepVectors,
-        jbar: &Array2<f64>,
-    ) {
-        let (p, k) = (self.net.num_params(), self.net.outputs());
-        let decay: Vec<f64> = (0..p)
-            .map(|j| -t.decoupled * step.start[j] * v.mask.as_ref().map_or(1.0, |m| m[j]))
-            .collect();
-        for row in 0..jbar.nrows() {
-            let (pt, o) = (row / k, row % k);
-            self.nondata.add(pt, o, row_dot(jbar.row(row), &decay));
-            self.residual.add(pt, o, row_dot(jbar.row(row), &v.rho));
-        }
-    }
-
-    /// N(x) += E_s·(λ_c w_s): coupled decay through E.
-    fn add_coupled(&mut self, step: &Step<'_>, t: &Transform, e: &Array2<f64>) {
-        let k = self.net.outputs();
-        let coupled: Vec<f64> = step.start.iter().map(|w| t.coupled * w).collect();
-        self.through.add_coupled(self.through.beta(t.b), &coupled);
-        for row in 0..e.nrows() {
-            self.nondata
-                .add(row / k, row % k, row_dot(e.row(row), &coupled));
-        }
-    }
 }
 
-fn row_dot(r: ArrayView1<f64>, x: &[f64]) -> f64 {
-    r.iter().zip(x).map(|(a, b)| a * b).sum()
+/// The P-long factors of one backward step, as in the module docs.
+struct StepMaps<'a> {
+    /// −η_s λ_d m ⊙ w_s: decoupled decay, read through Jbar.
+    decay: Vec<f64>,
+    /// ρ_s, read through Jbar.
+    rho: &'a [f64],
+    /// −η_s D_s: u_s = scale ⊙ Jbar_s.
+    scale: Vec<f64>,
+    /// λ_c w_s: coupled decay, read through E_s.
+    coupled: Vec<f64>,
+    /// c_s, applied to E_s last.
+    clip: Option<&'a [f64]>,
+    /// Z_s = alpha u_s + a_next Z_{s+1}; E_s = gamma u_s + b Z_s.
+    a_next: f64,
+    alpha: f64,
+    gamma: f64,
+    b: f64,
+}
+
+impl<'a> StepMaps<'a> {
+    fn new(step: &Step<'_>, t: &Transform, v: &'a StepVectors, a_next: f64) -> Self {
+        let p = step.start.len();
+        let decay = (0..p)
+            .map(|j| -t.decoupled * step.start[j] * v.mask.as_ref().map_or(1.0, |m| m[j]))
+            .collect();
+        let scale = (0..p)
+            .map(|j| -t.lr * v.precondition.as_ref().map_or(1.0, |d| d[j]))
+            .collect();
+        StepMaps {
+            decay,
+            rho: &v.rho,
+            scale,
+            coupled: step.start.iter().map(|w| t.coupled * w).collect(),
+            clip: v.clip.as_deref(),
+            a_next,
+            alpha: t.alpha,
+            gamma: t.gamma,
+            b: t.b,
+        }
+    }
+
+    /// Turns each row of `e` (Jbar_s) into E_s, and each row of `z` (Z_{s+1}) into Z_s, in
+    /// one pass split across `threads`; per row, [Jbar·decay, Jbar·ρ, E·coupled] (E before
+    /// clipping).
+    fn apply(&self, e: &mut Array2<f64>, z: &mut Array2<f64>, threads: usize) -> Vec<[f64; 3]> {
+        let per = e.nrows().div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = e
+                .axis_chunks_iter_mut(Axis(0), per)
+                .zip(z.axis_chunks_iter_mut(Axis(0), per))
+                .map(|(mut e, mut z)| {
+                    scope.spawn(move || {
+                        let rows = e.rows_mut().into_iter().zip(z.rows_mut());
+                        rows.map(|(e, z)| {
+                            let (e, z) = (e.into_slice().expect("rows"), z.into_slice());
+                            self.row(e, z.expect("rows"))
+                        })
+                        .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("adjoint worker"))
+                .collect()
+        })
+    }
+
+    /// One row: u = scale ⊙ jbar; z ← alpha u + a_next z; e ← (gamma u + b z) ⊙ clip.
+    fn row(&self, e: &mut [f64], z: &mut [f64]) -> [f64; 3] {
+        let (mut decay, mut rho, mut coupled) = (0.0, 0.0, 0.0);
+        for j in 0..e.len() {
+            let jbar = e[j];
+            decay += jbar * self.decay[j];
+            rho += jbar * self.rho[j];
+            let u = jbar * self.scale[j];
+            z[j] = self.a_next * z[j] + self.alpha * u;
+            let ej = self.gamma * u + self.b * z[j];
+            coupled += ej * self.coupled[j];
+            e[j] = self.clip.map_or(ej, |c| ej * c[j]);
+        }
+        [decay, rho, coupled]
+    }
 }
