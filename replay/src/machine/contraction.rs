@@ -145,7 +145,25 @@ pub(crate) fn contract(
 
 /// Dense Jbar rows `[points·outputs, P]`.
 pub(crate) fn dense_jbar(results: &[StepIntegral], k: usize, p: usize) -> Array2<f64> {
-    let mut jbar = Array2::<f64>::zeros((results.len() * k, p));
+    dense_jbar_into(results, k, p, None)
+}
+
+/// [`dense_jbar`] written into `spare` when it has the shape (a step's array reused by the
+/// next: a fresh one of hundreds of MB costs its page faults every step).
+pub(crate) fn dense_jbar_into(
+    results: &[StepIntegral],
+    k: usize,
+    p: usize,
+    spare: Option<Array2<f64>>,
+) -> Array2<f64> {
+    let shape = (results.len() * k, p);
+    let mut jbar = match spare {
+        Some(mut a) if a.dim() == shape && a.is_standard_layout() => {
+            a.fill(0.0);
+            a
+        }
+        _ => Array2::<f64>::zeros(shape),
+    };
     let flat = jbar.as_slice_mut().expect("contiguous");
     for (r, rows) in results.iter().zip(flat.chunks_mut(k * p)) {
         r.jbar.add_dense(rows);

@@ -15,7 +15,7 @@
 
 use super::boundary::Through;
 use super::compensated::{Attributions, Terms};
-use super::contraction::{Groups, add, contract, dense_jbar, sample_grads};
+use super::contraction::{Groups, add, contract, dense_jbar_into, sample_grads};
 use super::scratch::{Scratch, StepVectors};
 use super::walk::{self, Direction, Integrator, Step, blocks};
 use super::{KernelMachine, Part, ReplayOptions, Setup, StepCheck};
@@ -70,6 +70,7 @@ pub(super) fn replay<M: EpkModel>(
         train: &train,
         options,
         z: Array2::<f64>::zeros((m * k, p)),
+        spare: None,
         a_next: 0.0,
         attributions,
         nondata: Terms::zeros((m, k)),
@@ -85,7 +86,7 @@ pub(super) fn replay<M: EpkModel>(
         let kept = &kept[step.index];
         check.decomposition = kept.decomposition;
         let vectors = scratch.read(step.index)?;
-        let jbar = dense_jbar(&results, k, p);
+        let jbar = dense_jbar_into(&results, k, p, adjoint.spare.take());
         let dloss = reader.batch(step.index)?;
         adjoint.step(step, &kept.transform, vectors, jbar, &dloss)?;
         checks.push(check);
@@ -197,6 +198,8 @@ struct Adjoint<'a, M: EpkModel> {
     options: &'a ReplayOptions,
     /// Z_{s+1}, `[points·outputs, P]`.
     z: Array2<f64>,
+    /// The last step's E, for the next step's Jbar.
+    spare: Option<Array2<f64>>,
     /// a_{s+1}.
     a_next: f64,
     attributions: Attributions,
@@ -251,6 +254,7 @@ impl<M: EpkModel> Adjoint<'_, M> {
             self.through.add_grads(beta, clip, block.indices, &g.view());
         }
         self.through.advance(t.a);
+        self.spare = Some(e);
         Ok(())
     }
 }
