@@ -78,12 +78,29 @@ fn fast_equals_general(
     let scale = 1.0 + dense.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     // The same factors with each convolution's positions summed into per-sample blocks, as
     // `auto` holds its Jacobian evaluations.
+    // Blocked in place, or while samples 1.. are selected (their index r − 1 there).
     let mut blocked = f.clone();
     layers.block_convolutions(&mut blocked);
+    let selected = layers.select_blocked(&f, 1, f.rows() - 1);
     let v: Vec<f64> = (0..p).map(|i| ((i * 7 % 11) as f64 - 5.0) / 5.0).collect();
     let dots = [layers.dot(&f, &v).0, layers.dot(&blocked, &v).0];
+    let selected_dots = layers.dot(&selected, &v).0;
     for (r, norm) in layers.norms(&f).iter().enumerate() {
         let want = &dense[r * p..(r + 1) * p];
+        if r > 0 {
+            let mut row = vec![0.0; p];
+            layers.add_dense(&selected, r - 1, 1.0, &mut row);
+            let gap = row
+                .iter()
+                .zip(want)
+                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(gap < 1e-13 * scale, "selected sample {r}: {gap:e}");
+            let dot: f64 = want.iter().zip(&v).map(|(a, b)| a * b).sum();
+            assert!(
+                (selected_dots[r - 1] - dot).abs() < 1e-12 * scale,
+                "selected dot {r}"
+            );
+        }
         for factors in [&f, &blocked] {
             let mut row = vec![0.0; p];
             layers.add_dense(factors, r, 1.0, &mut row);

@@ -22,7 +22,8 @@ pub type Term<'a> = (f64, &'a Factors);
 impl Layers {
     /// Per output k, (‖Q_k − M_k‖₂, ‖Q_k‖₂) for Q = Σ_q w_q J_q over `q` and M likewise over
     /// `m`: two orders' Jbar on a piece, their spread and the higher one's size, without
-    /// forming either as `[outputs, P]`.
+    /// forming either as `[outputs, P]`: through a small triangular factor on linear layers
+    /// (`spread.rs`), by products a layer and an output at a time on convolutions.
     pub fn compare_sums(&self, q: &[Term<'_>], m: &[Term<'_>], k: usize) -> (Vec<f64>, Vec<f64>) {
         let (mut spread, mut size) = (vec![0.0; k], vec![0.0; k]);
         for (l, layer) in self.layers.iter().enumerate() {
@@ -30,6 +31,15 @@ impl Layers {
                 layer.inputs + usize::from(layer.bias.is_some()),
                 layer.outputs,
             );
+            let summed = |t: &[Term<'_>]| t.iter().any(|(_, f)| f.block(l, 0).is_some());
+            if layer.positions == 1 && !summed(q) && !summed(m) {
+                for o in 0..k {
+                    let (ds, qs) = layer.spread_rank_one(l, q, m, o);
+                    spread[o] += ds;
+                    size[o] += qs;
+                }
+                continue;
+            }
             let (mut gq, mut gm) = (Array2::zeros(shape), Array2::zeros(shape));
             for o in 0..k {
                 layer.weighted_sum(l, q, o, &mut gq);

@@ -8,7 +8,7 @@
 use super::linear::{Factors, Layer, Layers};
 use super::merge::LayerRows;
 use epk_model::{ConvGeometry, LinearMap};
-use ndarray::{Array2, Axis, s};
+use ndarray::{Array2, ArrayView2, Axis, s};
 
 /// One layer per channel group of a convolution whose weight sits at `weight` and bias at
 /// `bias` in the flat parameter vector; `None` for a geometry the patches cannot reproduce.
@@ -171,10 +171,46 @@ impl Layers {
             if layer.positions == 1 || f.a[l].nrows() == 0 {
                 continue;
             }
-            f.blocks[l] = Some(sample_blocks(layer, &f.a[l], &f.d[l], f.samples));
+            f.blocks[l] = Some(sample_blocks(
+                layer,
+                f.a[l].view(),
+                f.d[l].view(),
+                f.samples,
+            ));
             f.a[l] = Array2::zeros((0, layer.inputs));
             f.d[l] = Array2::zeros((0, layer.outputs));
         }
+    }
+}
+
+impl Layers {
+    /// Samples `start..start + count` of `f` as factors of their own, each convolution's
+    /// positions summed into blocks as [`Layers::block_convolutions`] does, read in place:
+    /// only the blocks and the linear layers' rows are copied, not the convolutions' L rows
+    /// per sample.
+    pub fn select_blocked(&self, f: &Factors, start: usize, count: usize) -> Factors {
+        let mut out = Factors {
+            a: Vec::with_capacity(self.layers.len()),
+            d: Vec::with_capacity(self.layers.len()),
+            samples: count,
+            blocks: vec![None; self.layers.len()],
+        };
+        for (l, layer) in self.layers.iter().enumerate() {
+            let per = f.a[l].nrows() / f.samples.max(1);
+            let rows = s![start * per..(start + count) * per, ..];
+            if let Some(b) = f.blocks.get(l).and_then(Option::as_ref) {
+                out.blocks[l] = Some(b[start..start + count].to_vec());
+            } else if layer.positions > 1 && per > 0 {
+                let (a, d) = (f.a[l].slice(rows), f.d[l].slice(rows));
+                out.blocks[l] = Some(sample_blocks(layer, a, d, count));
+                out.a.push(Array2::zeros((0, layer.inputs)));
+                out.d.push(Array2::zeros((0, layer.outputs)));
+                continue;
+            }
+            out.a.push(f.a[l].slice(rows).to_owned());
+            out.d.push(f.d[l].slice(rows).to_owned());
+        }
+        out
     }
 }
 
@@ -182,14 +218,18 @@ impl Layers {
 /// rows per sample), its last row Σ_p d_p when the layer has a bias. The samples of one
 /// Jacobian evaluation are copies of one input at one t, one per output, so their A are the
 /// same: one product Aᵀ·[D_0 … D_{n−1}] then serves them all instead of n thin ones.
-fn sample_blocks(layer: &Layer, a: &Array2<f64>, d: &Array2<f64>, n: usize) -> Vec<Array2<f64>> {
+fn sample_blocks(
+    layer: &Layer,
+    a: ArrayView2<'_, f64>,
+    d: ArrayView2<'_, f64>,
+    n: usize,
+) -> Vec<Array2<f64>> {
     let (l, n_out) = (layer.positions, layer.outputs);
     let rows = |r: usize| s![r * l..(r + 1) * l, ..];
     let first = a.slice(rows(0));
     let gradients: Vec<Array2<f64>> = if (1..n).all(|r| a.slice(rows(r)) == first) {
         // D as [L, n·out]: position-major, the samples side by side.
         let stacked = d
-            .view()
             .into_shape_with_order((n, l, n_out))
             .expect("n samples of L rows")
             .permuted_axes([1, 0, 2])
@@ -357,7 +397,7 @@ mod tests {
                 value(row * n_in + i, 0.3)
             });
             let d = Array2::from_shape_fn((n * l, n_out), |(r, o)| value(r * n_out + o, 1.9));
-            let blocks = super::sample_blocks(&layer, &a, &d, n);
+            let blocks = super::sample_blocks(&layer, a.view(), d.view(), n);
             for (r, block) in blocks.iter().enumerate() {
                 assert_eq!(block.dim(), (n_in + usize::from(bias), n_out));
                 for ((i, o), got) in block.indexed_iter() {

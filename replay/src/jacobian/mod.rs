@@ -21,6 +21,7 @@ pub(crate) mod conv;
 mod dense;
 mod linear;
 mod merge;
+mod spread;
 
 pub use combine::Term;
 pub(crate) use dense::split;

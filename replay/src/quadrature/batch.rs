@@ -347,8 +347,7 @@ impl<M: EpkModel> Answer<'_, M> {
             let (ts, xs) = self.gather(chunk);
             let f = moved.jacobian_factors(&ts, &xs);
             for r in 0..chunk.len() {
-                let mut node = f.select(r * k, k);
-                layers.block_convolutions(&mut node);
+                let node = layers.select_blocked(&f, r * k, k);
                 out.push(eval(Node::Factored(layers.clone(), node)));
             }
         }
