@@ -75,8 +75,7 @@ fn jbar_gaps(reader: &StoreReader, net: &Network<Mlp>, tol: f64) -> (f64, f64) {
     let eval = reader.eval().unwrap();
     let (mut worst, mut ratio) = (0.0f64, 0.0f64);
     for s in 0..reader.steps() {
-        let (w0, w1) = (reader.weights(s).unwrap(), reader.weights(s + 1).unwrap());
-        let delta: Vec<f64> = w1.iter().zip(&w0).map(|(b, a)| b - a).collect();
+        let [w0, w1, delta] = step_weights(reader, s);
         let seg = Segment {
             start: &w0,
             end: &w1,
@@ -104,6 +103,13 @@ fn jbar_gaps(reader: &StoreReader, net: &Network<Mlp>, tol: f64) -> (f64, f64) {
         }
     }
     (worst, ratio)
+}
+
+/// w_s, w_{s+1} and Δw_s.
+fn step_weights(reader: &StoreReader, s: usize) -> [Vec<f64>; 3] {
+    let (w0, w1) = (reader.weights(s).unwrap(), reader.weights(s + 1).unwrap());
+    let delta = w1.iter().zip(&w0).map(|(b, a)| b - a).collect();
+    [w0, w1, delta]
 }
 
 fn max_gap(a: &Array3<f64>, b: &Array3<f64>) -> f64 {
@@ -197,8 +203,7 @@ fn factored_orders_are_compared_as_dense_ones_are() {
     let general = fast.clone().general();
     let xs = &reader.eval().unwrap().inputs[..3 * len];
     for s in 0..reader.steps() {
-        let (w0, w1) = (reader.weights(s).unwrap(), reader.weights(s + 1).unwrap());
-        let delta: Vec<f64> = w1.iter().zip(&w0).map(|(b, a)| b - a).collect();
+        let [w0, w1, delta] = step_weights(&reader, s);
         let seg = Segment {
             start: &w0,
             end: &w1,
