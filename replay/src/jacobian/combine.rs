@@ -157,7 +157,8 @@ mod tests {
     use super::*;
     use ndarray::Axis;
 
-    /// Two small layers (one with a bias, one stored transposed) and random factors.
+    /// Three small layers (one with a bias, one stored transposed, one with two positions per
+    /// sample) and random factors.
     fn setup() -> (Layers, Vec<Factors>) {
         let layers = Layers::covering(
             vec![
@@ -177,10 +178,19 @@ mod tests {
                     positions: 1,
                     transposed: true,
                 },
+                // A convolution's: two positions per sample, compared by products.
+                Layer {
+                    weight: 24,
+                    bias: Some(30),
+                    inputs: 2,
+                    outputs: 3,
+                    positions: 2,
+                    transposed: true,
+                },
             ],
-            24,
+            33,
         )
-        .expect("layers cover 24 parameters");
+        .expect("layers cover 33 parameters");
         let mut seed = 7u64;
         let mut next = move || {
             seed = seed
@@ -194,10 +204,12 @@ mod tests {
                 a: vec![
                     Array2::from_shape_fn((k, 3), |_| next()),
                     Array2::from_shape_fn((k, 4), |_| next()),
+                    Array2::from_shape_fn((2 * k, 2), |_| next()),
                 ],
                 d: vec![
                     Array2::from_shape_fn((k, 4), |_| next()),
                     Array2::from_shape_fn((k, 2), |_| next()),
+                    Array2::from_shape_fn((2 * k, 3), |_| next()),
                 ],
                 samples: k,
                 blocks: Vec::new(),
