@@ -231,7 +231,11 @@ mod tests {
 
     #[test]
     fn two_orders_compare_as_their_dense_sums_do() {
-        let (layers, nodes) = setup();
+        let (layers, mut nodes) = setup();
+        // Two nodes with the two-position layer summed into blocks, as `auto` holds them.
+        for node in &mut nodes[1..3] {
+            layers.block_convolutions(node);
+        }
         let q: Vec<Term<'_>> = [0.2, 0.5, 0.3].into_iter().zip(&nodes[..3]).collect();
         let m: Vec<Term<'_>> = [0.6, -0.1].into_iter().zip(&nodes[3..]).collect();
         let (spread, size) = layers.compare_sums(&q, &m, 2);

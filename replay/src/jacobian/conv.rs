@@ -200,7 +200,7 @@ impl Layers {
             let rows = s![start * per..(start + count) * per, ..];
             if let Some(b) = f.blocks.get(l).and_then(Option::as_ref) {
                 out.blocks[l] = Some(b[start..start + count].to_vec());
-            } else if layer.positions > 1 && per > 0 {
+            } else if layer.positions > 1 && per > 0 && count > 0 {
                 let (a, d) = (f.a[l].slice(rows), f.d[l].slice(rows));
                 out.blocks[l] = Some(sample_blocks(layer, a, d, count));
                 out.a.push(Array2::zeros((0, layer.inputs)));

@@ -198,7 +198,8 @@ struct Adjoint<'a, M: EpkModel> {
     options: &'a ReplayOptions,
     /// Z_{s+1}, `[points·outputs, P]`.
     z: Array2<f64>,
-    /// The last step's E, for the next step's Jbar.
+    /// The last step's E, for the next step's Jbar (held while the next step integrates, as
+    /// E was while the step contracted: the peak stays Z and one more such array).
     spare: Option<Array2<f64>>,
     /// a_{s+1}.
     a_next: f64,
@@ -304,6 +305,7 @@ impl<'a> StepMaps<'a> {
     /// one pass split across `threads`; per row, [Jbar·decay, Jbar·ρ, E·coupled] (E before
     /// clipping).
     fn apply(&self, e: &mut Array2<f64>, z: &mut Array2<f64>, threads: usize) -> Vec<[f64; 3]> {
+        assert_eq!(e.dim(), z.dim(), "E and Z are both [points·outputs, P]");
         let per = e.nrows().div_ceil(threads).max(1);
         std::thread::scope(|scope| {
             let handles: Vec<_> = e

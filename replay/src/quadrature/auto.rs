@@ -71,13 +71,24 @@ pub fn integrate_all<M: EpkModel>(
         .collect()
 }
 
-/// Bytes a piece holds while it is searched: two orders' dense `[outputs, P]` Jbar, or none
-/// of that size when the orders are kept factored.
+/// Bytes a piece holds while it is searched: two orders' dense `[outputs, P]` Jbar, or, when
+/// the orders are kept factored, the factors of about ten nodes (orders 2 and 3, each kept
+/// once as nodes and once as the estimate compared with the next order).
 fn held<M: EpkModel>(net: &Network<M>) -> usize {
-    if batch::dense_estimates(net) {
-        16 * net.outputs() * net.num_params()
-    } else {
-        0
+    let k = net.outputs();
+    match net.layers() {
+        Some(layers) if !batch::dense_estimates(net) => {
+            let per_output: usize = layers
+                .layers
+                .iter()
+                .map(|l| match l.positions {
+                    1 => l.inputs + l.outputs,
+                    _ => (l.inputs + 1) * l.outputs,
+                })
+                .sum();
+            10 * 8 * k * per_output
+        }
+        _ => 16 * k * net.num_params(),
     }
 }
 
