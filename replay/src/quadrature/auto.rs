@@ -10,7 +10,7 @@
 //! (exact in one iteration for values affine in t) and the interval is split there.
 
 use super::batch::{self, Ask, Eval, Shared, Task};
-use super::estimate::Estimate;
+use super::estimate::{Estimate, fan, held};
 use super::hold::{Pool, Slot};
 use super::root::Root;
 use super::{AUTO_ORDERS, Rule, Segment, StepIntegral, residual};
@@ -52,7 +52,7 @@ pub fn integrate<M: EpkModel>(
 /// Bytes of dense `[outputs, P]` Jbar estimates the pieces searched side by side may hold
 /// (each holds two orders' at a time): above it the points go in waves, and a point's pieces
 /// take turns for its `fan` slots.
-const SIDE_BY_SIDE_BYTES: usize = 256 << 20;
+pub(super) const SIDE_BY_SIDE_BYTES: usize = 256 << 20;
 
 /// Integrates one step for every input of `xs` (flat) with the adaptive rule. The points'
 /// searches run side by side and each round of their requests is answered together
@@ -69,32 +69,6 @@ pub fn integrate_all<M: EpkModel>(
     xs.chunks(wave * len)
         .flat_map(|wave| side_by_side(net, seg, wave, tol))
         .collect()
-}
-
-/// Bytes a piece holds while it is searched: two orders' dense `[outputs, P]` Jbar, or, when
-/// the orders are kept factored, the factors of about ten nodes (orders 2 and 3, each kept
-/// once as nodes and once as the estimate compared with the next order).
-fn held<M: EpkModel>(net: &Network<M>) -> usize {
-    let k = net.outputs();
-    match net.layers() {
-        Some(layers) if !batch::dense_estimates(net) => {
-            let per_output: usize = layers
-                .layers
-                .iter()
-                .map(|l| match l.positions {
-                    1 => l.inputs + l.outputs,
-                    _ => (l.inputs + 1) * l.outputs,
-                })
-                .sum();
-            10 * 8 * k * per_output
-        }
-        _ => 16 * k * net.num_params(),
-    }
-}
-
-/// Pieces of one point searched side by side at most.
-fn fan<M: EpkModel>(net: &Network<M>) -> usize {
-    (SIDE_BY_SIDE_BYTES / held(net).max(1)).clamp(1, 8)
 }
 
 fn side_by_side<M: EpkModel>(

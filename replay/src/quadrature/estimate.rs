@@ -3,8 +3,11 @@
 //! order's factored nodes on the linear fast path, compared a layer and an output at a time
 //! ([`Layers::compare_sums`]) without forming `[outputs, P]` at all.
 
+use super::batch;
 use super::hold::Buffer;
 use crate::jacobian::{Factors, Layers, Term};
+use crate::network::Network;
+use epk_model::EpkModel;
 use std::sync::Arc;
 
 /// Σ_q w_q J(t_q) of one order on one piece.
@@ -44,4 +47,30 @@ impl Estimate<'_> {
 /// The weighted nodes as terms of a sum.
 fn terms(nodes: &[(f64, Factors)]) -> Vec<Term<'_>> {
     nodes.iter().map(|(w, f)| (*w, f)).collect()
+}
+
+/// Bytes a piece holds while it is searched: two orders' dense `[outputs, P]` Jbar, or, when
+/// the orders are kept factored, the factors of about ten nodes (orders 2 and 3, each kept
+/// once as nodes and once as the estimate compared with the next order).
+pub(super) fn held<M: EpkModel>(net: &Network<M>) -> usize {
+    let k = net.outputs();
+    match net.layers() {
+        Some(layers) if !batch::dense_estimates(net) => {
+            let per_output: usize = layers
+                .layers
+                .iter()
+                .map(|l| match l.positions {
+                    1 => l.inputs + l.outputs,
+                    _ => (l.inputs + 1) * l.outputs,
+                })
+                .sum();
+            10 * 8 * k * per_output
+        }
+        _ => 16 * k * net.num_params(),
+    }
+}
+
+/// Pieces of one point searched side by side at most.
+pub(super) fn fan<M: EpkModel>(net: &Network<M>) -> usize {
+    (super::auto::SIDE_BY_SIDE_BYTES / held(net).max(1)).clamp(1, 8)
 }
