@@ -16,6 +16,8 @@
 5. The digits CNN (`examples/digits.rs`, 120 steps of momentum SGD): `examples/bench_replay`
    replays 10 held-out points with `auto` at 1e-12 on the structured, batched path and on the
    general path, alternating, and `replay verify` explains all 30 held-out points.
+6. Long runs: 3,000 and 30,000 full-batch steps of a 387-parameter MLP (as CI's long run),
+   `replay verify` with `auto` at 1e-12: time per step and peak RSS at both lengths.
 
 Each figure is a ratio of two timings taken in the same run. JAX is installed into a virtual
 environment under --out on first use (pip, jax[cpu]==0.10.2); --no-jax skips it.
@@ -157,6 +159,13 @@ def main():
                         stdout=subprocess.PIPE, cwd=ROOT).stdout.strip().splitlines()[-1])
     cnn_all, cnn_wall, cnn_rss = verify(digits, "auto", "1e-12", points)
 
+    # 6. Long runs: verified at 1e-12, time linear and memory flat in the number of steps.
+    long = {}
+    for steps in [3000, 30000]:
+        store = out / f"long-{steps}.zarr"
+        train_toy(store, steps, ["--per-class", "100", "--width", "16", "--dim", "20", "--test", "2"])
+        long[steps] = verify(store, "auto", "1e-12")
+
     print(f"Measured {date.today()} on {os.cpu_count()} cores ({cpu}); "
           f"`python3 scripts/bench.py`{' --quick' if a.quick else ''}.\n")
     print("| recording | store on | P | steps | without s | with s | overhead | stalls | bytes/step | weights compression |")
@@ -205,12 +214,24 @@ def main():
     print(f"| `replay verify`, all held-out points (peak RSS {cnn_rss:.0f} MB) | {cnn_all['points']} | "
           f"{cnn_wall:.1f} | {cnn_all['max_abs_error']:.2e} (passed: {cnn_all['passed']}) | "
           f"{cnn_all['evals_per_step_per_point']:.2f} |")
+    print()
+    print("| long run, MLP (P = 387, 300 train, full batch), auto at 1e-12, 2 points | s | ms/step | "
+          "peak RSS MB | machine error | rounding floor |")
+    print("|---|---|---|---|---|---|")
+    for steps, (report, wall, mb) in long.items():
+        print(f"| {steps} steps | {wall:.1f} | {1e3 * wall / steps:.2f} | {mb:.1f} | "
+              f"{report['max_abs_error']:.2e} (passed: {report['passed']}) | "
+              f"{report['rounding_floor']:.1e} |")
+    (_, ws, ms), (_, wl, ml) = long[3000], long[30000]
+    print(f"| 30000 / 3000 | {wl / ws:.2f} (10 if linear) | | {ml / ms:.3f} | | |")
     (out / "results.json").write_text(json.dumps({
         "digits": {**cnn, "verify_s": cnn_wall, "verify_rss_mb": cnn_rss},
         "record": record, "epk": {k: {"seconds": w, **{x: r[x] for x in ("points", "max_abs_error")}}
                                   for k, (r, w) in epk.items()},
         "auto": {"seconds": auto_wall, "max_abs_error": auto["max_abs_error"], "passed": auto["passed"]},
-        "jax": jax, "rss_mb": rss, "threads_s": cores, "cpu_use": cpu_use}, indent=1))
+        "jax": jax, "rss_mb": rss, "threads_s": cores, "cpu_use": cpu_use,
+        "long": {k: {"seconds": w, "rss_mb": m, "max_abs_error": r["max_abs_error"],
+                     "passed": r["passed"]} for k, (r, w, m) in long.items()}}, indent=1))
 
 
 if __name__ == "__main__":
