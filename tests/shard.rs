@@ -383,3 +383,55 @@ fn plans_cut_points_when_stateful_stretches_would_not_fit() {
         "plain runs keep no H"
     );
 }
+
+/// `replay verify --adjoint-memory`: a budget below one point's arrays replays a momentum run's
+/// points one block each (and says so), and still verifies; a size of zero is a clear error.
+#[test]
+fn verify_replays_points_in_blocks_within_the_adjoint_memory_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.zarr");
+    let config = SgdConfig::new().with_momentum(Some(MomentumConfig::new()));
+    Run::toy(6, 8, 10, 9)
+        .with(Optim::Sgd(config), 10, 0.2)
+        .record(&path);
+    let points = StoreReader::open(&path).unwrap().eval().unwrap().len();
+    let verify = |memory: &str| {
+        std::process::Command::new(common::built("replay"))
+            .arg("verify")
+            .arg(&path)
+            .args(["--tolerance", "1e-12", "--json", "--adjoint-memory", memory])
+            .output()
+            .unwrap()
+    };
+    let report = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let whole = verify("512MiB");
+    let blocked = verify("1KiB");
+    for (out, what) in [(&whole, "one block"), (&blocked, "blocks")] {
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(report(out)["max_abs_error"].as_f64().unwrap() <= 1e-12);
+    }
+    let said = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !said(&whole).contains("blocks of points"),
+        "{}",
+        said(&whole)
+    );
+    assert!(
+        said(&blocked).contains(&format!("{points} points in {points} blocks of points")),
+        "{}",
+        said(&blocked)
+    );
+    let zero = verify("0");
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(
+        said(&zero).contains("not a positive size"),
+        "{}",
+        said(&zero)
+    );
+}

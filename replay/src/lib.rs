@@ -84,7 +84,7 @@ pub mod verify;
 pub use epk_optim as optimizer;
 pub use error::ReplayError;
 pub use kernels::{path_kernel, path_kernel_diagonal};
-pub use machine::{KernelMachine, ReplayOptions, StepCheck, argmax, replay};
+pub use machine::{KernelMachine, ReplayOptions, StepCheck, argmax, point_blocks, replay};
 pub use network::Network;
 pub use optimizer::Optimizer;
 pub use quadrature::Rule;

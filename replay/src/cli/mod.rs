@@ -287,6 +287,16 @@ fn prepare<M: EpkModel, T>(
     Ok(Prepared { eval, net, checked })
 }
 
+/// A size in bytes in the largest binary unit that divides it (`--adjoint-memory`'s units).
+fn show_memory(bytes: usize) -> String {
+    [(30, "GiB"), (20, "MiB"), (10, "KiB")]
+        .iter()
+        .find(|(shift, _)| bytes >= 1 << shift && bytes % (1 << shift) == 0)
+        .map_or(format!("{bytes} bytes"), |(shift, unit)| {
+            format!("{} {unit}", bytes >> shift)
+        })
+}
+
 /// Sets the quadrature rule and, when given, the worker threads.
 fn set_rule(options: &mut ReplayOptions, rule: Rule, threads: Option<usize>) {
     options.rule = rule;
@@ -307,6 +317,16 @@ fn replay_with_progress<M: EpkModel>(
     #[cfg(feature = "mpi")]
     if let Some(machine) = mpi::replay(reader, net, xs, options, json)? {
         return Ok(machine);
+    }
+    let points = xs.len() / net.input_len().max(1);
+    let blocks = crate::point_blocks(reader, net, points, options)?;
+    if blocks > 1 {
+        // Each block repeats the forward pass: say why the run takes longer than one pass.
+        eprintln!(
+            "replay: {points} points in {blocks} blocks of points, so that the backward pass's \
+             arrays fit in {} (--adjoint-memory)",
+            show_memory(options.adjoint_bytes)
+        );
     }
     let mut progress = Progress::new("replay", reader.attrs().steps, json);
     let machine = replay(reader, net, xs, options, |s| progress.set(s)).context("replay failed")?;

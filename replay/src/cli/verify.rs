@@ -61,6 +61,30 @@ pub struct JobArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Memory an optimizer with state (momentum, Adam) may give its backward pass's arrays (Z
+    /// and one step's Jbar, each points × outputs × parameters in f64): more points are
+    /// replayed in blocks that fit, one after another, each repeating the forward pass. A size
+    /// in KiB, MiB or GiB (a plain number is MiB).
+    #[arg(long, default_value = "512MiB", value_parser = parse_memory)]
+    pub adjoint_memory: usize,
+}
+
+/// A memory size: a positive whole number of KiB, MiB or GiB (`64KiB`, `1GiB`; a plain number
+/// is MiB), in bytes.
+fn parse_memory(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let (digits, shift) = [("kib", 10), ("mib", 20), ("gib", 30)]
+        .iter()
+        .find_map(|(unit, shift)| lower.strip_suffix(unit).map(|d| (d.trim(), *shift)))
+        .unwrap_or((lower.as_str(), 20));
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; write e.g. 512MiB, 2GiB or 64KiB"))?;
+    match n.checked_shl(shift).filter(|b| n > 0 && b >> shift == n) {
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("{s} is not a positive size that fits in memory")),
+    }
 }
 
 impl JobArgs {
@@ -68,6 +92,7 @@ impl JobArgs {
     pub(super) fn options(&self) -> ReplayOptions {
         let mut options = ReplayOptions {
             tolerance: self.tolerance,
+            adjoint_bytes: self.adjoint_memory,
             ..ReplayOptions::default()
         };
         set_rule(&mut options, self.rule, self.threads);
@@ -173,5 +198,22 @@ impl Judged<'_> {
             }
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_memory;
+
+    #[test]
+    fn memory_sizes_are_read_in_binary_units() {
+        assert_eq!(parse_memory("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_memory("2 GiB"), Ok(2 << 30));
+        assert_eq!(parse_memory("64kib"), Ok(64 << 10));
+        assert_eq!(parse_memory("3"), Ok(3 << 20));
+        for bad in ["0", "-1", "1.5GiB", "MiB", "1TB", "99999999999999999999GiB"] {
+            assert!(parse_memory(bad).is_err(), "{bad}");
+        }
+        assert!(parse_memory(&format!("{}GiB", usize::MAX >> 20)).is_err());
     }
 }

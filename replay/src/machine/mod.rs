@@ -251,18 +251,7 @@ pub fn replay<M: EpkModel>(
     let steps = reader.steps();
     let len = net.input_len().max(1);
     let points = xs.len() / len;
-    let stateful = !Optimizer::from_spec(&reader.attrs().optimizer)?.is_plain();
-    let per_point = 2 * net.outputs() * net.num_params() * size_of::<f64>();
-    let blocks = if stateful {
-        points.min(
-            per_point
-                .saturating_mul(points)
-                .div_ceil(options.adjoint_bytes.max(1))
-                .max(1),
-        )
-    } else {
-        1
-    };
+    let blocks = point_blocks(reader, net, points, options)?;
     if blocks <= 1 {
         return Ok(replay_steps(reader, net, xs, options, 0..steps, progress)?.machine);
     }
@@ -277,6 +266,28 @@ pub fn replay<M: EpkModel>(
         starts.push(range.start);
     }
     Ok(crate::shard::side_by_side(machines, &starts))
+}
+
+/// How many blocks of points [`replay`] replays `points` held-out points in: one unless the
+/// optimizer has state and the backward pass's arrays (Z and one step's Jbar, each
+/// `[points·outputs, P]` in f64) would not fit in [`ReplayOptions::adjoint_bytes`]; then as
+/// many as make each block fit, at most one per point.
+pub fn point_blocks<M: EpkModel>(
+    reader: &StoreReader,
+    net: &Network<M>,
+    points: usize,
+    options: &ReplayOptions,
+) -> Result<usize, ReplayError> {
+    if Optimizer::from_spec(&reader.attrs().optimizer)?.is_plain() {
+        return Ok(1);
+    }
+    let per_point = 2 * net.outputs() * net.num_params() * size_of::<f64>();
+    Ok(points.min(
+        per_point
+            .saturating_mul(points)
+            .div_ceil(options.adjoint_bytes.max(1))
+            .max(1),
+    ))
 }
 
 /// The default [`ReplayOptions::adjoint_bytes`]: 512 MiB.
