@@ -291,7 +291,7 @@ fn prepare<M: EpkModel, T>(
 fn show_memory(bytes: usize) -> String {
     [(30, "GiB"), (20, "MiB"), (10, "KiB")]
         .iter()
-        .find(|(shift, _)| bytes >= 1 << shift && bytes % (1 << shift) == 0)
+        .find(|(shift, _)| bytes >= 1 << shift && bytes.is_multiple_of(1 << shift))
         .map_or(format!("{bytes} bytes"), |(shift, unit)| {
             format!("{} {unit}", bytes >> shift)
         })
