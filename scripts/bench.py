@@ -18,6 +18,10 @@
    general path, alternating, and `replay verify` explains all 30 held-out points.
 6. Long runs: 3,000 and 30,000 full-batch steps of a 387-parameter MLP (as CI's long run),
    `replay verify` with `auto` at 1e-12: time per step and peak RSS at both lengths.
+7. Burn's guide model at its own size (531,178 parameters, hidden 512; 240 Adam steps on 3,840
+   MNIST images): `replay verify` of 10 held-out points at 1e-12 (2 with --quick), with the
+   default adjoint budget and with `--adjoint-memory 256MiB`; about 40 minutes on 2 cores
+   (--no-guide skips it).
 
 Each figure is a ratio of two timings taken in the same run. JAX is installed into a virtual
 environment under --out on first use (pip, jax[cpu]==0.10.2); --no-jax skips it.
@@ -86,13 +90,15 @@ def main():
     ap.add_argument("--out", default=ROOT / "target" / "bench", type=Path)
     ap.add_argument("--repeats", type=int, default=7, help="bench_record repetitions")
     ap.add_argument("--no-jax", action="store_true")
+    ap.add_argument("--no-guide", action="store_true", help="skip section 7 (Burn's guide model)")
     ap.add_argument("--quick", action="store_true", help="fewer points and repeats (a smoke run)")
     a = ap.parse_args()
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
     points = ["--points", "10"] if a.quick else []
     sh(["cargo", "build", "--release", "--locked", "--bin", "replay", "--example", "gaussians",
-        "--example", "bench_record", "--example", "digits", "--example", "bench_replay"], cwd=ROOT)
+        "--example", "bench_record", "--example", "digits", "--example", "bench_replay",
+        "--example", "guide"], cwd=ROOT)
     rows = []
     cpu = platform.processor() or platform.machine()
     print(f"date {date.today()}, {os.cpu_count()} cores, {cpu}", file=sys.stderr)
@@ -166,6 +172,16 @@ def main():
         train_toy(store, steps, ["--per-class", "100", "--width", "16", "--dim", "20", "--test", "2"])
         long[steps] = verify(store, "auto", "1e-12")
 
+    # 7. Burn's guide model at its own size, with the default and a smaller adjoint budget.
+    guide = {}
+    if not a.no_guide:
+        store = out / "guide.zarr"
+        sh([RELEASE / "examples" / "guide", "--store", store, "--overwrite", "--train", "3840",
+            "--epochs", "4", "--explain", "10"], stdout=subprocess.DEVNULL, cwd=ROOT)
+        n = ["--points", "2" if a.quick else "10"]
+        for budget in ["512MiB", "256MiB"]:
+            guide[budget] = verify(store, "auto", "1e-12", [*n, "--adjoint-memory", budget])
+
     print(f"Measured {date.today()} on {os.cpu_count()} cores ({cpu}); "
           f"`python3 scripts/bench.py`{' --quick' if a.quick else ''}.\n")
     print("| recording | store on | P | steps | without s | with s | overhead | stalls | bytes/step | weights compression |")
@@ -224,6 +240,15 @@ def main():
               f"{report['rounding_floor']:.1e} |")
     (_, ws, ms), (_, wl, ml) = long[3000], long[30000]
     print(f"| 30000 / 3000 | {wl / ws:.2f} (10 if linear) | | {ml / ms:.3f} | | |")
+    if guide:
+        print()
+        print("| Burn's guide (P = 531,178, 240 Adam steps), auto at 1e-12 | points | s | peak RSS MB | "
+              "machine error | evals/step/point |")
+        print("|---|---|---|---|---|---|")
+        for budget, (report, wall, mb) in guide.items():
+            print(f"| `--adjoint-memory {budget}` | {report['points']} | {wall:.1f} | {mb:.0f} | "
+                  f"{report['max_abs_error']:.2e} (passed: {report['passed']}) | "
+                  f"{report['evals_per_step_per_point']:.2f} |")
     (out / "results.json").write_text(json.dumps({
         "digits": {**cnn, "verify_s": cnn_wall, "verify_rss_mb": cnn_rss},
         "record": record, "epk": {k: {"seconds": w, **{x: r[x] for x in ("points", "max_abs_error")}}
@@ -231,7 +256,9 @@ def main():
         "auto": {"seconds": auto_wall, "max_abs_error": auto["max_abs_error"], "passed": auto["passed"]},
         "jax": jax, "rss_mb": rss, "threads_s": cores, "cpu_use": cpu_use,
         "long": {k: {"seconds": w, "rss_mb": m, "max_abs_error": r["max_abs_error"],
-                     "passed": r["passed"]} for k, (r, w, m) in long.items()}}, indent=1))
+                     "passed": r["passed"]} for k, (r, w, m) in long.items()},
+        "guide": {k: {"seconds": w, "rss_mb": m, "max_abs_error": r["max_abs_error"],
+                      "passed": r["passed"]} for k, (r, w, m) in guide.items()}}, indent=1))
 
 
 if __name__ == "__main__":
