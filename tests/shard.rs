@@ -12,7 +12,7 @@ use common::{Optim, Run};
 use epk::recorder::device::flex_f64;
 use epk::recorder::models::Mlp;
 use epk::replay::shard::{Job, Partial, Plan, read_partials, reduce, replay_tile, write_partial};
-use epk::replay::{KernelMachine, Network, ReplayOptions, replay};
+use epk::replay::{KernelMachine, Network, ReplayOptions, point_blocks, replay};
 use epk::store::StoreReader;
 use std::path::Path;
 
@@ -394,7 +394,20 @@ fn verify_replays_points_in_blocks_within_the_adjoint_memory_flag() {
     Run::toy(6, 8, 10, 9)
         .with(Optim::Sgd(config), 10, 0.2)
         .record(&path);
-    let points = StoreReader::open(&path).unwrap().eval().unwrap().len();
+    let reader = StoreReader::open(&path).unwrap();
+    let points = reader.eval().unwrap().len();
+    // Blocks hold as many points as fit: room for two and a half points' arrays gives blocks
+    // of two points, none over the budget.
+    let net = Network::<Mlp>::new(reader.attrs(), &flex_f64().unwrap()).unwrap();
+    let per_point = 2 * net.outputs() * net.num_params() * size_of::<f64>();
+    let room = |bytes: usize| ReplayOptions {
+        adjoint_bytes: bytes,
+        ..ReplayOptions::default()
+    };
+    let blocks = |bytes: usize| point_blocks(&reader, &net, points, &room(bytes)).unwrap();
+    assert_eq!(blocks(5 * per_point / 2), points.div_ceil(2));
+    assert_eq!(blocks(per_point - 1), points);
+    assert_eq!(blocks(points * per_point), 1);
     let verify = |memory: &str| {
         std::process::Command::new(common::built("replay"))
             .arg("verify")

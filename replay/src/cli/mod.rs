@@ -319,7 +319,7 @@ fn replay_with_progress<M: EpkModel>(
         return Ok(machine);
     }
     let points = xs.len() / net.input_len().max(1);
-    let blocks = crate::point_blocks(reader, net, points, options)?;
+    let blocks = crate::point_blocks(reader, net, points, options).context("replay failed")?;
     if blocks > 1 {
         // Each block repeats the forward pass: say why the run takes longer than one pass.
         eprintln!(

@@ -92,6 +92,12 @@ fn distributed<M: EpkModel>(
     json: bool,
 ) -> Result<KernelMachine> {
     let (rank, size) = (world.rank() as usize, world.size() as usize);
+    if options.adjoint_bytes != crate::machine::ADJOINT_BYTES {
+        // Each rank's tile is sized by the plan below, not by the one-process budget.
+        bail!(
+            "--adjoint-memory applies to one process; under mpirun the tiles are sized by the plan"
+        );
+    }
     let points = xs.len() / net.input_len();
     let plan = Plan::for_store(size, reader, points, STRETCH_MEMORY).context("mpirun -n")?;
     let job = Job::new(reader, points, options, plan);

@@ -21,6 +21,13 @@ pub struct VerifyArgs {
     /// What to replay and how.
     #[command(flatten)]
     pub job: JobArgs,
+    /// Memory an optimizer with state (momentum, Adam, weight decay) may give its backward
+    /// pass's arrays (Z and one step's Jbar, each points × outputs × parameters in f64): the
+    /// points are replayed in blocks of as many as fit (at least one), one after another, each
+    /// repeating the forward pass. A size in KiB, MiB or GiB (a plain number is MiB). One
+    /// process only: under mpirun, and in `shard`, each tile is sized by the job's plan.
+    #[arg(long, default_value = "512MiB", value_parser = parse_memory)]
+    pub adjoint_memory: usize,
     /// How to report.
     #[command(flatten)]
     pub report: ReportArgs,
@@ -61,12 +68,6 @@ pub struct JobArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Memory an optimizer with state (momentum, Adam) may give its backward pass's arrays (Z
-    /// and one step's Jbar, each points × outputs × parameters in f64): more points are
-    /// replayed in blocks that fit, one after another, each repeating the forward pass. A size
-    /// in KiB, MiB or GiB (a plain number is MiB).
-    #[arg(long, default_value = "512MiB", value_parser = parse_memory)]
-    pub adjoint_memory: usize,
 }
 
 /// A memory size: a positive whole number of KiB, MiB or GiB (`64KiB`, `1GiB`; a plain number
@@ -92,7 +93,6 @@ impl JobArgs {
     pub(super) fn options(&self) -> ReplayOptions {
         let mut options = ReplayOptions {
             tolerance: self.tolerance,
-            adjoint_bytes: self.adjoint_memory,
             ..ReplayOptions::default()
         };
         set_rule(&mut options, self.rule, self.threads);
@@ -141,7 +141,10 @@ pub(super) fn verify<M: EpkModel>(
         checked: m,
     } = args.job.prepare::<M>(reader, device)?;
     let xs = &eval.inputs[..m * reader.attrs().input_len()];
-    let options = args.job.options();
+    let options = ReplayOptions {
+        adjoint_bytes: args.adjoint_memory,
+        ..args.job.options()
+    };
     let started = Instant::now();
     let machine = replay_with_progress(reader, &net, xs, &options, args.report.json)?;
     let points: Vec<usize> = (0..m).collect();

@@ -270,8 +270,9 @@ pub fn replay<M: EpkModel>(
 
 /// How many blocks of points [`replay`] replays `points` held-out points in: one unless the
 /// optimizer has state and the backward pass's arrays (Z and one step's Jbar, each
-/// `[points·outputs, P]` in f64) would not fit in [`ReplayOptions::adjoint_bytes`]; then as
-/// many as make each block fit, at most one per point.
+/// `[points·outputs, P]` in f64) would not fit in [`ReplayOptions::adjoint_bytes`]; then blocks
+/// of as many points as fit (at least one), so no block passes the budget unless one point
+/// alone does.
 pub fn point_blocks<M: EpkModel>(
     reader: &StoreReader,
     net: &Network<M>,
@@ -282,12 +283,8 @@ pub fn point_blocks<M: EpkModel>(
         return Ok(1);
     }
     let per_point = 2 * net.outputs() * net.num_params() * size_of::<f64>();
-    Ok(points.min(
-        per_point
-            .saturating_mul(points)
-            .div_ceil(options.adjoint_bytes.max(1))
-            .max(1),
-    ))
+    let per_block = (options.adjoint_bytes / per_point.max(1)).max(1);
+    Ok(points.div_ceil(per_block).max(1))
 }
 
 /// The default [`ReplayOptions::adjoint_bytes`]: 512 MiB.
