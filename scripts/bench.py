@@ -16,7 +16,8 @@
 5. The digits CNN (`examples/digits.rs`, 120 steps of momentum SGD): `examples/bench_replay`
    replays 10 held-out points with `auto` at 1e-12 on the structured, batched path and on the
    general path, alternating, and `replay verify` explains all 30 held-out points.
-6. Long runs: 3,000 and 30,000 full-batch steps of a 387-parameter MLP (as CI's long run),
+6. Long runs: 3,000 and 30,000 full-batch steps of a 387-parameter MLP (as CI's long run;
+   300 and 3,000 with --quick),
    `replay verify` with `auto` at 1e-12: time per step and peak RSS at both lengths.
 7. Burn's guide model at its own size (531,178 parameters, hidden 512; 240 Adam steps on 3,840
    MNIST images): `replay verify` of 10 held-out points at 1e-12 (2 with --quick), with the
@@ -167,7 +168,8 @@ def main():
 
     # 6. Long runs: verified at 1e-12, time linear and memory flat in the number of steps.
     long = {}
-    for steps in [3000, 30000]:
+    lengths = [300, 3000] if a.quick else [3000, 30000]
+    for steps in lengths:
         store = out / f"long-{steps}.zarr"
         train_toy(store, steps, ["--per-class", "100", "--width", "16", "--dim", "20", "--test", "2"])
         long[steps] = verify(store, "auto", "1e-12")
@@ -238,8 +240,8 @@ def main():
         print(f"| {steps} steps | {wall:.1f} | {1e3 * wall / steps:.2f} | {mb:.1f} | "
               f"{report['max_abs_error']:.2e} (passed: {report['passed']}) | "
               f"{report['rounding_floor']:.1e} |")
-    (_, ws, ms), (_, wl, ml) = long[3000], long[30000]
-    print(f"| 30000 / 3000 | {wl / ws:.2f} (10 if linear) | | {ml / ms:.3f} | | |")
+    (_, ws, ms), (_, wl, ml) = long[lengths[0]], long[lengths[1]]
+    print(f"| {lengths[1]} / {lengths[0]} | {wl / ws:.2f} (10 if linear) | | {ml / ms:.3f} | | |")
     if guide:
         print()
         print("| Burn's guide (P = 531,178, 240 Adam steps), auto at 1e-12 | points | s | peak RSS MB | "
