@@ -23,6 +23,30 @@ pub trait EpkModel: Module + ModuleDisplay + Sized {
 
     /// f(x) for flat inputs `[batch, input_len]`.
     fn epk_forward(&self, inputs: Tensor<2>, switches: &mut Switches) -> Tensor<2>;
+
+    /// L, if f is a polynomial of degree at most L in t along every step w_s + tΔw_s on each
+    /// stretch where no switching value changes sign; `None` (the default) otherwise.
+    ///
+    /// It is L for L weighted layers (linear, convolution, embedding) joined by routed ReLUs
+    /// and max-pools, average pools, reshapes and dropout with fixed masks: each layer's
+    /// output is its input times weights affine in t. Softmax, normalisation, tanh, GELU and
+    /// attention make f no polynomial, and their models keep `None`.
+    ///
+    /// Replay uses it to integrate a piece exactly: J then has degree L − 1, which
+    /// Gauss–Legendre of order ⌈L/2⌉ integrates exactly, once the switching values (degree at
+    /// most L) are certified not to change sign inside the piece. A degree that is too low
+    /// makes replay accept pieces it should have refined, so declare it only for such models.
+    ///
+    /// ```
+    /// use epk_model::EpkModel;
+    /// use epk_model::models::{Cnn, CnnConfig};
+    /// // Two convolutions and a linear head.
+    /// assert_eq!(Cnn::path_degree(&CnnConfig::new(8, [4, 8], 10)), Some(3));
+    /// ```
+    fn path_degree(config: &Self::Config) -> Option<usize> {
+        let _ = config;
+        None
+    }
 }
 
 /// Collects the quantities whose sign decides which smooth piece a forward pass is on.

@@ -72,6 +72,12 @@ impl EpkModel for Guide {
         }
     }
 
+    /// Two convolutions and two linear layers; pooling averages and dropout's masks are
+    /// fixed within a step.
+    fn path_degree(_: &GuideConfig) -> Option<usize> {
+        Some(4)
+    }
+
     fn epk_forward(&self, images: Tensor<2>, switches: &mut Switches) -> Tensor<2> {
         let [batch, _] = images.dims();
         let x = images.reshape([batch, 1, self.side, self.side]);

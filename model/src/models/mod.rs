@@ -88,6 +88,11 @@ impl EpkModel for Mlp {
         Mlp::new(config, device)
     }
 
+    /// One per linear layer; log-softmax makes f no polynomial.
+    fn path_degree(config: &MlpConfig) -> Option<usize> {
+        (!config.log_softmax).then(|| config.sizes.len().saturating_sub(1))
+    }
+
     fn epk_forward(&self, inputs: Tensor<2>, switches: &mut Switches) -> Tensor<2> {
         let last = self.layers.len().saturating_sub(1);
         let mut x = inputs;
@@ -176,6 +181,11 @@ impl EpkModel for Cnn {
 
     fn init(config: &CnnConfig, device: &Device) -> Self {
         Cnn::new(config, device)
+    }
+
+    /// Two convolutions and a linear layer.
+    fn path_degree(_: &CnnConfig) -> Option<usize> {
+        Some(3)
     }
 
     fn epk_forward(&self, inputs: Tensor<2>, switches: &mut Switches) -> Tensor<2> {
