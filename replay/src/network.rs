@@ -18,6 +18,8 @@ pub struct Network<M: EpkModel> {
     outputs: usize,
     input_len: usize,
     jacobian: Implementation,
+    /// [`EpkModel::path_degree`] of the stored configuration.
+    path_degree: Option<usize>,
 }
 
 impl<M: EpkModel> Network<M> {
@@ -39,6 +41,7 @@ impl<M: EpkModel> Network<M> {
                 ))
             })?;
         let template = M::init(&config, device);
+        let path_degree = M::path_degree(&config);
         let layout = params::layout(&template);
         if layout.len() != attrs.params.len() {
             return Err(ReplayError::Model(format!(
@@ -70,7 +73,21 @@ impl<M: EpkModel> Network<M> {
             outputs: attrs.outputs,
             input_len: attrs.input_len(),
             jacobian,
+            path_degree,
         })
+    }
+
+    /// L if f is a polynomial of degree at most L in t on every smooth piece of a step
+    /// ([`EpkModel::path_degree`]).
+    pub fn path_degree(&self) -> Option<usize> {
+        self.path_degree
+    }
+
+    /// The same network without a declared degree: the `auto` rule then accepts a piece
+    /// only where two Gauss–Legendre orders agree (to cross-check the exact-by-degree path).
+    pub fn undeclared(mut self) -> Self {
+        self.path_degree = None;
+        self
     }
 
     /// The same network with the dense implementation: every Jacobian and per-sample

@@ -61,7 +61,9 @@ pub struct VerifyReport {
     /// f telescope out of b + Σ_s Jbar_s·Δw_s.)
     pub rounding_floor: f64,
     /// With the `auto` rule: the worst bound on a step's Jbar error, ℓ2 over the parameters,
-    /// from two Gauss–Legendre orders agreeing on each piece. `None` for the fixed rules.
+    /// from two Gauss–Legendre orders agreeing on each piece, or the rounding floor 16ε‖Q‖ of
+    /// a piece integrated exactly by degree (`quadrature/degree.rs`). `None` for the fixed
+    /// rules.
     pub max_jbar_error: Option<f64>,
     /// For plain gradient descent with the `auto` rule: a bound on the quadrature error of any
     /// one attribution A[x, i, k], Σ_s max ‖Jbar error‖₂ · ‖a_{i,s}∇_w f(x_i; w_s)‖₂. The
@@ -365,7 +367,7 @@ impl VerifyReport {
         };
         let _ = writeln!(
             s,
-            "Jbar within {jbar:.1e} per step (ℓ2; the spread of two Gauss–Legendre orders agreeing){each}"
+            "Jbar within {jbar:.1e} per step (ℓ2; the spread of two Gauss–Legendre orders agreeing, or rounding where the model's degree makes one order exact){each}"
         );
     }
 }

@@ -68,6 +68,11 @@ pub struct JobArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// With `auto`, ignore the degree the model declares (EpkModel::path_degree): accept a
+    /// piece only where two Gauss–Legendre orders agree, as for models that declare none.
+    /// Slower; a check on a declared degree, and the baseline of `scripts/bench.py`.
+    #[arg(long)]
+    pub orders_only: bool,
 }
 
 /// A memory size: a positive whole number of KiB, MiB or GiB (`64KiB`, `1GiB`; a plain number
@@ -106,7 +111,7 @@ impl JobArgs {
         reader: &StoreReader,
         device: &Device,
     ) -> Result<Prepared<M, usize>> {
-        prepare::<M, _>(reader, device, " to verify", |eval| {
+        let prepared = prepare::<M, _>(reader, device, " to verify", |eval| {
             if eval.is_empty() {
                 bail!(
                     "{}: the store has no held-out points to explain",
@@ -114,6 +119,13 @@ impl JobArgs {
                 );
             }
             held_out_points(self.points, eval.len())
+        })?;
+        Ok(match self.orders_only {
+            true => Prepared {
+                net: prepared.net.undeclared(),
+                ..prepared
+            },
+            false => prepared,
         })
     }
 }

@@ -10,11 +10,13 @@
 //! (exact in one iteration for values affine in t) and the interval is split there.
 
 use super::batch::{self, Ask, Eval, Shared, Task};
+use super::degree::{self, Bernstein};
 use super::estimate::{Estimate, fan, held};
 use super::hold::{Pool, Slot};
+use super::part::{Nodes, Part};
 use super::root::Root;
 use super::{AUTO_ORDERS, Rule, Segment, StepIntegral, residual};
-use crate::jacobian::{ConvBlocks, JbarSum, Node, add_blocks};
+use crate::jacobian::{JbarSum, Node};
 use crate::network::Network;
 use epk_model::EpkModel;
 use std::cell::Cell;
@@ -85,6 +87,10 @@ fn side_by_side<M: EpkModel>(
     let noise = super::noise(net, seg, xs, &f_start);
     let per = s_start.len() / m.max(1);
     let delta_norm = seg.delta.iter().map(|d| d * d).sum::<f64>().sqrt();
+    let exact = net
+        .path_degree()
+        .filter(|l| *l <= degree::MAX_DEGREE)
+        .map(|l| (l, Bernstein::new(l)));
     let shared = Shared::default();
     let tasks: Vec<Task<'_>> = (0..m)
         .map(|i| {
@@ -109,6 +115,7 @@ fn side_by_side<M: EpkModel>(
                 tol,
                 noise: noise[i],
                 delta_norm,
+                exact: exact.as_ref().map(|(l, b)| (*l, b)),
             };
             Box::pin(run.step(ends)) as Task<'_>
         })
@@ -144,60 +151,13 @@ struct Adaptive<'a> {
     noise: f64,
     /// ‖Δw_s‖₂: the scale at which a Jbar error becomes an error in f.
     delta_norm: f64,
+    /// The model's path degree L and the conversion of L + 1 samples to Bernstein
+    /// coefficients, if it declares one (`quadrature/degree.rs`).
+    exact: Option<(usize, &'a Bernstein)>,
 }
 
 /// A search's step, boxed so that it can recurse.
 type Search<'s> = Pin<Box<dyn Future<Output = Part> + 's>>;
-
-/// What the search accepted on part of a step, left to right.
-#[derive(Default)]
-struct Part {
-    /// Their convolutions' factors absorbed into `blocks` when accepted: a node's L positions
-    /// would otherwise be held until the step ends.
-    nodes: Nodes,
-    blocks: ConvBlocks,
-    /// The accepted pieces' spreads per output, summed.
-    error: Vec<f64>,
-    pieces: usize,
-    /// The first piece that resisted every order at the deepest bisection.
-    kink: Option<(f64, f64)>,
-}
-
-impl Part {
-    fn accepted(mut nodes: Nodes, spread: Vec<f64>, k: usize) -> Self {
-        let mut blocks = ConvBlocks::new();
-        for (w, ev) in &mut nodes {
-            ev.node.absorb_convolutions(*w, k, &mut blocks);
-        }
-        Part {
-            nodes,
-            blocks,
-            error: spread,
-            pieces: 1,
-            kink: None,
-        }
-    }
-
-    /// The parts one after another.
-    fn chain(parts: Vec<Part>) -> Self {
-        let mut out = Part::default();
-        for p in parts {
-            out.nodes.extend(p.nodes);
-            add_blocks(&mut out.blocks, p.blocks);
-            if out.error.is_empty() {
-                out.error = p.error;
-            } else {
-                out.error
-                    .iter_mut()
-                    .zip(&p.error)
-                    .for_each(|(e, d)| *e += d);
-            }
-            out.pieces += p.pieces;
-            out.kink = out.kink.or(p.kink);
-        }
-        out
-    }
-}
 
 /// Deepest bisection of a piece that resists every order. A switch the endpoint signs missed
 /// shows its sign change at a bisection point long before; a smooth piece 2⁻¹⁶ of a step long
@@ -332,9 +292,32 @@ impl Adaptive<'_> {
             // and whether the residual passed at the last order and at any order.
             let (mut spreads, mut jfloor) = ([f64::INFINITY; 2], 0.0);
             let (mut passed, mut passed_any) = (false, false);
+            // Whether no switching value changes sign inside the piece, once asked.
+            let mut fixed = None;
             for &n in &AUTO_ORDERS {
-                let order = self.order(&e, n).await;
+                let exact = self.exact.filter(|(l, _)| degree::exact_order(*l) <= n);
+                let order = match exact {
+                    Some((l, bernstein)) if fixed.is_none() => {
+                        let (order, f) =
+                            batch::join2(self.order(&e, n), self.fixed(&e, l, bernstein)).await;
+                        fixed = Some(f);
+                        order
+                    }
+                    _ => self.order(&e, n).await,
+                };
                 let target = self.target(&e, order.size);
+                // Exact by degree: only rounding is left, in every direction.
+                if exact.is_some() && fixed == Some(true) && order.r <= target {
+                    let (_, size) = order.q.compare(&order.q, k);
+                    let floor = size.iter().map(|s| 16.0 * f64::EPSILON * s).collect();
+                    return Part::accepted(order.nodes, floor, k);
+                }
+                // A switching value may cross zero twice inside: the nodes of two orders can
+                // both miss the gap and agree, so look at the halves instead.
+                if exact.is_some() && fixed == Some(false) && self.may_bisect(depth) {
+                    drop((order, slot));
+                    return self.bisect(e, depth).await;
+                }
                 let Some(prev) = previous.take() else {
                     previous = Some(order.q);
                     continue;
@@ -365,7 +348,7 @@ impl Adaptive<'_> {
             // switch crossed twice inside the piece) is bisected.
             let noise_limited =
                 passed && spreads[1] > spreads[0] / 8.0 && spreads[1] <= NOISE_SPREAD * jfloor;
-            if !noise_limited && depth < MAX_DEPTH && self.evals.get() < MAX_EVALS {
+            if !noise_limited && self.may_bisect(depth) {
                 // What this level kept is not needed below it.
                 drop((best, previous, slot));
                 return self.bisect(e, depth).await;
@@ -379,6 +362,26 @@ impl Adaptive<'_> {
             }
             part
         })
+    }
+
+    /// Whether a piece at `depth` may still be split: within the depth and evaluation budgets.
+    fn may_bisect(&self, depth: usize) -> bool {
+        depth < MAX_DEPTH && self.evals.get() < MAX_EVALS
+    }
+
+    /// Whether no switching value changes sign inside the piece: each is a polynomial of
+    /// degree at most L there, so its values at the ends and at L − 1 points between decide.
+    async fn fixed(&self, e: &Ends, degree: usize, bernstein: &Bernstein) -> bool {
+        let ts = degree::interior(e.a, e.b, degree);
+        let inner = if ts.is_empty() {
+            Vec::new()
+        } else {
+            self.ask.switches(ts).await
+        };
+        let mut samples: Vec<&[f64]> = vec![&e.sa];
+        samples.extend(inner.iter().map(|(_, s)| s.as_slice()));
+        samples.push(&e.sb);
+        degree::fixed_pattern(bernstein, &samples)
     }
 
     /// Gauss–Legendre of order `n` on the piece: its nodes, Q = Σ w J (dense or factored), the
@@ -465,9 +468,6 @@ impl Adaptive<'_> {
         Part::chain(batch::join(halves).await)
     }
 }
-
-/// A rule's evaluations on a piece with their weights.
-type Nodes = Vec<(f64, Eval)>;
 
 /// One order's estimate on a piece.
 struct Order<'a> {

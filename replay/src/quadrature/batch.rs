@@ -131,6 +131,33 @@ pub(super) async fn join<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
     .await
 }
 
+/// Both futures' outputs, the two advancing together (their requests share a round).
+pub(super) async fn join2<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (Box::pin(a), Box::pin(b));
+    let (mut x, mut y) = (None, None);
+    std::future::poll_fn(move |cx| {
+        // A finished future is not polled again.
+        if x.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            x = Some(v);
+        }
+        if y.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            y = Some(v);
+        }
+        match (x.take(), y.take()) {
+            (Some(v), Some(w)) => Poll::Ready((v, w)),
+            (v, w) => {
+                (x, y) = (v, w);
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
 impl Ask<'_> {
     async fn ask(self, request: Request) -> Reply {
         let asking = Asking {

@@ -6,11 +6,13 @@
 
 pub mod auto;
 mod batch;
+pub mod degree;
 mod estimate;
 pub mod fixed;
 pub mod gauss;
 mod hold;
 mod noise;
+mod part;
 mod root;
 mod rule;
 pub mod sweep;
