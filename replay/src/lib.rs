@@ -69,6 +69,7 @@ pub mod broken_pipe;
 pub mod cli;
 mod error;
 pub mod export;
+pub mod heap;
 pub mod jacobian;
 pub mod kernels;
 pub mod layers;

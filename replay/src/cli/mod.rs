@@ -158,7 +158,9 @@ impl Registry {
 }
 
 /// Parses the command line and runs it; the exit code follows the documented convention.
+/// Sets the allocator up for replay first ([`crate::heap::keep_freed_memory`]).
 pub fn main_with(registry: Registry) -> ExitCode {
+    crate::heap::keep_freed_memory();
     main_with_args(registry, std::env::args_os())
 }
 
