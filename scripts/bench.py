@@ -15,13 +15,15 @@
 4. Cores: the same replay with one worker thread and with all cores.
 5. The digits CNN (`examples/digits.rs`, 120 steps of momentum SGD): `examples/bench_replay`
    replays 10 held-out points with `auto` at 1e-12 on the structured, batched path and on the
-   general path, alternating, and `replay verify` explains all 30 held-out points.
+   general path, alternating, and `replay verify` explains all 30 held-out points, twice with
+   the model's declared degree and twice with `--orders-only`, alternating (once each with
+   --quick).
 6. Long runs: 3,000 and 30,000 full-batch steps of a 387-parameter MLP (as CI's long run;
    300 and 3,000 with --quick),
    `replay verify` with `auto` at 1e-12: time per step and peak RSS at both lengths.
 7. Burn's guide model at its own size (531,178 parameters, hidden 512; 240 Adam steps on 3,840
    MNIST images): `replay verify` of 10 held-out points at 1e-12 (2 with --quick), with the
-   default adjoint budget and with `--adjoint-memory 256MiB`; about 40 minutes on 2 cores
+   default adjoint budget and with `--adjoint-memory 256MiB`; about 20 minutes on 2 cores
    (--no-guide skips it).
 
 Each figure is a ratio of two timings taken in the same run. JAX is installed into a virtual
