@@ -76,18 +76,18 @@ fn jbar_gaps(reader: &StoreReader, net: &Network<Mlp>, tol: f64, order: usize) -
     let (k, p, len) = (net.outputs(), net.num_params(), net.input_len());
     let eval = reader.eval().unwrap();
     let (mut worst, mut ratio) = (0.0f64, 0.0f64);
-    for s in 0..reader.steps() {
-        let [w0, w1, delta] = step_weights(reader, s);
-        let seg = Segment {
-            start: &w0,
-            end: &w1,
-            delta: &delta,
-        };
-        let results = quadrature::integrate(net, &seg, &eval.inputs, Rule::Auto, tol);
+    each_step(reader, |_, seg| {
+        let results = quadrature::integrate(net, seg, &eval.inputs, Rule::Auto, tol);
         for (x, r) in results.iter().enumerate() {
             let mut jbar = vec![0.0; k * p];
             r.jbar.add_dense(&mut jbar);
-            let exact = reference_jbar(net, &w0, &w1, &eval.inputs[x * len..(x + 1) * len], order);
+            let exact = reference_jbar(
+                net,
+                seg.start,
+                seg.end,
+                &eval.inputs[x * len..(x + 1) * len],
+                order,
+            );
             let bound = r.jbar_error.as_ref().expect("auto bounds Jbar");
             for o in 0..k {
                 let rows = jbar[o * p..(o + 1) * p]
@@ -103,7 +103,7 @@ fn jbar_gaps(reader: &StoreReader, net: &Network<Mlp>, tol: f64, order: usize) -
                 ratio = ratio.max(gap / (bound[o] + rounding));
             }
         }
-    }
+    });
     (worst, ratio)
 }
 
@@ -112,6 +112,21 @@ fn step_weights(reader: &StoreReader, s: usize) -> [Vec<f64>; 3] {
     let (w0, w1) = (reader.weights(s).unwrap(), reader.weights(s + 1).unwrap());
     let delta = w1.iter().zip(&w0).map(|(b, a)| b - a).collect();
     [w0, w1, delta]
+}
+
+/// Calls `f` with each recorded step's segment w_s → w_{s+1}.
+fn each_step(reader: &StoreReader, mut f: impl FnMut(usize, &Segment)) {
+    for s in 0..reader.steps() {
+        let [w0, w1, delta] = step_weights(reader, s);
+        f(
+            s,
+            &Segment {
+                start: &w0,
+                end: &w1,
+                delta: &delta,
+            },
+        );
+    }
 }
 
 fn max_gap(a: &Array3<f64>, b: &Array3<f64>) -> f64 {
@@ -204,16 +219,10 @@ fn factored_orders_are_compared_as_dense_ones_are() {
     );
     let general = fast.clone().general();
     let xs = &reader.eval().unwrap().inputs[..3 * len];
-    for s in 0..reader.steps() {
-        let [w0, w1, delta] = step_weights(&reader, s);
-        let seg = Segment {
-            start: &w0,
-            end: &w1,
-            delta: &delta,
-        };
+    each_step(&reader, |s, seg| {
         let tol = 1e-14;
-        let a = quadrature::integrate(&fast, &seg, xs, Rule::Auto, tol);
-        let b = quadrature::integrate(&general, &seg, xs, Rule::Auto, tol);
+        let a = quadrature::integrate(&fast, seg, xs, Rule::Auto, tol);
+        let b = quadrature::integrate(&general, seg, xs, Rule::Auto, tol);
         for (x, (a, b)) in a.iter().zip(&b).enumerate() {
             assert_eq!(
                 (a.pieces, a.evals),
@@ -234,7 +243,7 @@ fn factored_orders_are_compared_as_dense_ones_are() {
                 );
             }
         }
-    }
+    });
 }
 
 /// The toy's minibatch run with raw logits and `hidden` ReLU layers of 12: f is then a
@@ -265,19 +274,13 @@ fn exact_by_degree_attributions_match_closed_form_pieces() {
 
     let eval = reader.eval().unwrap();
     let (mut evals, mut pieces, mut split) = (0, 0, 0);
-    for s in 0..reader.steps() {
-        let [w0, w1, delta] = step_weights(&reader, s);
-        let seg = Segment {
-            start: &w0,
-            end: &w1,
-            delta: &delta,
-        };
-        for r in quadrature::integrate(&net, &seg, &eval.inputs, Rule::Auto, 1e-14) {
+    each_step(&reader, |_, seg| {
+        for r in quadrature::integrate(&net, seg, &eval.inputs, Rule::Auto, 1e-14) {
             evals += r.evals;
             pieces += r.pieces;
             split += usize::from(r.pieces > 1);
         }
-    }
+    });
     assert!(split > 10, "too few steps switch to test pieces: {split}");
     assert_eq!(
         evals,
@@ -315,21 +318,15 @@ fn declared_degree_gives_the_orders_jbar_with_fewer_evaluations() {
     let (k, p) = (declared.outputs(), declared.num_params());
     let eval = reader.eval().unwrap();
     let (mut fast, mut slow) = (0, 0);
-    for s in 0..reader.steps() {
-        let [w0, w1, delta] = step_weights(&reader, s);
-        let seg = Segment {
-            start: &w0,
-            end: &w1,
-            delta: &delta,
-        };
-        let a = quadrature::integrate(&declared, &seg, &eval.inputs, Rule::Auto, 1e-14);
-        let b = quadrature::integrate(&undeclared, &seg, &eval.inputs, Rule::Auto, 1e-14);
+    each_step(&reader, |s, seg| {
+        let a = quadrature::integrate(&declared, seg, &eval.inputs, Rule::Auto, 1e-14);
+        let b = quadrature::integrate(&undeclared, seg, &eval.inputs, Rule::Auto, 1e-14);
         for (x, (a, b)) in a.iter().zip(&b).enumerate() {
             fast += a.evals;
             slow += b.evals;
             assert_same_jbar(a, b, k * p, (s, x));
         }
-    }
+    });
     eprintln!("evaluations: declared {fast}, undeclared {slow}");
     assert!(2 * fast < slow, "declared {fast}, undeclared {slow}");
 }
