@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
 """Stores on object storage, measured side by side (docs/scale.md, feature `s3`).
 
-    cargo build --release -p epk-replay --features s3 --bin replay
-    cargo build --release --features s3 --example gaussians
+    cargo build --release --bin replay --example gaussians   # `s3` is a default feature
     python3 scripts/bench_s3.py [--garage PATH] [--repeats 3] [--out target/bench]
 
 Starts a one-node Garage 2.5 on 127.0.0.1 (scripts/s3-test.sh installs it into the cache), then
