@@ -17,7 +17,9 @@
    replays 10 held-out points with `auto` at 1e-12 on the structured, batched path and on the
    general path, alternating, and `replay verify` explains all 30 held-out points, twice with
    the model's declared degree and twice with `--orders-only`, alternating (once each with
-   --quick).
+   --quick); then 10 held-out points (4 with --quick) against the JAX float64 reference of the
+   same CNN on the same store (`benches/peers/epk_jax_cnn.py`), rules gauss:8 and mid:100 on
+   both sides, each JAX run between two of epk's, and epk's auto at 1e-12.
 6. Long runs: 3,000 and 30,000 full-batch steps of a 387-parameter MLP (as CI's long run;
    300 and 3,000 with --quick),
    `replay verify` with `auto` at 1e-12: time per step and peak RSS at both lengths.
@@ -27,7 +29,8 @@
    (--no-guide skips it).
 
 Each figure is a ratio of two timings taken in the same run. JAX is installed into a virtual
-environment under --out on first use (pip, jax[cpu]==0.10.2); --no-jax skips it.
+environment under --out on first use (pip, jax[cpu]==0.10.2, and zarr==3.1.6 for the CNN
+reference, which reads the store); --no-jax skips both comparisons.
 """
 
 import argparse
@@ -86,7 +89,67 @@ def jax_python(out, skip):
     if not python.exists():
         sh([sys.executable, "-m", "venv", venv])
         sh([python, "-m", "pip", "install", "--quiet", "jax[cpu]==0.10.2", "numpy"])
+    # The CNN reference reads the store itself (zarr-python 3, as CI's reader).
+    if subprocess.run([python, "-c", "import zarr"], capture_output=True).returncode != 0:
+        sh([python, "-m", "pip", "install", "--quiet", "zarr==3.1.6"])
     return python
+
+
+def jax_cnn(python, store, rule, points):
+    """benches/peers/epk_jax_cnn.py on the store: its JSON row (best of 2 runs in one process,
+    the first including XLA's compilation)."""
+    res = sh([python, ROOT / "benches" / "peers" / "epk_jax_cnn.py", store, "--rules", rule,
+              "--points", points, "--repeat", "2", "--json"], stdout=subprocess.PIPE).stdout
+    return json.loads([line for line in res.splitlines() if line.startswith("{")][-1])
+
+
+def train_digits(out):
+    """The digits CNN's store (examples/digits.rs at its defaults), recorded again."""
+    digits = out / "digits.zarr"
+    if digits.exists():
+        shutil.rmtree(digits)
+    sh([RELEASE / "examples" / "digits", "--store", digits], stdout=subprocess.DEVNULL, cwd=ROOT)
+    return digits
+
+
+def cnn_against_jax(python, digits, points):
+    """The JAX float64 reference of the same CNN on the same store and points: each rule on epk,
+    then JAX, then epk again (epk's time is the better of its two); epk's auto at 1e-12 before
+    and after them all. Returns ({rule: JAX row}, {rule: epk (report, wall, rss)})."""
+    if python is None:
+        return {}, {}
+    cnn_jax, cnn_epk = {}, {}
+    first = verify(digits, "auto", "1e-12", ["--points", points])
+    for rule in ["gauss:8", "mid:100"]:
+        before = verify(digits, rule, "1", ["--points", points])
+        cnn_jax[rule] = jax_cnn(python, digits, rule, points)
+        after = verify(digits, rule, "1", ["--points", points])
+        cnn_epk[rule] = min(before, after, key=lambda r: r[1])
+    last = verify(digits, "auto", "1e-12", ["--points", points])
+    cnn_epk["auto"] = min(first, last, key=lambda r: r[1])
+    return cnn_jax, cnn_epk
+
+
+def print_cnn_against_jax(cnn_jax, cnn_epk):
+    if not cnn_jax:
+        return
+    print()
+    print("| replay, digits CNN against JAX (same store and points) | points | epk s | JAX s "
+          "(best of 2; first incl. compile) | JAX / epk | epk max error | JAX max error |")
+    print("|---|---|---|---|---|---|---|")
+    for rule, j in cnn_jax.items():
+        report, wall, _ = cnn_epk[rule]
+        print(f"| {rule} | {report['points']} | {wall:.1f} | {j['seconds_best']:.1f} "
+              f"({j['seconds_first']:.1f}) | {j['seconds_best'] / wall:.2f} | "
+              f"{report['max_abs_error']:.2e} | {j['max_abs_err']:.2e} |")
+    report, wall, _ = cnn_epk["auto"]
+    vs = ", ".join(f"{j['seconds_best'] / wall:.2f} vs JAX {r}" for r, j in cnn_jax.items())
+    print(f"| auto, verified at 1e-12 | {report['points']} | {wall:.1f} | – | {vs} | "
+          f"{report['max_abs_error']:.2e} (passed: {report['passed']}) | – |")
+    check = max(j["attr_vs_path"] for j in cnn_jax.values())
+    dl = max(j["dloss_vs_store"] for j in cnn_jax.values())
+    print(f"\nJAX's own checks: its attributions and decay share rebuild its prediction to "
+          f"{check:.1e}; its dl/df of every step's samples match the store's to {dl:.1e}.")
 
 
 def main():
@@ -96,6 +159,8 @@ def main():
     ap.add_argument("--no-jax", action="store_true")
     ap.add_argument("--no-guide", action="store_true", help="skip section 7 (Burn's guide model)")
     ap.add_argument("--quick", action="store_true", help="fewer points and repeats (a smoke run)")
+    ap.add_argument("--only", choices=["cnn-jax"],
+                    help="run one comparison alone: cnn-jax, the digits CNN against JAX (section 5's last table)")
     a = ap.parse_args()
     out = a.out
     out.mkdir(parents=True, exist_ok=True)
@@ -106,6 +171,13 @@ def main():
     rows = []
     cpu = platform.processor() or platform.machine()
     print(f"date {date.today()}, {os.cpu_count()} cores, {cpu}", file=sys.stderr)
+    if a.only == "cnn-jax":
+        digits = train_digits(out)
+        cnn_jax, cnn_epk = cnn_against_jax(jax_python(out, False), digits, "4" if a.quick else "10")
+        print(f"Measured {date.today()} on {os.cpu_count()} cores ({cpu}); "
+              f"`python3 scripts/bench.py --only cnn-jax`{' --quick' if a.quick else ''}.")
+        print_cnn_against_jax(cnn_jax, cnn_epk)
+        return
 
     # 1. Recording overhead: the store on the working disk, and in memory (tmpfs), which
     # separates what the recorder costs the training threads from what the file system costs.
@@ -160,10 +232,7 @@ def main():
 
     # 5. The digits CNN: the structured, batched Jacobian path against the general one on the
     # same store, alternating (examples/bench_replay.rs), and the whole verify of 30 points.
-    digits = out / "digits.zarr"
-    if digits.exists():
-        shutil.rmtree(digits)
-    sh([RELEASE / "examples" / "digits", "--store", digits], stdout=subprocess.DEVNULL, cwd=ROOT)
+    digits = train_digits(out)
     cnn = json.loads(sh([RELEASE / "examples" / "bench_replay", digits, "--json", "--points",
                          "4" if a.quick else "10", "--repeats", "2"],
                         stdout=subprocess.PIPE, cwd=ROOT).stdout.strip().splitlines()[-1])
@@ -174,6 +243,7 @@ def main():
         orders_runs.append(verify(digits, "auto", "1e-12", [*points, "--orders-only"]))
         degree_runs.append(verify(digits, "auto", "1e-12", points))
     cnn_all, cnn_wall, cnn_rss = min(degree_runs, key=lambda r: r[1])
+    cnn_jax, cnn_epk = cnn_against_jax(python, digits, "4" if a.quick else "10")
     orders_all, orders_wall, orders_rss = min(orders_runs, key=lambda r: r[1])
     degree_ratio = statistics.median(o[1] / d[1] for o, d in zip(orders_runs, degree_runs))
 
@@ -248,6 +318,7 @@ def main():
           f"{cnn_all['evals_per_step_per_point']:.2f} |")
     print(f"| orders-only / by degree (median of alternating pairs; times above are the best of "
           f"each side) | | {degree_ratio:.2f}× | | |")
+    print_cnn_against_jax(cnn_jax, cnn_epk)
     print()
     print("| long run, MLP (P = 387, 300 train, full batch), auto at 1e-12, 2 points | s | ms/step | "
           "peak RSS MB | machine error | rounding floor |")
@@ -270,6 +341,9 @@ def main():
     (out / "results.json").write_text(json.dumps({
         "digits": {**cnn, "verify_s": cnn_wall, "verify_rss_mb": cnn_rss,
                    "orders_only_s": orders_wall, "degree_ratio": degree_ratio},
+        "digits_jax": cnn_jax,
+        "digits_epk": {k: {"seconds": w, "max_abs_error": r["max_abs_error"], "points": r["points"]}
+                       for k, (r, w, _) in cnn_epk.items()},
         "record": record, "epk": {k: {"seconds": w, **{x: r[x] for x in ("points", "max_abs_error")}}
                                   for k, (r, w) in epk.items()},
         "auto": {"seconds": auto_wall, "max_abs_error": auto["max_abs_error"], "passed": auto["passed"]},
