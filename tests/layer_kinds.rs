@@ -14,10 +14,11 @@ use burn::optim::momentum::MomentumConfig;
 use common::{Optim, Run, blobs};
 use epk::recorder::Samples;
 use epk::recorder::device::flex_f64;
-use epk::replay::jacobian::Implementation;
+use epk::replay::jacobian::{Factors, Implementation, Layers};
 use epk::replay::kernels::jacobians;
 use epk::replay::{Network, ReplayOptions, Rule, VerifyReport, replay};
 use epk::store::StoreReader;
+use ndarray::Array2;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use zoo::{CLASSES, Kind, VOCAB, Zoo};
@@ -83,6 +84,9 @@ fn fast_equals_general(
     layers.block_convolutions(&mut blocked);
     let selected = layers.select_blocked(&f, 1, f.rows() - 1);
     let v: Vec<f64> = (0..p).map(|i| ((i * 7 % 11) as f64 - 5.0) / 5.0).collect();
+    for factors in [&f, &blocked] {
+        rows_against_equal_formed(layers, factors, &dense, p, scale);
+    }
     let dots = [layers.dot(&f, &v).0, layers.dot(&blocked, &v).0];
     let selected_dots = layers.dot(&selected, &v).0;
     for (r, norm) in layers.norms(&f).iter().enumerate() {
@@ -142,16 +146,38 @@ fn fast_equals_general(
         ..ReplayOptions::default()
     };
     let other = replay(reader, &general, xs, &options, |_| {}).unwrap();
+    // The adjoint meeting the samples' factors instead of their formed gradients.
+    let factored = ReplayOptions {
+        gradient_bytes: 0,
+        ..options
+    };
+    let factored = replay(reader, net, xs, &factored, |_| {}).unwrap();
     let size = machine
         .attributions
         .iter()
         .fold(0.0f64, |m, v| m.max(v.abs()));
-    let gap = (&machine.attributions - &other.attributions)
-        .iter()
-        .fold(0.0f64, |m, v| m.max(v.abs()));
+    for (mine, what) in [(machine, "formed"), (&factored, "factored")] {
+        let gap = (&mine.attributions - &other.attributions)
+            .iter()
+            .fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(
+            gap < 1e-12 * size.max(1.0),
+            "attributions ({what} gradients) differ by {gap:e}"
+        );
+    }
+}
+
+/// Rows `[3, P]` against the samples' factors (a convolution's positions apart, or summed in
+/// blocks) equal the rows against the general path's formed gradients `dense` `[n, P]`.
+fn rows_against_equal_formed(layers: &Layers, f: &Factors, dense: &[f64], p: usize, scale: f64) {
+    let rows = Array2::from_shape_fn((3, p), |(r, i)| ((i * (r + 3) % 13) as f64 - 6.0) / 4.0);
+    let got = layers.rows_against(f, rows.view(), 2);
+    let g = Array2::from_shape_vec((dense.len() / p, p), dense.to_vec()).unwrap();
+    let want = rows.dot(&g.t());
+    let gap = (&got - &want).iter().fold(0.0f64, |m, v| m.max(v.abs()));
     assert!(
-        gap < 1e-12 * size.max(1.0),
-        "attributions differ by {gap:e}"
+        gap < 1e-15 * scale * p as f64,
+        "rows against factors: {gap:e}"
     );
 }
 

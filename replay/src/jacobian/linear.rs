@@ -117,7 +117,13 @@ impl Layer {
 
     /// Each row r of the factors dotted with `v`: a_rᵀ V d_r + v_b · d_r (with `abs`, in
     /// absolute values).
-    fn dot_rows(&self, a: &Array2<f64>, d: &Array2<f64>, v: &[f64], abs: bool) -> Array1<f64> {
+    pub(super) fn dot_rows(
+        &self,
+        a: &Array2<f64>,
+        d: &Array2<f64>,
+        v: &[f64],
+        abs: bool,
+    ) -> Array1<f64> {
         let (a, d, w) = (
             sized(a.view(), abs),
             sized(d.view(), abs),
@@ -326,32 +332,31 @@ impl Layers {
     /// Every sample's gradient dotted with `v`, and the same with every factor's absolute
     /// value (the size of the sum, for rounding bounds): Σ_l Σ_p a_pᵀ V_l d_p + v_b · Σ_p d_p.
     pub fn dot(&self, f: &Factors, v: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let (mut total, mut size) = (vec![0.0; f.samples], vec![0.0; f.samples]);
+        (self.dot_sized(f, v, false), self.dot_sized(f, v, true))
+    }
+
+    /// Every sample's gradient dotted with `v` (with `abs`, in absolute values).
+    fn dot_sized(&self, f: &Factors, v: &[f64], abs: bool) -> Vec<f64> {
+        let mut total = vec![0.0; f.samples];
         for (i, l) in self.layers.iter().enumerate() {
             if f.blocks.get(i).is_some_and(Option::is_some) {
-                for r in 0..f.samples {
-                    let g = f.block(i, r).expect("a block per sample");
-                    total[r] += l.block_dot(g, v, false);
-                    size[r] += l.block_dot(g, v, true);
+                for (r, t) in total.iter_mut().enumerate() {
+                    *t += l.block_dot(f.block(i, r).expect("a block per sample"), v, abs);
                 }
                 continue;
             }
             let one_input =
                 l.positions == 1 && f.a[i].rows().into_iter().all(|r| r == f.a[i].row(0));
-            let parts = [false, true].map(|abs| {
-                if one_input && f.samples > 0 {
-                    l.dot_one_input(f.a[i].row(0), &f.d[i], v, abs)
-                } else {
-                    l.dot_rows(&f.a[i], &f.d[i], v, abs)
-                }
-            });
-            for (out, rows) in [&mut total, &mut size].into_iter().zip(parts) {
-                for (t, sample) in out.iter_mut().zip(rows.exact_chunks(l.positions)) {
-                    *t += sample.sum();
-                }
+            let rows = if one_input && f.samples > 0 {
+                l.dot_one_input(f.a[i].row(0), &f.d[i], v, abs)
+            } else {
+                l.dot_rows(&f.a[i], &f.d[i], v, abs)
+            };
+            for (t, sample) in total.iter_mut().zip(rows.exact_chunks(l.positions)) {
+                *t += sample.sum();
             }
         }
-        (total, size)
+        total
     }
 
     /// Adds `scale ×` sample r's gradient to the flat vector `out`.

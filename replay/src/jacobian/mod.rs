@@ -16,6 +16,7 @@
 //!
 //! A new layer kind with a fast path is one more file here and one more variant.
 
+mod against;
 mod combine;
 pub(crate) mod conv;
 mod dense;

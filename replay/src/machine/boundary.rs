@@ -81,6 +81,12 @@ impl Through {
         }
     }
 
+    /// Whether anything enters the stretch: then [`Through::add_grads`] needs each sample's
+    /// gradient.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
     /// H_i += β c_s ⊙ g_i for a block's samples `indices` and their gradients `grads`
     /// `[samples, P]` (weighted by ∂L/∂f).
     pub fn add_grads(

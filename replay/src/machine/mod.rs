@@ -39,6 +39,12 @@ pub struct ReplayOptions {
     /// Bytes the stateful backward pass's `[points·outputs, P]` arrays (Z and Jbar) may take:
     /// [`replay`] replays blocks of points that fit, one after another.
     pub adjoint_bytes: usize,
+    /// Bytes a block's per-sample gradients `[samples, P]` may take when the stateful backward
+    /// pass meets them with E_s: above it a model on the structured path meets their factors
+    /// instead ([`Layers::rows_against`](crate::jacobian::Layers::rows_against)),
+    /// the same multiply-adds in many small products, which cost small models more than
+    /// forming the gradients.
+    pub gradient_bytes: usize,
 }
 
 impl Default for ReplayOptions {
@@ -50,6 +56,7 @@ impl Default for ReplayOptions {
             block: 256,
             groups: Vec::new(),
             adjoint_bytes: ADJOINT_BYTES,
+            gradient_bytes: GRADIENT_BYTES,
         }
     }
 }
@@ -289,6 +296,10 @@ pub fn point_blocks<M: EpkModel>(
 
 /// The default [`ReplayOptions::adjoint_bytes`]: 512 MiB.
 pub const ADJOINT_BYTES: usize = 512 << 20;
+
+/// The default [`ReplayOptions::gradient_bytes`]: 64 MiB (the digits CNN's 64 samples take
+/// 1 MB and are formed; Burn's guide model's take 272 MB and meet E_s as factors).
+pub const GRADIENT_BYTES: usize = 64 << 20;
 
 /// [`replay`] of the steps `steps` alone; `progress` counts the steps done in the range.
 pub(crate) fn replay_steps<M: EpkModel>(

@@ -248,11 +248,32 @@ impl<M: EpkModel> Adjoint<'_, M> {
             k,
             self.options.block,
         ) {
-            let g = sample_grads(self.net, step.start, &block, threads);
-            let contrib = contract(&e, &g.view(), block.indices, None, &mut self.groups);
+            // The samples' gradients themselves where they are small, or where a stretch's
+            // boundary or the parameter groups need them.
+            let formed = block.indices.len() * e.ncols() * 8 <= self.options.gradient_bytes;
+            let dense = formed || self.through.is_open() || self.groups.out.is_some();
+            let contrib = match self.net.layers().filter(|_| !dense) {
+                // Large blocks on the structured path meet E_s as factors.
+                Some(layers) => {
+                    let mut f = self.net.factors_keyed(
+                        step.start,
+                        &block.inputs,
+                        block.coeffs,
+                        Some(block.keys()),
+                    );
+                    layers.block_convolutions(&mut f);
+                    layers.rows_against(&f, e.view(), threads)
+                }
+                // The gradients themselves: small, or a stretch's boundary or the parameter
+                // groups need them.
+                None => {
+                    let g = sample_grads(self.net, step.start, &block, threads);
+                    let clip = v.clip.as_deref();
+                    self.through.add_grads(beta, clip, block.indices, &g.view());
+                    contract(&e, &g.view(), block.indices, None, &mut self.groups)
+                }
+            };
             self.attributions.scatter(&contrib, block.indices, k);
-            let clip = v.clip.as_deref();
-            self.through.add_grads(beta, clip, block.indices, &g.view());
         }
         self.through.advance(t.a);
         self.spare = Some(e);
