@@ -1,11 +1,41 @@
-//! Dense rows against per-sample gradients held as factors: ⟨V_r, ∇_w f(x_s)⟩ for every row r
-//! (the stateful adjoint's E_s, one per point and output) and sample s, without the samples'
-//! P-long gradients.
+//! Per-sample gradients held as factors, met by a flat vector (`dot`) or by dense rows
+//! (`rows_against`: ⟨V_r, ∇_w f(x_s)⟩ for every row r, the stateful adjoint's E_s, one per
+//! point and output, and sample s), without the samples' P-long gradients.
 
 use super::linear::{Factors, Layer, Layers};
 use ndarray::{Array2, ArrayView2, Axis, s};
 
 impl Layers {
+    /// Every sample's gradient dotted with `v`, and the same with every factor's absolute
+    /// value (the size of the sum, for rounding bounds): Σ_l Σ_p a_pᵀ V_l d_p + v_b · Σ_p d_p.
+    pub fn dot(&self, f: &Factors, v: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        (self.dot_sized(f, v, false), self.dot_sized(f, v, true))
+    }
+
+    /// Every sample's gradient dotted with `v` (with `abs`, in absolute values).
+    fn dot_sized(&self, f: &Factors, v: &[f64], abs: bool) -> Vec<f64> {
+        let mut total = vec![0.0; f.samples];
+        for (i, l) in self.layers.iter().enumerate() {
+            if f.blocks.get(i).is_some_and(Option::is_some) {
+                for (r, t) in total.iter_mut().enumerate() {
+                    *t += l.block_dot(f.block(i, r).expect("a block per sample"), v, abs);
+                }
+                continue;
+            }
+            let one_input =
+                l.positions == 1 && f.a[i].rows().into_iter().all(|r| r == f.a[i].row(0));
+            let rows = if one_input && f.samples > 0 {
+                l.dot_one_input(f.a[i].row(0), &f.d[i], v, abs)
+            } else {
+                l.dot_rows(&f.a[i], &f.d[i], v, abs)
+            };
+            for (t, sample) in total.iter_mut().zip(rows.exact_chunks(l.positions)) {
+                *t += sample.sum();
+            }
+        }
+        total
+    }
+
     /// `rows` `[R, P]` against every sample's gradient in `f`: `[R, n]`, without forming the
     /// `[n, P]` gradients (for 64 samples of Burn's guide model 272 MB, written and read again
     /// every step, for the same multiply-adds). A linear layer meets each row

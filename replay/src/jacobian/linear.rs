@@ -98,7 +98,7 @@ impl Layer {
     }
 
     /// A gradient block `g` `[in (+ 1), out]` dotted with `v` (with `abs`, in absolute values).
-    fn block_dot(&self, g: &Array2<f64>, v: &[f64], abs: bool) -> f64 {
+    pub(super) fn block_dot(&self, g: &Array2<f64>, v: &[f64], abs: bool) -> f64 {
         let size = |x: f64| size1(x, abs);
         let w = self.view(v);
         let weight = g.slice(s![..self.inputs, ..]);
@@ -140,7 +140,7 @@ impl Layer {
     /// [`Layer::dot_rows`] when every row has the same input `a` (one Jacobian evaluation's
     /// rows, one per output): aᵀV is formed once, in one pass over V that skips the zero
     /// inputs a ReLU leaves, instead of once per row.
-    fn dot_one_input(
+    pub(super) fn dot_one_input(
         &self,
         a: ArrayView1<'_, f64>,
         d: &Array2<f64>,
@@ -327,36 +327,6 @@ impl Layers {
             next += len;
         }
         (next == num_params && !layers.is_empty()).then_some(Layers { layers, num_params })
-    }
-
-    /// Every sample's gradient dotted with `v`, and the same with every factor's absolute
-    /// value (the size of the sum, for rounding bounds): Σ_l Σ_p a_pᵀ V_l d_p + v_b · Σ_p d_p.
-    pub fn dot(&self, f: &Factors, v: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        (self.dot_sized(f, v, false), self.dot_sized(f, v, true))
-    }
-
-    /// Every sample's gradient dotted with `v` (with `abs`, in absolute values).
-    fn dot_sized(&self, f: &Factors, v: &[f64], abs: bool) -> Vec<f64> {
-        let mut total = vec![0.0; f.samples];
-        for (i, l) in self.layers.iter().enumerate() {
-            if f.blocks.get(i).is_some_and(Option::is_some) {
-                for (r, t) in total.iter_mut().enumerate() {
-                    *t += l.block_dot(f.block(i, r).expect("a block per sample"), v, abs);
-                }
-                continue;
-            }
-            let one_input =
-                l.positions == 1 && f.a[i].rows().into_iter().all(|r| r == f.a[i].row(0));
-            let rows = if one_input && f.samples > 0 {
-                l.dot_one_input(f.a[i].row(0), &f.d[i], v, abs)
-            } else {
-                l.dot_rows(&f.a[i], &f.d[i], v, abs)
-            };
-            for (t, sample) in total.iter_mut().zip(rows.exact_chunks(l.positions)) {
-                *t += sample.sum();
-            }
-        }
-        total
     }
 
     /// Adds `scale ×` sample r's gradient to the flat vector `out`.
